@@ -1,0 +1,118 @@
+"""Encoding of inputs, delays and paths; decoding of outputs and error bodies. Pure functions."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from ._errors import InvocationError, NotReady, ResponseError
+from ._types import NoInput
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+
+def segment(value: str) -> str:
+    """Percent-encode one path segment: ``a/b`` must stay one key, not two segments."""
+    if not isinstance(value, str):
+        raise TypeError(f"keys, ids and names must be str, not {type(value).__name__}")
+    return quote(value, safe="")
+
+
+def encode_input(value: Any, content_type: str | None) -> tuple[bytes | None, str | None]:
+    """The body and content-type for ``value``.
+
+    ``NO_INPUT`` sends neither; ``bytes`` go as they are (``application/octet-stream`` unless the
+    caller names a type); anything else is JSON, encoded by orjson.
+    """
+    if isinstance(value, NoInput):
+        return None, None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value), content_type or OCTET_STREAM
+    return orjson.dumps(value), content_type or JSON
+
+
+def format_delay(delay: timedelta) -> str | None:
+    """``timedelta(seconds=2.5)`` -> ``"2500ms"`` (Restate's friendly format); zero -> None."""
+    if not isinstance(delay, timedelta):
+        raise TypeError(f"delay must be a datetime.timedelta, not {type(delay).__name__}")
+    millis = int(delay / timedelta(milliseconds=1))
+    if millis < 0:
+        raise ValueError(f"delay must not be negative, got {delay}")
+    return f"{millis}ms" if millis else None
+
+
+def decode_output(body: bytes, content_type: str | None) -> Any:
+    """JSON bodies are decoded; an empty body is ``None``; anything else stays ``bytes``."""
+    if not body:
+        return None
+    if content_type is None or content_type.startswith(JSON):
+        return orjson.loads(body)
+    return body
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Restate's RFC 3339 timestamps carry nanoseconds; Python keeps microseconds."""
+    return datetime.fromisoformat(_FRACTION.sub(r"\1", text).replace("Z", "+00:00"))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(when.tzinfo)
+    return max(0.0, (when - now).total_seconds())
+
+
+def error_from_response(
+    status: int,
+    body: bytes,
+    *,
+    source_header: str | None,
+    retry_after: str | None,
+    invocation_id: str | None,
+) -> ResponseError:
+    """One ``ResponseError`` (or subclass) from an error answer of the ingress."""
+    code: int | None = None
+    message = ""
+    source = source_header
+    try:
+        doc = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        raw_code = doc.get("code")
+        code = raw_code if isinstance(raw_code, int) else None
+        message = str(doc.get("message", ""))
+        source = doc.get("source") or source
+    else:
+        message = body.decode("utf-8", "replace")[:500]
+    cls: type[ResponseError] = ResponseError
+    if source == "invocation":
+        cls = InvocationError
+    elif status == 470:
+        cls = NotReady
+    return cls(
+        status,
+        message or f"HTTP {status}",
+        code=code,
+        source=source,
+        retry_after=parse_retry_after(retry_after),
+        invocation_id=invocation_id,
+    )

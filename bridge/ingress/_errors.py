@@ -1,0 +1,88 @@
+"""The ingress client's exceptions, sorted by what the caller does next.
+
+    IngressError                 base: .status, .code, .message, .retryable
+    ├── ConnectError             the ingress could not be reached          (retryable)
+    ├── IngressTimeout           no answer within the timeout              (retryable)
+    └── ResponseError            the ingress answered with an error status
+        ├── InvocationError      the handler itself failed terminally      (never retryable)
+        └── NotReady             output asked before the invocation ended  (470; poll or attach)
+
+``retryable`` follows Restate's own rule: connection failures, timeouts, 408, 425, 429 and 5xx are
+worth retrying; other 4xx (400, 404, 409, 422, ...) and every handler failure are not.
+``asyncio.CancelledError`` is never wrapped.
+"""
+
+from __future__ import annotations
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class IngressError(Exception):
+    """Base class of every error raised by :class:`bridge.ingress.Client`."""
+
+    status: int | None = None
+    code: int | None = None
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConnectError(IngressError):
+    """The ingress could not be reached (refused, reset, DNS). Retryable."""
+
+    retryable = True
+
+
+class IngressTimeout(IngressError):
+    """The ingress did not answer within the request's timeout. Retryable.
+
+    With an idempotency key, retrying is safe: the ingress deduplicates the second attempt.
+    """
+
+    retryable = True
+
+
+class ResponseError(IngressError):
+    """The ingress answered with an error status.
+
+    ``source`` is ``"ingress"`` when Restate refused the request (unknown service, bad delay, ...)
+    and ``"invocation"`` when the handler ran and failed; ``None`` from servers older than 1.7.4.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        source: str | None = None,
+        retry_after: float | None = None,
+        invocation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.source = source
+        self.retry_after = retry_after
+        self.invocation_id = invocation_id
+        self.retryable = source != "invocation" and (status in RETRYABLE_STATUSES or status >= 500)
+
+    def __str__(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"{self.status}{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, code={self.code}, "
+            f"source={self.source!r}, message={self.message!r})"
+        )
+
+
+class InvocationError(ResponseError):
+    """The handler ended with a terminal error; ``status`` and ``code`` are the handler's."""
+
+
+class NotReady(ResponseError):
+    """``output()`` was asked for an invocation that has not completed yet (HTTP 470)."""

@@ -1,0 +1,115 @@
+"""Session fixtures that start the real stack: brokers, a Restate server, Python handlers.
+
+Every process runs on free loopback ports with its own directory under pytest's temp dir (kept
+for the last three runs). When a test fails, its report names the stack's log files and shows
+their tails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from bridge.ingress import Client
+from tests.stack.restate import RestateServer
+from tests.stack.services import HandlerServer
+from tests.stack.tansu import TansuBroker
+
+LOGS_KEY = pytest.StashKey[list[Path]]()
+BROKERS = ["tansu", "apache-kafka"]
+
+
+class Broker(Protocol):
+    name: str
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def start(self, timeout: float = ...) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _keep_log(config: pytest.Config, path: Path) -> None:
+    config.stash.setdefault(LOGS_KEY, []).append(path)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        for path in item.config.stash.get(LOGS_KEY, []):
+            if path.exists():
+                tail = "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+                report.sections.append((f"stack log {path}", tail))
+    return report
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+def _start_broker(name: str, workdir: Path) -> Broker:
+    if name == "tansu":
+        return TansuBroker(workdir)
+    from tests.stack import apache_kafka
+
+    reason = apache_kafka.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Apache Kafka is mandatory in CI: {reason}", pytrace=False)
+        pytest.skip(f"Apache Kafka half skipped: {reason}")
+    return apache_kafka.ApacheKafkaBroker(workdir)
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Broker]:
+    """A running Kafka-protocol broker; every test using it runs once per broker."""
+    name: str = request.param
+    workdir = stack_dir / name
+    instance = _start_broker(name, workdir)
+    try:
+        instance.start()
+    except Exception as exc:
+        if os.environ.get("CI") == "true" or name == "tansu":
+            raise
+        pytest.skip(f"{name} could not start here: {exc}")
+    for log in sorted(workdir.glob("*.log")):
+        _keep_log(request.config, log)
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def handlers(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[HandlerServer]:
+    server = HandlerServer(stack_dir / "handlers")
+    server.start()
+    _keep_log(request.config, server.workdir / "handlers.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def restate(
+    request: pytest.FixtureRequest, stack_dir: Path, handlers: HandlerServer
+) -> Iterator[RestateServer]:
+    """A Restate server with the test handlers registered, shared by the whole session."""
+    server = RestateServer(stack_dir / "restate")
+    server.start()
+    _keep_log(request.config, server.workdir / "restate.log")
+    handlers.register_with(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(restate: RestateServer) -> AsyncIterator[Client]:
+    async with Client(restate.ingress_url, timeout=30) as c:
+        yield c

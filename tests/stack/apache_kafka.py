@@ -1,0 +1,278 @@
+"""Apache Kafka, the reference broker: a single-node KRaft JVM (broker and controller in one).
+
+The jars come from Maven Central through ``tests/stack/kafka/pom.xml``, the one place that records
+the Kafka version; they are copied once into ``${XDG_CACHE_HOME:-~/.cache}/restate-kafka-bridge/``
+and reused. Needs Java 17+ and ``mvn``; without them ``unavailable_reason()`` says why the
+Apache Kafka half of the suite is skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from .probe import kafka_metadata_ready
+from .procs import Process, StackError, free_port
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+LOG4J2_CONFIG = KAFKA_DIR / "log4j2.properties"
+MIN_JAVA = 17
+JVM_FLAGS = [
+    "-Xms256m",
+    "-Xmx512m",
+    # a test broker on a 2-core box: no parallel/G1 GC threads, no C2 compilation at start-up
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+]
+
+
+def _pom_version(pom: Path = POM) -> str:
+    """``<kafka.version>`` from the pom's ``<properties>``."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
+    if node is None or not (node.text or "").strip():
+        raise RuntimeError(f"{pom} has no <properties><kafka.version>")
+    return (node.text or "").strip()
+
+
+KAFKA_VERSION = _pom_version()
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "restate-kafka-bridge" / f"kafka-{KAFKA_VERSION}"
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Serialise the jar copy between concurrent test processes (as ``install._locked``)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _java_major(java: str) -> int | None:
+    """The major version that ``java -version`` reports, or None if it does not run."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=20).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def _java_candidates() -> list[str]:
+    """JAVA_HOMEs to try, in order: JAVA_HOME, ``java`` on PATH, then /usr/lib/jvm/*."""
+    homes: list[str] = []
+    if os.environ.get("JAVA_HOME"):
+        homes.append(os.environ["JAVA_HOME"])
+    on_path = shutil.which("java")
+    if on_path is not None:
+        homes.append(str(Path(on_path).resolve().parent.parent))
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        homes += sorted(str(p.resolve()) for p in jvm.iterdir() if (p / "bin/java").exists())
+    return list(dict.fromkeys(homes))
+
+
+@cache
+def java_home_for_kafka() -> str | None:
+    """A JAVA_HOME with Java 17+, preferring 17 (Kafka's tested floor) over newer ones."""
+    found: list[tuple[int, str]] = []
+    for home in _java_candidates():
+        major = _java_major(str(Path(home) / "bin/java"))
+        if major is not None and major >= MIN_JAVA:
+            if major == MIN_JAVA:
+                return home
+            found.append((major, home))
+    return min(found)[1] if found else None
+
+
+def unavailable_reason() -> str | None:
+    """None if Apache Kafka can run here, else one sentence saying why its half is skipped."""
+    if java_home_for_kafka() is None:
+        return (
+            f"Apache Kafka {KAFKA_VERSION} is skipped: no Java {MIN_JAVA}+ found "
+            "(JAVA_HOME, java on PATH, /usr/lib/jvm)."
+        )
+    if shutil.which("mvn") is None:
+        return f"Apache Kafka {KAFKA_VERSION} is skipped: mvn is not on PATH to fetch its jars."
+    return None
+
+
+def ensure_kafka_libs() -> Path:
+    """The broker's classpath folder, filled once by ``mvn dependency:copy-dependencies``."""
+    libs = _cache_root() / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError(f"mvn is needed to fetch Apache Kafka's jars ({POM})")
+    java_home = java_home_for_kafka()
+    env = {**os.environ, **({"JAVA_HOME": java_home} if java_home else {})}
+    with _locked(libs.parent / ".libs.lock"):
+        if marker.exists():
+            return libs
+        tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=libs.parent))
+        try:
+            copied = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-Dstyle.color=never",
+                    "-f",
+                    str(POM),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={tmp}",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if copied.returncode != 0:
+                raise RuntimeError(
+                    f"mvn dependency:copy-dependencies failed ({copied.returncode}) for {POM}:\n"
+                    f"{copied.stdout}{copied.stderr}"
+                )
+            if not any(tmp.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+                raise RuntimeError(f"mvn copied no kafka_2.13-{KAFKA_VERSION}.jar into {tmp}")
+            (tmp / ".complete").write_text(f"{KAFKA_VERSION}\n")
+            if libs.exists():  # a half-filled folder from before markers: replace it
+                shutil.rmtree(libs)
+            tmp.rename(libs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+def _cluster_id() -> str:
+    """A random Kafka cluster id: a UUID in unpadded URL-safe base64, as ``kafka-storage random-uuid``."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class ApacheKafkaBroker:
+    """Apache Kafka in KRaft combined mode on free ports, its log dir and log file in ``workdir``."""
+
+    name = "apache-kafka"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.process: Process | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> str:
+        controller = f"127.0.0.1:{self.controller_port}"
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "controller.listener.names": "CONTROLLER",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.workdir / "kafka-logs"),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # small machine: few threads, small segments, no background work worth waiting for
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "num.recovery.threads.per.data.dir": "1",
+            "background.threads": "2",
+            "log.cleaner.enable": "false",
+            "log.segment.bytes": str(16 * 1024 * 1024),
+            "log.index.size.max.bytes": str(1024 * 1024),
+            "delete.topic.enable": "true",
+        }
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _java(self) -> tuple[str, dict[str, str]]:
+        java_home = java_home_for_kafka()
+        if java_home is None:
+            raise StackError(unavailable_reason() or "no Java 17+ for Apache Kafka")
+        return str(Path(java_home) / "bin/java"), {"JAVA_HOME": java_home}
+
+    def start(self, timeout: float = 90.0) -> None:
+        libs = ensure_kafka_libs()
+        java, env = self._java()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "server.properties"
+        config.write_text(self._properties())
+        classpath = ["-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}"]
+        log_path = self.workdir / "kafka.log"
+        with log_path.open("ab") as log:
+            formatted = subprocess.run(
+                [
+                    java,
+                    *JVM_FLAGS,
+                    *classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--cluster-id",
+                    _cluster_id(),
+                    "--config",
+                    str(config),
+                    "--standalone",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
+                timeout=timeout,
+            )
+        if formatted.returncode != 0:
+            raise StackError(
+                f"kafka-storage format failed ({formatted.returncode}); log {log_path}"
+            )
+        self.process = Process(
+            "apache-kafka",
+            [java, *JVM_FLAGS, *classpath, "kafka.Kafka", str(config)],
+            log_path,
+            env=env,
+        )
+        self.process.start()
+        self.process.wait_until(
+            lambda: kafka_metadata_ready(self.bootstrap_servers), timeout, "answering metadata"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=20)

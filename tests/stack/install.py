@@ -1,0 +1,71 @@
+"""Installs what the stack runs, once: the Restate server from npm (Kafka's jars: apache_kafka.py).
+
+Called by the fixtures and benchmarks, so a fresh clone needs nothing but ``make test``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+STACK_DIR = Path(__file__).resolve().parent
+RESTATE_BIN = STACK_DIR / "node_modules/@restatedev/restate-server-linux-x64/bin/restate-server"
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Serialise installs between concurrent test processes (pytest-xdist, bench + tests)."""
+    lock_path = STACK_DIR / f".{name}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_restate_server() -> Path:
+    """The restate-server binary pinned in package.json, installed with ``npm ci`` if missing."""
+    if RESTATE_BIN.exists():
+        return RESTATE_BIN
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed to install the Restate server (tests/stack/package.json)")
+    with _locked("npm"):
+        if not RESTATE_BIN.exists():
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=STACK_DIR,
+                check=True,
+                env={**os.environ, "SCARF_ANALYTICS": "false"},
+            )
+    if not RESTATE_BIN.exists():
+        raise RuntimeError(f"npm ci finished but {RESTATE_BIN} is missing (not linux-x64?)")
+    return RESTATE_BIN
+
+
+def main() -> None:
+    """``python -m tests.stack.install``: fetch everything up front (``make stack``)."""
+    import time
+
+    from . import apache_kafka
+
+    started = time.monotonic()
+    print(f"restate-server: {ensure_restate_server()}")
+    reason = apache_kafka.unavailable_reason()
+    if reason is None:
+        print(f"apache-kafka {apache_kafka.KAFKA_VERSION}: {apache_kafka.ensure_kafka_libs()}")
+    elif os.environ.get("CI") == "true":
+        raise SystemExit(f"Apache Kafka is mandatory in CI: {reason}")
+    else:
+        print(f"apache-kafka: skipped, {reason}")
+    print(f"stack installed in {time.monotonic() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
