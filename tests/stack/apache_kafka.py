@@ -8,6 +8,7 @@ Apache Kafka half of the suite is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fcntl
 import os
@@ -168,12 +169,33 @@ def ensure_kafka_libs() -> Path:
 
 
 def _cluster_id() -> str:
-    """A random Kafka cluster id: a UUID in unpadded URL-safe base64, as ``kafka-storage random-uuid``."""
+    """A random cluster id as ``kafka-storage random-uuid`` makes: unpadded URL-safe base64."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+async def _describe_probe_group(bootstrap_servers: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        (response,) = await admin.describe_consumer_groups(["restate-kafka-bridge-stack-probe"])
+        return all(group[0] == 0 for group in response.groups)  # error_code 0: not loading
+    finally:
+        await admin.close()
+
+
+def group_coordinator_ready(bootstrap_servers: str) -> bool:
+    """True once the group coordinator answers without COORDINATOR_LOAD_IN_PROGRESS.
+
+    Kafka creates ``__consumer_offsets`` on the first FindCoordinator; until it is loaded, every
+    JoinGroup fails and librdkafka (Restate's subscriptions) backs off ~3 s. Done once at start-up.
+    """
+    return asyncio.run(asyncio.wait_for(_describe_probe_group(bootstrap_servers), 5))
+
+
 class ApacheKafkaBroker:
-    """Apache Kafka in KRaft combined mode on free ports, its log dir and log file in ``workdir``."""
+    """Apache Kafka in KRaft combined mode on free ports; log dir and log file in ``workdir``."""
 
     name = "apache-kafka"
 
@@ -217,7 +239,6 @@ class ApacheKafkaBroker:
             "num.io.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
             "background.threads": "2",
-            "log.cleaner.enable": "false",
             "log.segment.bytes": str(16 * 1024 * 1024),
             "log.index.size.max.bytes": str(1024 * 1024),
             "delete.topic.enable": "true",
@@ -271,6 +292,9 @@ class ApacheKafkaBroker:
         self.process.start()
         self.process.wait_until(
             lambda: kafka_metadata_ready(self.bootstrap_servers), timeout, "answering metadata"
+        )
+        self.process.wait_until(
+            lambda: group_coordinator_ready(self.bootstrap_servers), timeout, "coordinating groups"
         )
 
     def stop(self) -> None:
