@@ -178,6 +178,10 @@ class Client:
         """The run of workflow ``name`` with id ``workflow_id``: attach to it or read its output."""
         return InvocationHandle(self, f"/restate/workflow/{segment(name)}/{segment(workflow_id)}")
 
+    async def health(self, *, timeout: float | Literal["default"] | None = 5.0) -> None:
+        """Return when the ingress answers ``GET /restate/health``; raise an error otherwise."""
+        await self._request("GET", "/restate/health", timeout=timeout)
+
     # -- transport -------------------------------------------------------------------------
 
     async def _request(

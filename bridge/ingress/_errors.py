@@ -51,6 +51,8 @@ class ResponseError(IngressError):
     and ``"invocation"`` when the handler ran and failed; ``None`` from servers older than 1.7.4.
     """
 
+    status: int
+
     def __init__(
         self,
         status: int,

@@ -1,0 +1,110 @@
+"""Every metric the bridge exports, in one registry passed around explicitly.
+
+Names and labels are a contract: dashboards and alert rules depend on them. Labels stay of low
+cardinality (topic, partition, route, outcome, reason), never keys or offsets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+OUTCOMES = ("accepted", "duplicate", "dead_lettered", "unrouted")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we register our own, per registry
+
+
+class Metrics:
+    """The bridge's metrics; ``registry`` defaults to a fresh one (tests make many)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry or CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.messages = Counter(
+            "restate_bridge_messages",
+            "Kafka records (per route) by outcome: accepted, duplicate, dead_lettered, unrouted.",
+            ["topic", "route", "outcome"],
+            registry=registry,
+        )
+        self.ingress_latency = Histogram(
+            "restate_bridge_ingress_latency_seconds",
+            "Time for the ingress to accept one /send (the successful attempt).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ingress_errors = Counter(
+            "restate_bridge_ingress_errors",
+            "Failed /send attempts by reason (connect, timeout, http_429, http_5xx, http_404, ...)",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "restate_bridge_retries",
+            "Send attempts repeated after a retryable failure.",
+            ["route"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "restate_bridge_in_flight",
+            "Sends waiting for the ingress's answer right now.",
+            ["route"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "restate_bridge_consumer_lag",
+            "Records in the partition not yet fetched: high watermark minus position.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.committed_offset = Gauge(
+            "restate_bridge_committed_offset",
+            "The last offset committed to Kafka (the next record to consume).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.ingress_up = Gauge(
+            "restate_bridge_ingress_up",
+            "1 when the Restate ingress answers, 0 while it is unreachable.",
+            registry=registry,
+        )
+        self.pending_records = Gauge(
+            "restate_bridge_pending_records",
+            "Records fetched and not yet finished (bounded by delivery.max_pending_records).",
+            registry=registry,
+        )
+        self.partition_blocked = Gauge(
+            "restate_bridge_partition_blocked",
+            "1 when a partition is stopped at a record that can never succeed and has no "
+            "dead-letter topic to go to.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.commits = Counter(
+            "restate_bridge_commits",
+            "Offset commits to Kafka, by result (ok, failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.dead_letter_errors = Counter(
+            "restate_bridge_dead_letter_errors",
+            "Failed attempts to produce to the dead-letter topic (retried).",
+            registry=registry,
+        )
+
+    def export(self) -> bytes:
+        return generate_latest(self.registry)

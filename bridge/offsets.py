@@ -1,0 +1,112 @@
+"""Which offsets may be committed: the contiguous watermark of finished records, per partition.
+
+Records finish out of order (different keys go in parallel); a partition's commit position only
+moves past offset N once N and everything fetched before it are finished. Pure: no asyncio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class PartitionOffsets:
+    """Offsets of one partition, in fetch order (increasing, possibly with gaps)."""
+
+    __slots__ = ("_finished", "_pending", "committable", "committed")
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._finished: set[int] = set()
+        self.committable: int | None = None
+        """The next offset to consume, as Kafka wants it committed (last finished + 1)."""
+        self.committed: int | None = None
+
+    def add(self, offset: int) -> None:
+        if self._pending and offset <= self._pending[-1]:
+            raise ValueError(f"offset {offset} fetched after {self._pending[-1]}")
+        if self.committable is not None and offset < self.committable:
+            raise ValueError(f"offset {offset} is below the finished watermark {self.committable}")
+        self._pending.append(offset)
+
+    def finish(self, offset: int) -> None:
+        pending = self._pending
+        if pending and pending[0] == offset:
+            pending.popleft()
+            self.committable = offset + 1
+            finished = self._finished
+            while pending and pending[0] in finished:
+                head = pending.popleft()
+                finished.discard(head)
+                self.committable = head + 1
+        else:
+            self._finished.add(offset)
+
+    @property
+    def in_progress(self) -> int:
+        """Records fetched and not yet finished."""
+        return len(self._pending) - len(self._finished)
+
+    @property
+    def lowest_unfinished(self) -> int | None:
+        return self._pending[0] if self._pending else None
+
+
+class OffsetTracker:
+    """Per-partition :class:`PartitionOffsets`, and the commits they allow."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self.in_progress = 0
+
+    def add(self, tp: TopicPartition, offset: int) -> None:
+        part = self._partitions.get(tp)
+        if part is None:
+            part = self._partitions[tp] = PartitionOffsets()
+        part.add(offset)
+        self.in_progress += 1
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        part = self._partitions.get(tp)
+        if part is None:
+            return  # the partition was revoked while the record was under way
+        part.finish(offset)
+        self.in_progress -= 1
+
+    def partition(self, tp: TopicPartition) -> PartitionOffsets | None:
+        return self._partitions.get(tp)
+
+    def to_commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Positions that moved since the last :meth:`committed` call."""
+        out: dict[TopicPartition, int] = {}
+        for tp, part in self._partitions.items():
+            if only is not None and tp not in only:
+                continue
+            if part.committable is not None and part.committable != part.committed:
+                out[tp] = part.committable
+        return out
+
+    def committed(self, positions: dict[TopicPartition, int]) -> None:
+        for tp, position in positions.items():
+            part = self._partitions.get(tp)
+            if part is not None:
+                part.committed = position
+
+    def forget(self, tps: set[TopicPartition]) -> None:
+        """Drop revoked partitions; late completions for them are ignored."""
+        for tp in tps:
+            part = self._partitions.pop(tp, None)
+            if part is not None:
+                self.in_progress -= part.in_progress
+
+    def in_progress_of(self, tps: set[TopicPartition]) -> int:
+        return sum(p.in_progress for tp, p in self._partitions.items() if tp in tps)
+
+    @property
+    def partitions(self) -> dict[TopicPartition, PartitionOffsets]:
+        return self._partitions
