@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    prometheus_client.disable_created_metrics()  # the *_created series only add cardinality
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     config = load_config(args.routes, os.environ)
     bridge = Bridge(config, token=os.environ.get("RESTATE_AUTH_TOKEN") or None)
     return asyncio.run(_serve(bridge))
