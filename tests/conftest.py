@@ -15,6 +15,7 @@ from typing import Protocol
 import pytest
 
 from bridge.ingress import Client
+from tests.stack.bridge_process import BridgeProcess, routes_toml
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 from tests.stack.tansu import TansuBroker
@@ -39,9 +40,7 @@ def _keep_log(config: pytest.Config, path: Path) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
     if report.failed:
         for path in item.config.stash.get(LOGS_KEY, []):
@@ -113,3 +112,68 @@ def restate(
 async def client(restate: RestateServer) -> AsyncIterator[Client]:
     async with Client(restate.ingress_url, timeout=30) as c:
         yield c
+
+
+class BridgeFactory:
+    """Starts bridge processes for one test; every one is stopped (SIGKILL) at the end."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, workdir: Path, broker: Broker, restate: RestateServer
+    ) -> None:
+        self.request = request
+        self.workdir = workdir
+        self.broker = broker
+        self.restate = restate
+        self.started: list[BridgeProcess] = []
+
+    def routes(self, routes: str, *, group_id: str, **kwargs: object) -> str:
+        return routes_toml(
+            bootstrap=self.broker.bootstrap_servers,
+            ingress_url=self.restate.ingress_url,
+            group_id=group_id,
+            metrics_port=0,
+            routes=routes,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def start(
+        self,
+        routes: str,
+        *,
+        group_id: str,
+        name: str = "bridge",
+        ingress_url: str | None = None,
+        wait_ready: bool = True,
+        **kwargs: object,
+    ) -> BridgeProcess:
+        proc = BridgeProcess(self.workdir, f"{name}-{len(self.started)}")
+        text = routes_toml(
+            bootstrap=self.broker.bootstrap_servers,
+            ingress_url=ingress_url or self.restate.ingress_url,
+            group_id=group_id,
+            metrics_port=proc.metrics_port,
+            routes=routes,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        proc.write_routes(text)
+        _keep_log(self.request.config, proc.process.log_path)
+        self.started.append(proc)
+        proc.start(wait_ready=wait_ready)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.kill()
+
+
+@pytest.fixture
+def bridges(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    broker: Broker,
+    restate: RestateServer,
+) -> Iterator[BridgeFactory]:
+    """Start bridge processes against the session broker and Restate server."""
+    factory = BridgeFactory(request, tmp_path, broker, restate)
+    yield factory
+    factory.stop_all()

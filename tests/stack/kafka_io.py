@@ -1,0 +1,67 @@
+"""Small Kafka helpers for tests and benchmarks: create topics, produce, read a topic back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+
+@dataclass
+class Message:
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    partition: int | None = None
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                topic, m.value, key=m.key, headers=list(m.headers), partition=m.partition
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[object]:
+    """Read a topic from the start (no group) until ``expect`` records arrived or time is up."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[object] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+            await consumer.topics()  # refresh metadata until the topic exists
+            await asyncio.sleep(0.2)
+        parts = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        await consumer.seek_to_beginning()
+        while len(out) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await consumer.stop()
+    return out
