@@ -203,7 +203,11 @@ class _Problems:
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Read and validate a routes file. ``RESTATE_URL`` in ``env`` overrides the ingress URL."""
+    """Read and validate a routes file.
+
+    In ``env``, ``RESTATE_URL``, ``KAFKA_BOOTSTRAP_SERVERS`` and ``BRIDGE_METRICS_LISTEN`` override
+    the file (handy in containers).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -226,9 +230,9 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     for name in doc:
         if name not in known:
             problems.add((name,), f"unknown table [{name}]; expected one of {sorted(known)}")
-    kafka = reader.kafka(doc.get("kafka"))
+    kafka = reader.kafka(doc.get("kafka"), env)
     restate = reader.restate(doc.get("restate", {}), env)
-    metrics = reader.metrics(doc.get("metrics", {}))
+    metrics = reader.metrics(doc.get("metrics", {}), env)
     dead_letter = reader.dead_letter(doc.get("dead_letter", {}))
     delivery = reader.delivery(doc.get("delivery", {}))
     routes = reader.routes(doc.get("routes"))
@@ -305,7 +309,7 @@ class _Reader:
 
     # tables
 
-    def kafka(self, value: Any) -> KafkaConfig | None:
+    def kafka(self, value: Any, env: Mapping[str, str]) -> KafkaConfig | None:
         where = ("kafka",)
         if value is None:
             self.p.add((), "missing table [kafka] with bootstrap_servers and group_id")
@@ -315,7 +319,7 @@ class _Reader:
             return None
         fields = KafkaConfig.__dataclass_fields__
         self.unknown(table, set(fields), where)
-        servers = table.get("bootstrap_servers")
+        servers = env.get("KAFKA_BOOTSTRAP_SERVERS") or table.get("bootstrap_servers")
         if isinstance(servers, list) and servers and all(isinstance(s, str) for s in servers):
             servers = ",".join(servers)
         if not isinstance(servers, str) or not servers:
@@ -356,11 +360,11 @@ class _Reader:
         }
         return RestateConfig(**{k: v for k, v in kwargs.items() if v is not None})
 
-    def metrics(self, value: Any) -> MetricsConfig:
+    def metrics(self, value: Any, env: Mapping[str, str]) -> MetricsConfig:
         where = ("metrics",)
         table = self.table(value, where, "[metrics]") or {}
         self.unknown(table, {"listen"}, where)
-        listen = self.string(table, "listen", where)
+        listen = env.get("BRIDGE_METRICS_LISTEN") or self.string(table, "listen", where)
         if listen is None:
             return MetricsConfig()
         _, sep, port = listen.rpartition(":")
@@ -396,6 +400,8 @@ class _Reader:
             return ()
         routes: list[RouteConfig] = []
         names: dict[str, int] = {}
+        seen: dict[str, tuple[int, int]] = {}
+        reported: set[int] = set()
         for index, item in enumerate(value):
             name = item.get("name") if isinstance(item, dict) else None
             if isinstance(name, str) and name:
@@ -405,19 +411,19 @@ class _Reader:
                         ("routes", index, "name"),
                         f"duplicate route name {name!r} (first at line {names[name]})",
                     )
+                    reported.add(index)
                 names.setdefault(name, line)
             route = self.route(item, index)
             if route is not None:
                 routes.append(route)
-        seen: set[str] = set()
-        for route in routes:  # default names (service.handler) must be unique too
-            if route.name in seen:
-                self.p.add(
-                    ("routes",),
-                    f"two routes are both called {route.name!r} (line {route.line}); "
-                    "give them distinct names",
-                )
-            seen.add(route.name)
+                first, seen_at = seen.setdefault(route.name, (index, route.line))
+                if first != index and index not in reported:
+                    # default names (service.handler) must be unique too
+                    self.p.add(
+                        ("routes", index),
+                        f"two routes are both called {route.name!r} (first at line {seen_at}); "
+                        "give them distinct names",
+                    )
         return tuple(routes)
 
     def route(self, value: Any, index: int) -> RouteConfig | None:

@@ -53,14 +53,14 @@ class FieldPath:
     @classmethod
     def parse(cls, text: str) -> FieldPath:
         """Raise ``ValueError`` with the accepted forms for an unknown path."""
-        root, _, rest = text.partition(".")
+        root, dot, rest = text.partition(".")
         if root == "header" and rest:
             return cls(text, "header", (rest,))
         if root == "value" and rest:
             parts = tuple(rest.split("."))
             if all(parts):
                 return cls(text, "value", parts)
-        if root in cls.SCALAR_ROOTS and not rest:
+        if root in cls.SCALAR_ROOTS and not dot:
             return cls(text, root)
         raise ValueError(
             f"unknown field {text!r}; use key, topic, partition, offset, timestamp, "

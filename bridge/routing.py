@@ -128,10 +128,10 @@ def _equals(view: RecordView, match: Match) -> bool:
             return False
     if isinstance(expected, str):
         return isinstance(actual, str) and actual == expected
+    if isinstance(actual, str):  # a key or header: compare with the text form (true, 5, 1.5)
+        return actual == as_text(expected, match.field.text)
     if isinstance(expected, bool) or isinstance(actual, bool):
         return actual is expected
-    if isinstance(actual, str):
-        return actual == as_text(expected, match.field.text)
     return bool(actual == expected)
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from bridge.ingress import Client
 from tests.conftest import BridgeFactory, Broker
-from tests.stack.kafka_io import Message, create_topics, produce
+from tests.stack.kafka_io import Message, create_topics, produce, read_topic
+from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +65,223 @@ key = "{{key}}"
     samples = bridge.metrics()
     accepted = f'restate_bridge_messages_total{{outcome="accepted",route="ledger",topic="{topic}"}}'
     assert samples[accepted] == 100
+
+
+def route(**fields: object) -> str:
+    """One ``[[routes]]`` table from keyword arguments (strings are TOML-quoted)."""
+    lines = ["[[routes]]"]
+    for name, value in fields.items():
+        if isinstance(value, str):
+            lines.append(f"{name} = {json.dumps(value)}")
+        elif isinstance(value, dict):
+            inner = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{name} = {{ {inner} }}")
+        else:
+            lines.append(f"{name} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def messages_total(samples: dict[str, float], topic: str, route_name: str, outcome: str) -> float:
+    key = (
+        f'restate_bridge_messages_total{{outcome="{outcome}",route="{route_name}",topic="{topic}"}}'
+    )
+    return samples.get(key, 0.0)
+
+
+async def test_content_routing_fan_out_and_keys_from_header_and_json(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    topic, tag = unique("events"), unique("acct")
+    await create_topics(broker.bootstrap_servers, [topic])
+    routes = (
+        route(name="credits", topic=topic, target="object", service="Recorder",
+              handler="record", key=f"{tag}-{{header.account}}",
+              match={"header.kind": "credit"}, body="{value.amount}")
+        + route(name="audit", topic=topic, target="object", service="Recorder",
+                handler="record", key=f"{tag}-audit", match={"header.kind": "credit"})
+        + route(name="orders", topic=topic, target="object", service="Recorder",
+                handler="record", key=f"{tag}-{{value.customer.id}}",
+                match={"value.type": "order"})
+    )  # fmt: skip
+    msgs = [
+        Message(b"x", b'{"amount": 5}', [("kind", b"credit"), ("account", b"a1")]),
+        Message(b"x", b'{"amount": 7}', [("kind", b"debit"), ("account", b"a1")]),
+        Message(b"x", b'{"type": "order", "customer": {"id": "c9"}, "n": 1}'),
+        Message(b"x", b'{"type": "refund", "customer": {"id": "c9"}}'),
+        Message(b"x", b'{"amount": 3}', [("kind", b"credit"), ("account", b"a1")]),
+    ]
+    await produce(broker.bootstrap_servers, topic, msgs)
+    bridge = bridges.start(routes, group_id=unique("g"))
+    assert await eventually(recorded(client, f"{tag}-a1"), [5, 3]) == [5, 3]
+    audit = [{"amount": 5}, {"amount": 3}]
+    assert await eventually(recorded(client, f"{tag}-audit"), audit) == audit
+    order = [{"type": "order", "customer": {"id": "c9"}, "n": 1}]
+    assert await eventually(recorded(client, f"{tag}-c9"), order) == order
+    samples = bridge.metrics()
+    assert messages_total(samples, topic, "credits", "accepted") == 2
+    assert messages_total(samples, topic, "audit", "accepted") == 2
+    assert messages_total(samples, topic, "orders", "accepted") == 1
+    assert messages_total(samples, topic, "", "unrouted") == 2  # the debit and the refund
+
+
+@pytest.mark.parametrize("key", ["a/b", "with space", "ünï"])
+async def test_odd_kafka_keys_reach_the_object_unchanged(
+    broker: Broker, bridges: BridgeFactory, client: Client, key: str
+) -> None:
+    topic = unique("odd")
+    object_key = f"{key}-{uuid.uuid4().hex[:6]}"
+    await create_topics(broker.bootstrap_servers, [topic])
+    await produce(broker.bootstrap_servers, topic, [Message(object_key.encode(), b'"v"')])
+    bridges.start(
+        route(topic=topic, target="object", service="Recorder", handler="record", key="{key}"),
+        group_id=unique("g"),
+    )
+    assert await eventually(recorded(client, object_key), ["v"]) == ["v"]
+    assert await client.object("Recorder", object_key, "key").request() == object_key
+
+
+async def test_service_route_and_forwarded_headers(
+    broker: Broker, bridges: BridgeFactory, client: Client, restate: RestateServer
+) -> None:
+    topic, tag = unique("svc"), unique("hdr")
+    await create_topics(broker.bootstrap_servers, [topic])
+    routes = route(
+        name="greet", topic=topic, target="service", service="Greeter", handler="greet",
+        body="{value.name}",
+    ) + route(
+        name="trace", topic=topic, target="object", service="Recorder",
+        handler="recordHeaders", key=tag, headers=["x-trace", "x-absent"],
+    )  # fmt: skip
+    headers = [("x-trace", b"trace-1"), ("x-secret", b"not forwarded")]
+    await produce(broker.bootstrap_servers, topic, [Message(None, b'{"name": "Ada"}', headers)])
+    bridges.start(routes, group_id=unique("g"))
+
+    async def entries() -> Any:
+        return await client.object("Recorder", tag, "get").request()
+
+    got = await eventually(entries, None, timeout=1)  # poll until something arrives
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        got = await entries()
+    assert len(got) == 1
+    assert got[0]["value"] == {"name": "Ada"}
+    assert got[0]["headers"]["x-trace"] == "trace-1"
+    assert "x-secret" not in got[0]["headers"]
+    # the service invocation ran with the JSON sub-document as its input
+    rows = restate.query(
+        "select count(*) as n from sys_invocation where target = 'Greeter/greet' "
+        "and status = 'completed' and idempotency_key like '" + topic + "-%'"
+    )
+    assert rows[0]["n"] == 1
+
+
+async def test_workflow_route_runs_once_per_workflow_id(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    topic, wf = unique("signups"), unique("wf")
+    await create_topics(broker.bootstrap_servers, [topic])
+    value = json.dumps({"user": wf, "email": "ada@example.com"}).encode()
+    await produce(broker.bootstrap_servers, topic, [Message(None, value), Message(None, value)])
+    bridge = bridges.start(
+        route(name="signup", topic=topic, target="workflow", service="Signup", handler="run",
+              key="{value.user}", body="{value.email}"),
+        group_id=unique("g"),
+    )  # fmt: skip
+    status = client.workflow("Signup", wf, "status")
+    assert await eventually(status.request, "waiting") == "waiting"
+
+    async def outcomes() -> tuple[float, float]:
+        s = bridge.metrics()
+        return (
+            messages_total(s, topic, "signup", "accepted"),
+            messages_total(s, topic, "signup", "duplicate"),
+        )
+
+    assert await eventually(outcomes, (1.0, 1.0)) == (1.0, 1.0)
+    await client.workflow("Signup", wf, "approve").request("bridge")
+    result = await client.workflow_handle("Signup", wf).attach()
+    assert result == "ada@example.com approved by bridge"
+
+
+async def test_delay_from_a_header_schedules_the_invocation(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    topic, key = unique("delayed"), unique("later")
+    await create_topics(broker.bootstrap_servers, [topic])
+    bridge = bridges.start(
+        route(name="later", topic=topic, target="object", service="Recorder", handler="record",
+              key="{key}", delay="{header.delay}"),
+        group_id=unique("g"),
+    )  # fmt: skip
+    await produce(
+        broker.bootstrap_servers, topic, [Message(key.encode(), b'"late"', [("delay", b"3s")])]
+    )
+
+    async def accepted() -> float:
+        return messages_total(bridge.metrics(), topic, "later", "accepted")
+
+    assert await eventually(accepted, 1.0) == 1.0
+    accepted_at = time.monotonic()
+    assert await client.object("Recorder", key, "get").request() == []
+    assert await eventually(recorded(client, key), ["late"]) == ["late"]
+    assert time.monotonic() - accepted_at > 1.5
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_with_reasons(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    topic, dlq, tag = unique("poison"), unique("dlq"), unique("p")
+    await create_topics(broker.bootstrap_servers, [topic, dlq])
+    routes = route(
+        name="by-customer", topic=topic, target="object", service="Recorder", handler="record",
+        key=f"{tag}-{{value.customer}}", match={"header.kind": "order"},
+    ) + route(
+        name="delayed", topic=topic, target="object", service="Recorder", handler="record",
+        key=f"{tag}-delayed", delay="{header.delay}", match={"header.kind": "later"},
+    ) + route(
+        name="missing-handler", topic=topic, target="service", service="Greeter",
+        handler="noSuchHandler", match={"header.kind": "typo"},
+    )  # fmt: skip
+    msgs = [
+        Message(b"k0", b"not json", [("kind", b"order")]),
+        Message(b"k1", b'{"other": 1}', [("kind", b"order")]),
+        Message(b"k2", b'{"customer": "c1"}', [("kind", b"order")]),
+        Message(b"k3", b'"x"', [("kind", b"later"), ("delay", b"soon")]),
+        Message(b"k4", b'"x"', [("kind", b"typo"), ("trace", b"t4")]),
+    ]
+    await produce(broker.bootstrap_servers, topic, msgs)
+    bridge = bridges.start(
+        routes,
+        group_id=unique("g"),
+        dead_letter_topic=dlq,
+        delivery='unknown_target_grace = "1s"',
+    )
+    dead = await read_topic(broker.bootstrap_servers, dlq, expect=4, timeout=60)
+    assert len(dead) == 4
+    by_key = {d.key: d for d in dead}  # type: ignore[attr-defined]
+    assert set(by_key) == {b"k0", b"k1", b"k3", b"k4"}
+    for key, d in by_key.items():
+        headers = dict(d.headers)  # type: ignore[attr-defined]
+        index = int(key[1:])
+        assert d.value == msgs[index].value  # type: ignore[attr-defined]
+        assert headers["bridge.topic"] == topic.encode()
+        assert headers["bridge.offset"] == str(index).encode()
+        assert headers["bridge.partition"] == b"0"
+        assert headers["kind"] == dict(msgs[index].headers)["kind"]
+    error = {k: dict(d.headers)["bridge.error"].decode() for k, d in by_key.items()}  # type: ignore[attr-defined]
+    assert "not JSON" in error[b"k0"]
+    assert "value.customer" in error[b"k1"]
+    assert "soon" in error[b"k3"]
+    assert "404" in error[b"k4"]
+    assert dict(by_key[b"k4"].headers)["bridge.route"] == b"missing-handler"  # type: ignore[attr-defined]
+    assert dict(by_key[b"k4"].headers)["trace"] == b"t4"  # type: ignore[attr-defined]
+    assert await eventually(recorded(client, f"{tag}-c1"), [{"customer": "c1"}])
+    samples = bridge.metrics()
+    assert messages_total(samples, topic, "by-customer", "dead_lettered") == 2
+    assert messages_total(samples, topic, "by-customer", "accepted") == 1
+
+    async def committed() -> float:
+        return bridge.metric(f'restate_bridge_committed_offset{{partition="0",topic="{topic}"}}')
+
+    assert await eventually(committed, 5.0) == 5.0

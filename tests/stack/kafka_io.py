@@ -6,8 +6,9 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
@@ -45,19 +46,16 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> No
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[object]:
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
     """Read a topic from the start (no group) until ``expect`` records arrived or time is up."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    # subscribed without a group: aiokafka assigns every partition once metadata knows them
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
-    out: list[object] = []
+    out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
-        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
-            await consumer.topics()  # refresh metadata until the topic exists
-            await asyncio.sleep(0.2)
-        parts = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in parts])
-        await consumer.seek_to_beginning()
         while len(out) < expect and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():

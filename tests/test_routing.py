@@ -1,0 +1,414 @@
+"""bridge.routing: from a record to its invocations (or poison verdicts)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge.config import parse_config
+from bridge.record import Record
+from bridge.routing import Invocation, Poison, Router
+
+HEAD = '[kafka]\nbootstrap_servers = "b:9092"\n'
+
+
+def router(routes: str) -> Router:
+    return Router(parse_config(HEAD + routes, Path("routes.toml"), {}))
+
+
+def record(
+    *,
+    topic: str = "orders",
+    partition: int = 2,
+    offset: int = 17,
+    key: bytes | None = b"k1",
+    value: bytes | None = b'{"customer": {"id": "c-9"}, "n": 5, "ok": true, "payload": [1, 2]}',
+    headers: tuple[tuple[str, bytes], ...] = (),
+) -> Record:
+    return Record(topic, partition, offset, 1_700_000_000_000, key, value, headers)
+
+
+def one(r: Router, rec: Record) -> Invocation:
+    (planned,) = r.plan(rec)
+    assert isinstance(planned, Invocation), planned
+    return planned
+
+
+def poison(r: Router, rec: Record) -> Poison:
+    (planned,) = r.plan(rec)
+    assert isinstance(planned, Poison), planned
+    return planned
+
+
+def service(extra: str = "", *, topic: str = 'topic = "orders"', name: str = "") -> str:
+    named = f'name = "{name}"\n' if name else ""
+    return (
+        f'\n[[routes]]\n{named}{topic}\ntarget = "service"\nservice = "Svc"\nhandler = "h"\n{extra}'
+    )
+
+
+def obj(extra: str = "", *, key: str = "{key}") -> str:
+    return (
+        f'\n[[routes]]\ntopic = "orders"\ntarget = "object"\nservice = "Obj"\nhandler = "add"\n'
+        f'key = "{key}"\n{extra}'
+    )
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic_line", "topic", "routed"),
+    [
+        ('topic = "orders"', "orders", True),
+        ('topic = "orders"', "orders2", False),
+        ('topics = ["a", "orders"]', "orders", True),
+        ('topics = ["a", "orders"]', "b", False),
+        ('topic_pattern = "ord.*"', "orders", True),
+        ('topic_pattern = "ord.*"', "xorders", False),
+        ('topic_pattern = "orders|refunds"', "refunds", True),
+    ],
+)
+def test_topic_matching(topic_line: str, topic: str, routed: bool) -> None:
+    planned = router(service(topic=topic_line)).plan(record(topic=topic))
+    assert len(planned) == (1 if routed else 0)
+
+
+def test_unrouted_record_plans_nothing() -> None:
+    assert router(service()).plan(record(topic="elsewhere")) == []
+
+
+def test_routes_for_is_cached_per_topic() -> None:
+    r = router(service() + service(topic='topic = "other"', name="b"))
+    first = r.routes_for("orders")
+    assert [x.name for x in first] == ["Svc.h"]
+    assert r.routes_for("orders") is first
+    assert r.routes_for("nothing") == ()
+
+
+# -- match -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("match", "rec", "matched"),
+    [
+        ('{ "key" = "k1" }', record(), True),
+        ('{ "key" = "k2" }', record(), False),
+        ('{ "key" = "k1" }', record(key=None), False),
+        ('{ "key" = "k1" }', record(key=b"\xff"), False),
+        ('{ "header.kind" = "credit" }', record(headers=(("kind", b"credit"),)), True),
+        ('{ "header.kind" = "credit" }', record(headers=(("kind", b"debit"),)), False),
+        (
+            '{ "header.kind" = "credit" }',
+            record(headers=(("kind", b"credit"), ("kind", b"debit"))),
+            False,
+        ),
+        ('{ "header.kind" = "credit" }', record(), False),  # missing header: no match
+        ('{ "header.n" = 5 }', record(headers=(("n", b"5"),)), True),
+        ('{ "header.urgent" = true }', record(headers=(("urgent", b"true"),)), True),
+        ('{ "header.urgent" = true }', record(headers=(("urgent", b"1"),)), False),
+        ('{ "value.customer.id" = "c-9" }', record(), True),
+        ('{ "value.customer.id" = "c-8" }', record(), False),
+        ('{ "value.n" = 5 }', record(), True),
+        ('{ "value.n" = 5.0 }', record(), True),
+        ('{ "value.n" = 6 }', record(), False),
+        ('{ "value.n" = "5" }', record(), False),  # a string never equals a JSON number
+        ('{ "value.ok" = true }', record(), True),
+        ('{ "value.ok" = false }', record(), False),
+        ('{ "value.ok" = 1 }', record(), False),  # a bool is not a number
+        ('{ "value.n" = true }', record(value=b'{"n": 1}'), False),
+        ('{ "value.missing" = 1 }', record(), False),  # JSON without the field: no match
+        ('{ "key" = "k1", "value.n" = 5 }', record(), True),
+        ('{ "key" = "k1", "value.n" = 4 }', record(), False),
+        ('{ "topic" = "orders", "partition" = 2 }', record(), True),
+    ],
+)
+def test_match(match: str, rec: Record, matched: bool) -> None:
+    planned = router(service(f"match = {match}\n")).plan(rec)
+    assert planned == ([one(router(service()), rec)] if matched else [])
+
+
+@pytest.mark.parametrize("value", [b"not json", b"\xff\xfe", None])
+def test_value_match_on_a_non_json_value_is_poison(value: bytes | None) -> None:
+    r = router(service('match = { "value.kind" = "x" }\n'))
+    verdict = poison(r, record(value=value))
+    assert verdict.route == "Svc.h"
+    if value is None:
+        assert verdict.reason == (
+            "the record has no value (a tombstone), so it has no JSON fields"
+        )
+    else:
+        assert verdict.reason.startswith("the record value is not JSON (")
+
+
+def test_header_match_on_a_non_json_value_is_fine() -> None:
+    r = router(service('match = { "header.kind" = "x" }\n'))
+    assert one(r, record(value=b"plain", headers=(("kind", b"x"),))).body == b"plain"
+
+
+# -- fan-out and idempotency keys -----------------------------------------------------------
+
+
+def test_fan_out_gives_one_invocation_per_route_with_distinct_idempotency_keys() -> None:
+    r = router(service() + obj())
+    first, second = r.plan(record())
+    assert isinstance(first, Invocation)
+    assert isinstance(second, Invocation)
+    assert (first.route, second.route) == ("Svc.h", "Obj.add")
+    assert first.idempotency_key == "orders-2-17:Svc.h"
+    assert second.idempotency_key == "orders-2-17:Obj.add"
+
+
+def test_fan_out_poison_on_one_route_does_not_stop_the_other() -> None:
+    r = router(service() + obj(key="{header.customer}"))
+    inv, bad = r.plan(record())
+    assert isinstance(inv, Invocation)
+    assert bad == Poison("Obj.add", "header 'customer' is missing")
+
+
+def test_default_idempotency_key_is_unique_per_record_and_route() -> None:
+    r = router(service() + service(name="audit"))
+    keys = set()
+    for topic in ("orders",):
+        for partition in (0, 1):
+            for offset in (0, 1, 10):
+                for planned in r.plan(record(topic=topic, partition=partition, offset=offset)):
+                    assert isinstance(planned, Invocation)
+                    assert planned.idempotency_key is not None
+                    keys.add(planned.idempotency_key)
+    assert len(keys) == 2 * 3 * 2
+    assert "orders-1-10:audit" in keys
+
+
+def test_custom_idempotency_key_and_none() -> None:
+    r = router(service('idempotency_key = "{value.customer.id}"\n'))
+    assert one(r, record()).idempotency_key == "c-9:Svc.h"
+    r = router(service('idempotency_key = "none"\n'))
+    assert one(r, record()).idempotency_key is None
+
+
+def test_workflow_run_has_no_idempotency_key_and_no_lane_sharing_across_services() -> None:
+    r = router(
+        '\n[[routes]]\ntopic = "orders"\ntarget = "workflow"\nservice = "Wf"\nhandler = "run"\n'
+        'key = "{value.customer.id}"\n'
+    )
+    inv = one(r, record())
+    assert inv.kind == "workflow"
+    assert inv.idempotency_key is None
+    assert inv.key == "c-9"
+    assert inv.path == "/Wf/c-9/run"
+    assert inv.lane == ("Wf", "c-9")
+
+
+# -- delay -----------------------------------------------------------------------------------
+
+
+def test_fixed_delay() -> None:
+    assert one(router(service('delay = "1h30m"\n')), record()).delay == timedelta(minutes=90)
+
+
+def test_zero_delay_is_no_delay() -> None:
+    assert one(router(service('delay = "0s"\n')), record()).delay is None
+
+
+@pytest.mark.parametrize(
+    ("header", "delay"),
+    [(b"4s", timedelta(seconds=4)), (b"PT1M", timedelta(minutes=1)), (b"0ms", None)],
+)
+def test_delay_from_a_header(header: bytes, delay: timedelta | None) -> None:
+    r = router(service('delay = "{header.delay}"\n'))
+    assert one(r, record(headers=(("delay", header),))).delay == delay
+
+
+def test_malformed_delay_is_poison() -> None:
+    r = router(service('delay = "{header.delay}"\n'))
+    assert poison(r, record(headers=(("delay", b"soon"),))) == Poison(
+        "Svc.h", "bad duration 'soon'; write it like '4s', '500ms', '1h30m' or 'PT2S'"
+    )
+
+
+def test_missing_delay_header_is_poison() -> None:
+    r = router(service('delay = "{header.delay}"\n'))
+    assert poison(r, record()) == Poison("Svc.h", "header 'delay' is missing")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "rec", "key"),
+    [
+        ("{key}", record(), "k1"),
+        ("{header.customer}", record(headers=(("customer", b"c-7"),)), "c-7"),
+        ("{value.customer.id}", record(), "c-9"),
+        ("acct-{value.n}", record(), "acct-5"),
+        ("{topic}/{partition}", record(), "orders/2"),
+    ],
+)
+def test_key_templates(template: str, rec: Record, key: str) -> None:
+    assert one(router(obj(key=template)), rec).key == key
+
+
+@pytest.mark.parametrize(
+    ("template", "rec", "reason"),
+    [
+        ("{header.customer}", record(), "header 'customer' is missing"),
+        ("{value.nope}", record(), "field 'value.nope' is missing from the JSON value"),
+        ("{key}", record(key=None), "the record has no key"),
+        ("{key}", record(key=b"\xff"), "key is not UTF-8 text"),
+        ("{key}", record(key=b""), "the key template '{key}' rendered an empty key"),
+        (
+            "{header.customer}",
+            record(headers=(("customer", b""),)),
+            "the key template '{header.customer}' rendered an empty key",
+        ),
+        ("{value.customer.id}", record(value=b"nope"), None),
+    ],
+)
+def test_bad_keys_are_poison(template: str, rec: Record, reason: str | None) -> None:
+    verdict = poison(router(obj(key=template)), rec)
+    assert verdict.route == "Obj.add"
+    if reason is None:
+        assert verdict.reason.startswith("the record value is not JSON (")
+    else:
+        assert verdict.reason == reason
+
+
+# -- headers ---------------------------------------------------------------------------------
+
+
+def test_only_listed_and_present_headers_are_forwarded() -> None:
+    r = router(service('headers = ["x-trace", "x-absent", "x-tenant"]\n'))
+    rec = record(
+        headers=(("x-trace", b"t-1"), ("x-secret", b"s"), ("x-tenant", b"a"), ("x-trace", b"t-2"))
+    )
+    assert one(r, rec).headers == {"x-trace": "t-2", "x-tenant": "a"}
+
+
+def test_no_headers_listed_forwards_none() -> None:
+    assert one(router(service()), record(headers=(("x-trace", b"t"),))).headers == {}
+
+
+def test_non_utf8_forwarded_header_is_poison() -> None:
+    r = router(service('headers = ["x-trace"]\n'))
+    assert poison(r, record(headers=(("x-trace", b"\xff"),))) == Poison(
+        "Svc.h", "header 'x-trace' is not UTF-8 text"
+    )
+
+
+# -- body ------------------------------------------------------------------------------------
+
+
+def test_default_body_is_the_raw_value_untouched() -> None:
+    raw = b'{ "b":1,   "a" : [ 1 ,2 ] }'
+    inv = one(router(service()), record(value=raw))
+    assert inv.body is raw or inv.body == raw
+    assert inv.content_type == "application/json"
+
+
+def test_default_body_of_a_tombstone_is_nothing() -> None:
+    inv = one(router(service()), record(value=None))
+    assert (inv.body, inv.content_type) == (None, None)
+
+
+def test_non_json_value_passes_through_with_the_configured_content_type() -> None:
+    r = router(service('content_type = "text/plain"\n'))
+    inv = one(r, record(value=b"\xffbinary"))
+    assert (inv.body, inv.content_type) == (b"\xffbinary", "text/plain")
+
+
+@pytest.mark.parametrize(
+    ("value", "body"),
+    [
+        (b'{"payload": {"b": 1, "a": [1, 2]}}', b'{"b":1,"a":[1,2]}'),
+        (b'{"payload": "text"}', b'"text"'),
+        (b'{"payload": 5}', b"5"),
+        (b'{"payload": null}', b"null"),
+    ],
+)
+def test_json_sub_document_body(value: bytes, body: bytes) -> None:
+    inv = one(router(service('body = "{value.payload}"\n')), record(value=value))
+    assert inv.body == body
+    assert orjson.loads(inv.body) == orjson.loads(value)["payload"]
+    assert inv.content_type == "application/json"
+
+
+def test_json_sub_document_missing_is_poison() -> None:
+    r = router(service('body = "{value.payload}"\n'))
+    assert poison(r, record(value=b"{}")) == Poison(
+        "Svc.h", "field 'value.payload' is missing from the JSON value"
+    )
+
+
+def test_body_none_sends_nothing() -> None:
+    inv = one(router(service('body = "none"\n')), record())
+    assert (inv.body, inv.content_type) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("template", "body"),
+    [
+        ("order {key} for {value.customer.id}", b'"order k1 for c-9"'),
+        ("{key}", b'"k1"'),
+        ('say \\"{value.n}\\"', b'"say \\"5\\""'),
+    ],
+)
+def test_text_template_body_is_a_json_string(template: str, body: bytes) -> None:
+    inv = one(router(service(f'body = "{template}"\n')), record())
+    assert inv.body == body
+    assert inv.content_type == "application/json"
+
+
+# -- path and lanes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "path"),
+    [
+        ("plain", "/Obj/plain/add"),
+        ("a/b", "/Obj/a%2Fb/add"),
+        ("with space", "/Obj/with%20space/add"),
+        ("ünï", "/Obj/%C3%BCn%C3%AF/add"),
+        ("q?x#y%z", "/Obj/q%3Fx%23y%25z/add"),
+    ],
+)
+def test_path_percent_encodes_keys(key: str, path: str) -> None:
+    inv = one(router(obj()), record(key=key.encode()))
+    assert inv.key == key
+    assert inv.path == path
+
+
+def test_service_path_has_no_key() -> None:
+    inv = one(router(service()), record())
+    assert inv.key is None
+    assert inv.path == "/Svc/h"
+    assert inv.kind == "service"
+
+
+def test_lanes() -> None:
+    assert one(router(obj()), record(key=b"a/b")).lane == ("Obj", "a/b")
+    assert one(router(service()), record()).lane is None
+    partitioned = router(service('ordering = "partition"\n', name="p"))
+    assert one(partitioned, record(partition=4)).lane == ("p", "orders", 4)
+    unordered = router(obj('ordering = "none"\n'))
+    assert one(unordered, record()).lane is None
+
+
+def test_invocation_fields() -> None:
+    inv = one(router(obj('delay = "2.5s"\nheaders = ["x-trace"]\n')), record())
+    assert inv == Invocation(
+        route="Obj.add",
+        kind="object",
+        service="Obj",
+        handler="add",
+        key="k1",
+        body=record().value,
+        content_type="application/json",
+        delay=timedelta(seconds=2.5),
+        idempotency_key="orders-2-17:Obj.add",
+        headers={},
+        lane=("Obj", "k1"),
+    )
