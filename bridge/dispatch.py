@@ -78,6 +78,7 @@ class Dispatcher:
         dead_letters: DeadLetterSink | None,
         on_finished: Callable[[PendingRecord], None],
         on_blocked: Callable[[TopicPartition, str], None],
+        on_dead_letter: Callable[[str, int, int, str, str], None],
         request_timeout: float,
     ) -> None:
         self._client = client
@@ -86,6 +87,7 @@ class Dispatcher:
         self._dead_letters = dead_letters
         self._on_finished = on_finished
         self._on_blocked = on_blocked
+        self._on_dead_letter = on_dead_letter
         self._timeout = request_timeout
         self._backoff = Backoff(
             delivery.retry_initial.total_seconds(), delivery.retry_max.total_seconds()
@@ -243,6 +245,7 @@ class Dispatcher:
             "dead-lettered %s-%d@%d (route %s): %s",
             rec.topic, rec.partition, rec.offset, route, reason,
         )  # fmt: skip
+        self._on_dead_letter(rec.topic, rec.partition, rec.offset, route, reason)
         self._finish(job, route, "dead_lettered")
 
     def _finish(self, job: _Job, route: str, outcome: str) -> None:

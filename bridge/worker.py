@@ -28,6 +28,7 @@ from .offsets import OffsetTracker, TopicPartition
 from .record import Record
 from .routing import Router
 from .server import StatusServer
+from .status import RecentDeadLetters, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,13 @@ class Bridge:
         self.router = Router(config)
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics)
-        self.status = StatusServer(self.metrics, self.readiness, *config.metrics.host_port)
+        self.dead_letters = RecentDeadLetters()
+        self.status = StatusServer(
+            self.metrics,
+            self.readiness,
+            *config.metrics.host_port,
+            status=lambda: snapshot(config, self.metrics, self.dead_letters, self.readiness()),
+        )
         self._blocked: dict[TopicPartition, str] = {}
         self._paused: set[TopicPartition] = set()
         self._progress = asyncio.Event()
@@ -125,6 +132,7 @@ class Bridge:
                 dead_letters=dead_letters,
                 on_finished=self._on_finished,
                 on_blocked=self._on_blocked,
+                on_dead_letter=self.dead_letters.add,
                 request_timeout=cfg.restate.request_timeout.total_seconds(),
             )
             probe = asyncio.create_task(self.health.probe_forever(client))

@@ -1,0 +1,121 @@
+"""The status page's data: a JSON snapshot of the metrics, the routes and the last dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .config import BridgeConfig
+from .metrics import Metrics
+
+
+@dataclass(frozen=True)
+class DeadLetterNote:
+    at: float
+    topic: str
+    partition: int
+    offset: int
+    route: str
+    reason: str
+
+
+class RecentDeadLetters:
+    """The last ``size`` dead letters, newest first, for the status page."""
+
+    def __init__(self, size: int = 20) -> None:
+        self._items: deque[DeadLetterNote] = deque(maxlen=size)
+
+    def add(self, topic: str, partition: int, offset: int, route: str, reason: str) -> None:
+        self._items.appendleft(DeadLetterNote(time.time(), topic, partition, offset, route, reason))
+
+    def __iter__(self) -> Any:
+        return iter(self._items)
+
+
+def _samples(metrics: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in metrics.registry.collect():
+        if not family.name.startswith("restate_bridge_"):
+            continue
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def snapshot(
+    config: BridgeConfig,
+    metrics: Metrics,
+    dead_letters: RecentDeadLetters,
+    readiness: tuple[bool, str],
+) -> dict[str, Any]:
+    """Everything the status page shows; numbers are the ones ``/metrics`` exports."""
+    samples = _samples(metrics)
+
+    def by_route(name: str, **match: str) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for labels, value in samples.get(name, []):
+            if all(labels.get(k) == v for k, v in match.items()):
+                route = labels.get("route", "")
+                totals[route] = totals.get(route, 0.0) + value
+        return totals
+
+    routes = []
+    for r in config.routes:
+        routes.append(
+            {
+                "name": r.name,
+                "topics": list(r.topics) or [r.topic_pattern.pattern if r.topic_pattern else ""],
+                "target": f"{r.target} {r.service}/{r.handler}",
+                "accepted": by_route("restate_bridge_messages_total", outcome="accepted").get(
+                    r.name, 0.0
+                ),
+                "duplicate": by_route("restate_bridge_messages_total", outcome="duplicate").get(
+                    r.name, 0.0
+                ),
+                "dead_lettered": by_route(
+                    "restate_bridge_messages_total", outcome="dead_lettered"
+                ).get(r.name, 0.0),
+                "in_flight": by_route("restate_bridge_in_flight").get(r.name, 0.0),
+                "retries": by_route("restate_bridge_retries_total").get(r.name, 0.0),
+                "errors": by_route("restate_bridge_ingress_errors_total").get(r.name, 0.0),
+                "latency_sum": by_route("restate_bridge_ingress_latency_seconds_sum").get(
+                    r.name, 0.0
+                ),
+                "latency_count": by_route("restate_bridge_ingress_latency_seconds_count").get(
+                    r.name, 0.0
+                ),
+            }
+        )
+
+    partitions: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, field in (
+        ("restate_bridge_consumer_lag", "lag"),
+        ("restate_bridge_committed_offset", "committed"),
+        ("restate_bridge_partition_blocked", "blocked"),
+    ):
+        for labels, value in samples.get(name, []):
+            key = (labels["topic"], labels["partition"])
+            row = partitions.setdefault(
+                key, {"topic": key[0], "partition": int(key[1]), "lag": None, "committed": None}
+            )
+            row[field] = value
+    unrouted = sum(
+        v
+        for labels, v in samples.get("restate_bridge_messages_total", [])
+        if labels.get("outcome") == "unrouted"
+    )
+    ready, detail = readiness
+    up = samples.get("restate_bridge_ingress_up", [({}, 0.0)])[0][1]
+    return {
+        "time": time.time(),
+        "ready": ready,
+        "detail": detail,
+        "ingress_up": up,
+        "pending_records": samples.get("restate_bridge_pending_records", [({}, 0.0)])[0][1],
+        "unrouted": unrouted,
+        "routes": routes,
+        "partitions": sorted(partitions.values(), key=lambda p: (p["topic"], p["partition"])),
+        "dead_letters": [asdict(d) for d in dead_letters],
+    }
