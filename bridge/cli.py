@@ -20,6 +20,7 @@ import prometheus_client
 from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, load_config
+from .ingress._codec import format_delay
 from .record import Record
 from .routing import Invocation, Poison, Router
 from .worker import Bridge
@@ -101,8 +102,9 @@ def _describe(config: BridgeConfig, item: Invocation | Poison) -> dict[str, obje
     if isinstance(item, Poison):
         return {"route": item.route, "dead_letter": item.reason}
     url = f"{config.restate.ingress_url.rstrip('/')}{item.path}/send"
-    if item.delay is not None:
-        url += f"?delay={int(item.delay.total_seconds() * 1000)}ms"
+    delay = None if item.delay is None else format_delay(item.delay)  # as the client sends it
+    if delay is not None:
+        url += f"?delay={delay}"
     return {
         "route": item.route,
         "target": item.kind,

@@ -33,7 +33,7 @@ from .ingress import (
     Target,
 )
 from .metrics import Metrics
-from .offsets import TopicPartition
+from .offsets import PartitionOffsets, TopicPartition
 from .record import Record
 from .routing import Invocation, Poison
 
@@ -47,6 +47,8 @@ class PendingRecord:
     record: Record
     tp: TopicPartition
     remaining: int
+    owner: PartitionOffsets
+    """The partition's offsets when the record was fetched (a later assignment has others)."""
 
 
 @dataclass(slots=True)

@@ -64,16 +64,22 @@ class OffsetTracker:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self.in_progress = 0
 
-    def add(self, tp: TopicPartition, offset: int) -> None:
+    def add(self, tp: TopicPartition, offset: int) -> PartitionOffsets:
+        """Track ``offset``; the returned owner identifies this assignment of the partition."""
         part = self._partitions.get(tp)
         if part is None:
             part = self._partitions[tp] = PartitionOffsets()
         part.add(offset)
         self.in_progress += 1
+        return part
 
-    def finish(self, tp: TopicPartition, offset: int) -> None:
+    def finish(
+        self, tp: TopicPartition, offset: int, owner: PartitionOffsets | None = None
+    ) -> None:
+        """Mark ``offset`` finished. With ``owner`` (from :meth:`add`), a late finish from before a
+        revocation is ignored even if the partition was assigned again since."""
         part = self._partitions.get(tp)
-        if part is None:
+        if part is None or (owner is not None and owner is not part):
             return  # the partition was revoked while the record was under way
         part.finish(offset)
         self.in_progress -= 1

@@ -205,19 +205,19 @@ class Bridge:
             tuple(msg.headers),
         )  # fmt: skip
         tp = TopicPartition(msg.topic, msg.partition)
-        self.tracker.add(tp, msg.offset)
+        owner = self.tracker.add(tp, msg.offset)
         items = self.router.plan(record)
         if not items:
             self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
             self.tracker.finish(tp, msg.offset)
             return
-        pending = PendingRecord(record, tp, len(items))
+        pending = PendingRecord(record, tp, len(items), owner)
         assert self._dispatcher is not None
         for item in items:
             self._dispatcher.submit(pending, item)
 
     def _on_finished(self, pending: PendingRecord) -> None:
-        self.tracker.finish(pending.tp, pending.record.offset)
+        self.tracker.finish(pending.tp, pending.record.offset, pending.owner)
         self._progress.set()
 
     def _on_blocked(self, tp: TopicPartition, reason: str) -> None:

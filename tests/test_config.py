@@ -282,8 +282,9 @@ def test_delay_template_and_durations() -> None:
 
 def test_delivery_and_kafka_options() -> None:
     text = (
-        '[kafka]\nbootstrap_servers = ["a:1", "b:2"]\ngroup_id = "g"\nauto_offset_reset = "latest"\n'
-        "session_timeout_ms = 6000\n\n[delivery]\nmax_in_flight = 8\ncommit_interval = \"250ms\"\n"
+        '[kafka]\nbootstrap_servers = ["a:1", "b:2"]\ngroup_id = "g"\n'
+        'auto_offset_reset = "latest"\n'
+        'session_timeout_ms = 6000\n\n[delivery]\nmax_in_flight = 8\ncommit_interval = "250ms"\n'
         + route("")[len(KAFKA) :]
     )
     config = parse(text)
@@ -382,7 +383,8 @@ DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
             id="delay-on-workflow",
         ),
         pytest.param(
-            KAFKA + '\n[delivery]\nmax_in_flight = 10\ncommit_interval = "soon"\n'
+            KAFKA
+            + '\n[delivery]\nmax_in_flight = 10\ncommit_interval = "soon"\n'
             + route("")[len(KAFKA) :],
             f"routes.toml:6: 'commit_interval': bad duration 'soon'; {DURATION_HINT}",
             id="bad-delivery-duration",
@@ -420,7 +422,9 @@ DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
             id="unknown-field-in-key",
         ),
         pytest.param(
-            route('key = "{key}"\n\nidempotency_key = "{offset}"\n', target="workflow", handler="run"),
+            route(
+                'key = "{key}"\n\nidempotency_key = "{offset}"\n', target="workflow", handler="run"
+            ),
             "routes.toml:11: a workflow's main handler takes no idempotency key: the workflow id "
             "already makes it run once; remove idempotency_key",
             id="idempotency-key-on-workflow-run",

@@ -46,14 +46,14 @@ def test_iso_8601_forms(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["5", "4 parsecs", "s", "-1s", "4x", "1h30", "ms", "P", "PT", "4s!"])
+@pytest.mark.parametrize(
+    "text", ["5", "4 parsecs", "s", "-1s", "4x", "1h30", "ms", "P", "PT", "4s!"]
+)
 def test_refusals_quote_the_input_and_show_accepted_forms(text: str) -> None:
     with pytest.raises(DurationError) as info:
         parse_duration(text)
     message = str(info.value)
-    assert message == (
-        f"bad duration {text!r}; write it like '4s', '500ms', '1h30m' or 'PT2S'"
-    )
+    assert message == (f"bad duration {text!r}; write it like '4s', '500ms', '1h30m' or 'PT2S'")
 
 
 @pytest.mark.parametrize("text", ["", "   "])

@@ -1,0 +1,204 @@
+"""bridge.cli in-process: ``check``, ``route`` and ``--version``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge import __version__
+from bridge.cli import main
+
+GOOD = """\
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[restate]
+ingress_url = "http://restate:8080/"
+
+[[routes]]
+name = "ledger"
+topic = "ledger"
+target = "object"
+service = "Ledger"
+handler = "append"
+key = "{key}"
+match = { "header.kind" = "credit" }
+delay = "{header.delay}"
+headers = ["x-trace"]
+
+[[routes]]
+name = "audit"
+topic = "ledger"
+target = "service"
+service = "Audit"
+handler = "record"
+body = "{value.payload}"
+"""
+
+BAD = """\
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[[routes]]
+topic = "t"
+target = "actor"
+service = "S"
+handler = "h"
+delay = "soon"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_restate_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESTATE_URL", raising=False)
+
+
+@pytest.fixture
+def routes(tmp_path: Path) -> Path:
+    path = tmp_path / "routes.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    return path
+
+
+def lines(out: str) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+def test_check_ok(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(routes)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{routes}: ok, 2 route(s)\n"
+    assert err == ""
+
+
+def test_check_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD, encoding="utf-8")
+    assert main(["check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:6: target must be one of service, object, workflow, not 'actor'",
+        f"{path}:9: delay: bad duration 'soon'; write it like '4s', '500ms', '1h30m' or 'PT2S'",
+    ]
+
+
+def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:1: cannot read the routes file: No such file or directory\n"
+    )
+
+
+def test_check_honours_restate_url(
+    routes: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTATE_URL", "not-a-url")
+    assert main(["check", str(routes)]) == 2
+    assert capsys.readouterr().err == (
+        f"{routes}:5: ingress_url must start with http:// or https://\n"
+    )
+
+
+def test_route_fan_out(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "route", str(routes), "--topic", "ledger", "--key", "acct/7 ü",
+            "--header", "kind=credit", "--header", "delay=1001ms", "--header", "x-trace=t-1",
+            "--header", "x-other=o", "--value", '{"payload": {"amount": 5}}',
+            "--partition", "3", "--offset", "42",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    ledger, audit = lines(out)
+    assert ledger == {
+        "route": "ledger",
+        "target": "object",
+        "url": "http://restate:8080/Ledger/acct%2F7%20%C3%BC/append/send?delay=1001ms",
+        "service": "Ledger",
+        "handler": "append",
+        "key": "acct/7 ü",
+        "idempotency_key": "ledger-3-42:ledger",
+        "delay_seconds": 1.001,
+        "headers": {"x-trace": "t-1"},
+        "content_type": "application/json",
+        "body": '{"payload": {"amount": 5}}',
+    }
+    assert audit == {
+        "route": "audit",
+        "target": "service",
+        "url": "http://restate:8080/Audit/record/send",
+        "service": "Audit",
+        "handler": "record",
+        "key": None,
+        "idempotency_key": "ledger-3-42:audit",
+        "delay_seconds": None,
+        "headers": {},
+        "content_type": "application/json",
+        "body": '{"amount":5}',
+    }
+
+
+def test_route_without_delay_header_is_poison_for_that_route(
+    routes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "route", str(routes), "--topic", "ledger", "--key", "k",
+            "--header", "kind=credit", "--value", '{"payload": 1}',
+        ]
+    )  # fmt: skip
+    assert code == 0
+    poison, audit = lines(capsys.readouterr().out)
+    assert poison == {"route": "ledger", "dead_letter": "header 'delay' is missing"}
+    assert audit["route"] == "audit"
+    assert audit["body"] == "1"
+
+
+def test_route_poison_on_non_json_value(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", str(routes), "--topic", "ledger", "--value", "plain"]) == 0
+    (poison,) = lines(capsys.readouterr().out)
+    assert poison["route"] == "audit"
+    assert poison["dead_letter"].startswith("the record value is not JSON (")
+
+
+def test_route_unrouted_prints_nothing(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", str(routes), "--topic", "elsewhere", "--value", "{}"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "no route matches a record on topic 'elsewhere'\n"
+
+
+def test_route_bad_header_argument(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", str(routes), "--topic", "ledger", "--header", "novalue"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "--header 'novalue': write it as NAME=VALUE\n"
+
+
+def test_route_on_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD, encoding="utf-8")
+    assert main(["route", str(path), "--topic", "t"]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:6: target must be one of")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"restate-bridge {__version__}\n"
+    assert __version__ == "0.1.0"
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "usage: restate-bridge" in capsys.readouterr().err
