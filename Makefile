@@ -15,12 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Java 17+ and Maven run the Apache Kafka broker of the tests; fetched from Debian when missing.
+# From Debian when missing: Java 17 and Maven (the Apache Kafka broker of the tests), Prometheus
+# with promtool (dashboard and alert-rule tests) and Chromium (status-page test).
+SYSTEM_PACKAGES := java:openjdk-17-jre-headless mvn:maven promtool:prometheus chromium:chromium
 system-deps:
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  echo "installing Java 17 and Maven with apt-get"; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt-get:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    openjdk-17-jre-headless maven >/dev/null; }
+	    --no-install-recommends $$missing >/dev/null; fi
 
 stack: $(STAMP) system-deps
 	$(BIN)/python -m tests.stack.install

@@ -1,0 +1,163 @@
+"""The status page in a real headless browser (Debian's Chromium) against a running bridge."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BridgeFactory, Broker
+from tests.stack.kafka_io import Message, create_topics, produce
+from tests.test_bridge_targets import eventually, messages_total, route, unique
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required in CI (make system-deps installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def headless(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'chromium'}",
+            "--window-size=1280,1000",
+            "--virtual-time-budget=6000",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+
+
+class Cells(HTMLParser):
+    """Text by element id, and the rows (lists of cell texts) of every ``tbody`` by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, str] = {}
+        self.rows: dict[str, list[list[str]]] = {}
+        self._stack: list[str | None] = []
+        self._body: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        ident = dict(attrs).get("id")
+        self._stack.append(ident)
+        if tag == "tbody" and ident:
+            self._body = ident
+            self.rows[ident] = []
+        elif tag == "tr" and self._body:
+            self.rows[self._body].append([])
+        elif tag == "td" and self._body:
+            self._cell = []
+        if ident:
+            self.by_id[ident] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._stack:
+            self._stack.pop()
+        if tag == "td" and self._body and self._cell is not None:
+            self.rows[self._body][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tbody":
+            self._body = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        for ident in self._stack:
+            if ident:
+                self.by_id[ident] += data
+
+
+async def test_status_page_shows_what_metrics_export(
+    broker: Broker, bridges: BridgeFactory, tmp_path: Path
+) -> None:
+    topic, dlq, tag = unique("status"), unique("dlq"), unique("s")
+    await create_topics(broker.bootstrap_servers, [topic, dlq], partitions=2)
+    routes = route(
+        name="orders", topic=topic, target="object", service="Recorder", handler="record",
+        key=f"{tag}-{{value.customer}}",
+    )  # fmt: skip
+    messages = [
+        Message(b"k", f'{{"customer": "c{i % 3}"}}'.encode(), partition=i % 2) for i in range(30)
+    ]
+    messages += [Message(b"bad", b"this is not JSON", partition=1)]
+    await produce(broker.bootstrap_servers, topic, messages)
+    bridge = bridges.start(routes, group_id=unique("g"), dead_letter_topic=dlq)
+
+    async def done() -> float:
+        samples = bridge.metrics()
+        return messages_total(samples, topic, "orders", "accepted") + messages_total(
+            samples, topic, "orders", "dead_lettered"
+        )
+
+    assert await eventually(done, 31.0) == 31.0
+
+    async def committed() -> float:
+        return bridge.metric("restate_bridge_committed_offset")
+
+    assert await eventually(committed, 31.0) == 31.0  # 15 + 16 on the two partitions
+    url = f"http://127.0.0.1:{bridge.metrics_port}/"
+    dom = headless(url, tmp_path, "--dump-dom").stdout
+    samples = bridge.metrics()
+    page = Cells()
+    page.feed(dom)
+
+    assert page.by_id["state"].strip() == "ready"
+    accepted = messages_total(samples, topic, "orders", "accepted")
+    dead = messages_total(samples, topic, "orders", "dead_lettered")
+    assert accepted == 30
+    assert float(page.by_id["accepted"]) == accepted
+    assert float(page.by_id["dlq"]) == dead == 1
+    assert float(page.by_id["inflight"]) == bridge.metric("restate_bridge_in_flight") == 0
+    assert float(page.by_id["lag"]) == bridge.metric("restate_bridge_consumer_lag")
+
+    [orders] = page.rows["routes"]
+    assert orders[:3] == ["orders", topic, "object Recorder/record"]
+    assert [float(x) for x in orders[3:6]] == [accepted, 0.0, dead]
+    latency_sum = bridge.metric('restate_bridge_ingress_latency_seconds_sum{route="orders"}')
+    latency_count = bridge.metric('restate_bridge_ingress_latency_seconds_count{route="orders"}')
+    assert float(orders[7]) == pytest.approx(1000 * latency_sum / latency_count, abs=0.051)
+
+    partitions = {(row[0], int(row[1])): row for row in page.rows["partitions"]}
+    assert set(partitions) == {(topic, 0), (topic, 1)}
+    for (t, p), row in partitions.items():
+        labels = f'{{partition="{p}",topic="{t}"}}'
+        assert float(row[2]) == samples[f"restate_bridge_consumer_lag{labels}"]
+        assert float(row[3]) == samples[f"restate_bridge_committed_offset{labels}"]
+        assert row[4] == "ok"
+
+    [dead_row] = page.rows["dead"]
+    assert dead_row[1] == "orders"
+    assert dead_row[2].startswith(f"{topic}-")
+    assert "not JSON" in dead_row[3]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"status-page-{broker.name}.png"
+    shot.unlink(missing_ok=True)
+    headless(url, tmp_path, f"--screenshot={shot}")
+    assert shot.stat().st_size > 10_000
