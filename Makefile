@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint stack system-deps bench clean
+.PHONY: demo test check lint stack system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ system-deps:
 stack: $(STAMP) system-deps
 	$(BIN)/python -m tests.stack.install
 
+# The one-command demo: needs only Python, Node/npm and the OS (tansu comes from PyPI).
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,6 +45,7 @@ test: stack lint
 
 bench: stack
 	$(BIN)/python -m bench.ingress_client
+	$(BIN)/python -m bench.bridge
 
 clean:
 	rm -rf $(VENV) tests/stack/node_modules .mypy_cache .ruff_cache .pytest_cache
