@@ -6,6 +6,8 @@ cardinality (topic, partition, route, outcome, reason), never keys or offsets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -105,6 +107,20 @@ class Metrics:
             "Failed attempts to produce to the dead-letter topic (retried).",
             registry=registry,
         )
+
+    def prepare(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
+        """Create the per-route series at 0, so that ``increase()`` sees the first event.
+
+        ``routes`` are (route name, its literal topics); pattern topics appear when first seen.
+        """
+        for result in ("ok", "failed"):
+            self.commits.labels(result)
+        for route, topics in routes:
+            self.retries.labels(route)
+            self.in_flight.labels(route)
+            for topic in topics:
+                for outcome in ("accepted", "duplicate", "dead_lettered"):
+                    self.messages.labels(topic, route, outcome)
 
     def export(self) -> bytes:
         return generate_latest(self.registry)

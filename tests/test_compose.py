@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -109,7 +109,8 @@ def test_prometheus_scrapes_the_bridge_metrics_listener(services: dict[str, Any]
     assert f"bridge:{_listen_port(services)}" in targets
     assert any(t.startswith("restate:") for t in targets)
     for rule_file in config.get("rule_files", []):
-        assert rule_file in mounts.values(), f"rule file {rule_file} is not mounted"
+        in_container = str(PurePosixPath(config_path).parent / rule_file)
+        assert in_container in mounts.values(), f"rule file {in_container} is not mounted"
 
 
 def test_mounted_files_exist_in_the_repository(services: dict[str, Any]) -> None:
