@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
 import os
 import re
 import shutil
@@ -18,11 +17,10 @@ import subprocess
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from .install import file_lock
 from .probe import kafka_metadata_ready
 from .procs import Process, StackError, free_port
 
@@ -55,18 +53,6 @@ KAFKA_VERSION = _pom_version()
 def _cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "restate-kafka-bridge" / f"kafka-{KAFKA_VERSION}"
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Serialise the jar copy between concurrent test processes (as ``install._locked``)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _java_major(java: str) -> int | None:
@@ -132,7 +118,7 @@ def ensure_kafka_libs() -> Path:
         raise RuntimeError(f"mvn is needed to fetch Apache Kafka's jars ({POM})")
     java_home = java_home_for_kafka()
     env = {**os.environ, **({"JAVA_HOME": java_home} if java_home else {})}
-    with _locked(libs.parent / ".libs.lock"):
+    with file_lock(libs.parent / ".libs.lock"):
         if marker.exists():
             return libs
         tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=libs.parent))

@@ -18,9 +18,9 @@ RESTATE_BIN = STACK_DIR / "node_modules/@restatedev/restate-server-linux-x64/bin
 
 
 @contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """Serialise installs between concurrent test processes (pytest-xdist, bench + tests)."""
-    lock_path = STACK_DIR / f".{name}.lock"
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """Serialise installs between concurrent processes (tests, benchmarks, the demo)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -36,7 +36,7 @@ def ensure_restate_server() -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("npm is needed to install the Restate server (tests/stack/package.json)")
-    with _locked("npm"):
+    with file_lock(STACK_DIR / ".npm.lock"):
         if not RESTATE_BIN.exists():
             subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
