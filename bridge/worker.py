@@ -79,6 +79,7 @@ class Bridge:
         self.metrics = metrics or Metrics()
         self._token = token
         self.router = Router(config)
+        self.metrics.prepare((r.name, r.topics) for r in config.routes)
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics)
         self.dead_letters = RecentDeadLetters()
@@ -92,6 +93,9 @@ class Bridge:
         self._paused: set[TopicPartition] = set()
         self._progress = asyncio.Event()
         self._joined = False
+        self._assigned: set[TopicPartition] = set()
+        """Owned partitions per the rebalance callbacks (aiokafka's ``assignment()`` keeps the
+        old partitions until a rebalance completes)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._dispatcher: Dispatcher | None = None
 
@@ -257,7 +261,8 @@ class Bridge:
             self.metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(pos)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for ktp in consumer.assignment():
+        for tp in sorted(self._assigned):
+            ktp = KafkaTopicPartition(*tp)
             # tansu's ListOffsets(latest) is wrong; the Fetch high watermark is right on both
             highwater = consumer.highwater(ktp)
             if highwater is None:
@@ -265,6 +270,8 @@ class Bridge:
             try:
                 position = await asyncio.wait_for(consumer.position(ktp), 0.5)
             except (TimeoutError, KafkaError):
+                continue
+            if tp not in self._assigned:  # revoked meanwhile: its gauge is gone, keep it so
                 continue
             lag = max(0, highwater - position)
             self.metrics.consumer_lag.labels(ktp.topic, str(ktp.partition)).set(lag)
@@ -293,6 +300,7 @@ class Bridge:
         self._dispatcher.drop(tps)
         self.tracker.forget(tps)
         self._paused -= tps
+        self._assigned -= tps
         for tp in tps:
             self._blocked.pop(tp, None)
             labels = (tp.topic, str(tp.partition))
@@ -302,6 +310,7 @@ class Bridge:
 
     def _on_assigned(self, tps: set[TopicPartition]) -> None:
         self._joined = True
+        self._assigned = set(tps)
         assert self._dispatcher is not None
         self._dispatcher.resume(tps)
         log.info("partitions assigned: %s", sorted(tps))
