@@ -37,34 +37,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import aiohttp
 import orjson
 
 from tests.stack.bridge_process import BridgeProcess, routes_toml
+from tests.stack.brokers import Broker, BrokerUnavailable, make_broker
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.procs import Process
 from tests.stack.restate import KafkaCluster, RestateServer
 from tests.stack.services import HandlerServer
-from tests.stack.tansu import TansuBroker
 
 CLUSTER = "bench"
 BRIDGE_TOPIC = "bench-bridge"
 SUBSCRIPTION_TOPIC = "bench-subscription"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = "bridge >= 0.9 x ceiling, >= 4 x subscription, CPU <= 0.3 ms/record"
-
-
-class Broker(Protocol):
-    name: str
-
-    @property
-    def bootstrap_servers(self) -> str: ...
-
-    def start(self, timeout: float = ...) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass
@@ -315,17 +303,6 @@ class Namespace(argparse.Namespace):
     timeout: float
 
 
-def make_broker(name: str, workdir: Path) -> Broker:
-    if name == "tansu":
-        return TansuBroker(workdir)
-    from tests.stack import apache_kafka
-
-    reason = apache_kafka.unavailable_reason()
-    if reason is not None:
-        raise SystemExit(reason)
-    return apache_kafka.ApacheKafkaBroker(workdir)
-
-
 async def fill_topics(bootstrap: str, data: list[tuple[str, bytes]], partitions: int) -> None:
     await create_topics(bootstrap, [BRIDGE_TOPIC, SUBSCRIPTION_TOPIC], partitions)
     for topic, prefix in ((BRIDGE_TOPIC, "b-"), (SUBSCRIPTION_TOPIC, "s-")):
@@ -409,7 +386,10 @@ def main() -> None:
         contextlib.ExitStack() as stops,  # every stop runs, even when one of them fails
     ):
         workdir = Path(tmp)
-        broker = make_broker(args.broker, workdir / args.broker)
+        try:
+            broker = make_broker(args.broker, workdir / args.broker)
+        except BrokerUnavailable as exc:
+            raise SystemExit(str(exc)) from None
         stops.callback(broker.stop)
         broker.start()
         restate = RestateServer(

@@ -10,40 +10,29 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from bridge.ingress import Client
 from tests.stack.bridge_process import BridgeProcess, routes_toml
+from tests.stack.brokers import BROKERS, Broker, BrokerUnavailable, make_broker
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
-from tests.stack.tansu import TansuBroker
 
 LOGS_KEY = pytest.StashKey[list[Path]]()
-BROKERS = ["tansu", "apache-kafka"]
 
 
-class Broker(Protocol):
-    name: str
-
-    @property
-    def bootstrap_servers(self) -> str: ...
-
-    def start(self, timeout: float = ...) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-def _keep_log(config: pytest.Config, path: Path) -> None:
-    config.stash.setdefault(LOGS_KEY, []).append(path)
+def _keep_log(owner: pytest.Config | pytest.Item, path: Path) -> None:
+    """Show ``path``'s tail when a test fails: every test for the session's servers (owner: the
+    config), only the owning test for its own processes (owner: the test item)."""
+    owner.stash.setdefault(LOGS_KEY, []).append(path)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
     if report.failed:
-        for path in item.config.stash.get(LOGS_KEY, []):
+        for path in [*item.config.stash.get(LOGS_KEY, []), *item.stash.get(LOGS_KEY, [])]:
             if path.exists():
                 tail = "\n".join(path.read_text(errors="replace").splitlines()[-30:])
                 report.sections.append((f"stack log {path}", tail))
@@ -56,16 +45,12 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start_broker(name: str, workdir: Path) -> Broker:
-    if name == "tansu":
-        return TansuBroker(workdir)
-    from tests.stack import apache_kafka
-
-    reason = apache_kafka.unavailable_reason()
-    if reason is not None:
+    try:
+        return make_broker(name, workdir)
+    except BrokerUnavailable as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"Apache Kafka is mandatory in CI: {reason}", pytrace=False)
-        pytest.skip(f"Apache Kafka half skipped: {reason}")
-    return apache_kafka.ApacheKafkaBroker(workdir)
+            pytest.fail(f"Apache Kafka is mandatory in CI: {exc}", pytrace=False)
+        pytest.skip(f"Apache Kafka half skipped: {exc}")
 
 
 @pytest.fixture(scope="session", params=BROKERS)
@@ -156,7 +141,7 @@ class BridgeFactory:
             **kwargs,  # type: ignore[arg-type]
         )
         proc.write_routes(text)
-        _keep_log(self.request.config, proc.process.log_path)
+        _keep_log(self.request.node, proc.process.log_path)
         self.started.append(proc)
         proc.start(wait_ready=wait_ready)
         return proc

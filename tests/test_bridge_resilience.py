@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bridge.ingress import Client, IngressError
 from tests.conftest import LOGS_KEY, BridgeFactory, Broker
+from tests.helpers import unique
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics
 from tests.stack.restate import RestateServer
@@ -35,10 +35,6 @@ pytestmark = pytest.mark.integration
 T = TypeVar("T")
 DEADLINE = 60.0
 PARTITIONS = 4
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def recorder_route(topic: str, *, key: str = "{key}", name: str = "rec") -> str:

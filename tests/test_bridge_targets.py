@@ -6,37 +6,17 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from bridge.ingress import Client
 from tests.conftest import BridgeFactory, Broker
+from tests.helpers import eventually, messages_total, recorded, route, unique
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
 from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30
-) -> Any:
-    """Poll ``probe`` until it returns ``expected``; return the last value either way."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while value != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        value = await probe()
-    return value
-
-
-def recorded(client: Client, key: str) -> Callable[[], Awaitable[Any]]:
-    return lambda: client.object("Recorder", key, "get").request()
 
 
 async def test_object_route_keeps_per_key_order(
@@ -65,27 +45,6 @@ key = "{{key}}"
     samples = bridge.metrics()
     accepted = f'restate_bridge_messages_total{{outcome="accepted",route="ledger",topic="{topic}"}}'
     assert samples[accepted] == 100
-
-
-def route(**fields: object) -> str:
-    """One ``[[routes]]`` table from keyword arguments (strings are TOML-quoted)."""
-    lines = ["[[routes]]"]
-    for name, value in fields.items():
-        if isinstance(value, str):
-            lines.append(f"{name} = {json.dumps(value)}")
-        elif isinstance(value, dict):
-            inner = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
-            lines.append(f"{name} = {{ {inner} }}")
-        else:
-            lines.append(f"{name} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def messages_total(samples: dict[str, float], topic: str, route_name: str, outcome: str) -> float:
-    key = (
-        f'restate_bridge_messages_total{{outcome="{outcome}",route="{route_name}",topic="{topic}"}}'
-    )
-    return samples.get(key, 0.0)
 
 
 async def test_content_routing_fan_out_and_keys_from_header_and_json(

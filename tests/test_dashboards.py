@@ -16,7 +16,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import BridgeFactory, Broker
+from tests.helpers import route, unique
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.procs import Process, free_port, port_open
@@ -205,22 +205,6 @@ def wait_for(probe: Callable[[], bool], timeout: float, what: str) -> None:
 
 def exported_names(*procs: BridgeProcess) -> set[str]:
     return {sample.partition("{")[0] for proc in procs for sample in proc.metrics()}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def route(**fields: object) -> str:
-    """One ``[[routes]]`` table; strings are TOML-quoted, dicts become inline tables."""
-    lines = ["[[routes]]"]
-    for name, value in fields.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
-            lines.append(f"{name} = {{ {inner} }}")
-        else:
-            lines.append(f"{name} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.integration

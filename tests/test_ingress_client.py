@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,16 +18,13 @@ from bridge.ingress import (
     ResponseError,
     SendStatus,
 )
+from tests.helpers import unique
 from tests.stack.procs import free_port
 from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
 
 ODD_KEYS = ["a/b", "with space", "ünï", "50%?&=#", ""]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def wait_for(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]

@@ -11,10 +11,10 @@ import pytest
 
 from bridge.ingress import Client
 from tests.conftest import Broker
+from tests.helpers import eventually
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.restate import KafkaCluster, RestateServer
 from tests.stack.services import HandlerServer
-from tests.test_bridge_targets import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BridgeFactory, Broker
+from tests.helpers import eventually, messages_total, route, unique
 from tests.stack.kafka_io import Message, create_topics, produce
-from tests.test_bridge_targets import eventually, messages_total, route, unique
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -1,0 +1,53 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bridge.ingress import Client
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses: topics, group ids and object keys live for the session."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30
+) -> Any:
+    """Poll ``probe`` until it returns ``expected``; return the last value either way."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while value != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        value = await probe()
+    return value
+
+
+def recorded(client: Client, key: str) -> Callable[[], Awaitable[Any]]:
+    """A probe of what the ``Recorder`` object ``key`` has received."""
+    return lambda: client.object("Recorder", key, "get").request()
+
+
+def route(**fields: object) -> str:
+    """One ``[[routes]]`` table from keyword arguments; dicts become inline tables."""
+    lines = ["[[routes]]"]
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{name} = {{ {inner} }}")
+        else:
+            lines.append(f"{name} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def messages_total(samples: dict[str, float], topic: str, route_name: str, outcome: str) -> float:
+    key = (
+        f'restate_bridge_messages_total{{outcome="{outcome}",route="{route_name}",topic="{topic}"}}'
+    )
+    return samples.get(key, 0.0)
