@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import prometheus_client
+from aiokafka.errors import KafkaError
 
 from bridge import __version__
 
@@ -151,6 +152,12 @@ async def _serve(bridge: Bridge) -> int:
     try:
         await bridge.run(stop)
     except asyncio.CancelledError:
+        return 1
+    except KafkaError as exc:
+        log.error("Kafka at %s: %s", bridge.config.kafka.bootstrap_servers, exc)
+        return 1
+    except OSError as exc:  # e.g. the metrics port is taken
+        log.error("cannot start: %s", exc)
         return 1
     log.info("stopped")
     return 0

@@ -202,3 +202,24 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert info.value.code == 2
     assert "usage: restate-bridge" in capsys.readouterr().err
+
+
+def test_run_refuses_a_bad_routes_file_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "routes.toml"
+    bad.write_text(GOOD.replace('target = "service"', 'target = "svc"'))
+    assert main(["run", "--routes", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:21: target must be one of service, object, workflow, not 'svc'" in err
+
+
+def test_run_exits_1_with_a_clear_line_when_kafka_is_unreachable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        GOOD.replace("127.0.0.1:9092", "127.0.0.1:1") + '\n[metrics]\nlisten = "127.0.0.1:0"\n'
+    )
+    assert main(["run", "--routes", str(routes)]) == 1
+    assert "Kafka at 127.0.0.1:1: KafkaConnectionError" in caplog.text
