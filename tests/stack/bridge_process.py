@@ -83,13 +83,15 @@ class BridgeProcess:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+        except (urllib.error.URLError, OSError):
+            return 0, b""  # not listening (yet, or any more)
 
     def ready(self) -> bool:
         return self._get("/readyz")[0] == 200
 
     def readyz(self) -> tuple[int, dict[str, str]]:
         status, body = self._get("/readyz")
-        return status, json.loads(body)
+        return status, json.loads(body) if body else {}
 
     def metrics(self) -> dict[str, float]:
         """Every sample of ``/metrics`` as ``'name{labels}' -> value``."""
