@@ -138,7 +138,14 @@ class Dispatcher:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # a bug, not a delivery failure: its records stay unfinished, so nothing past them
+            # is committed and a restart redelivers them
+            log.error("dispatch task failed; its partition stops advancing", exc_info=exc)
 
     async def _run_lane(self, lane: tuple[Any, ...]) -> None:
         queue = self._lanes[lane]
