@@ -61,33 +61,26 @@ def snapshot(
                 totals[route] = totals.get(route, 0.0) + value
         return totals
 
-    routes = []
-    for r in config.routes:
-        routes.append(
-            {
-                "name": r.name,
-                "topics": list(r.topics) or [r.topic_pattern.pattern if r.topic_pattern else ""],
-                "target": f"{r.target} {r.service}/{r.handler}",
-                "accepted": by_route("restate_bridge_messages_total", outcome="accepted").get(
-                    r.name, 0.0
-                ),
-                "duplicate": by_route("restate_bridge_messages_total", outcome="duplicate").get(
-                    r.name, 0.0
-                ),
-                "dead_lettered": by_route(
-                    "restate_bridge_messages_total", outcome="dead_lettered"
-                ).get(r.name, 0.0),
-                "in_flight": by_route("restate_bridge_in_flight").get(r.name, 0.0),
-                "retries": by_route("restate_bridge_retries_total").get(r.name, 0.0),
-                "errors": by_route("restate_bridge_ingress_errors_total").get(r.name, 0.0),
-                "latency_sum": by_route("restate_bridge_ingress_latency_seconds_sum").get(
-                    r.name, 0.0
-                ),
-                "latency_count": by_route("restate_bridge_ingress_latency_seconds_count").get(
-                    r.name, 0.0
-                ),
-            }
-        )
+    # each column aggregated once, then looked up per route
+    columns = {
+        "accepted": by_route("restate_bridge_messages_total", outcome="accepted"),
+        "duplicate": by_route("restate_bridge_messages_total", outcome="duplicate"),
+        "dead_lettered": by_route("restate_bridge_messages_total", outcome="dead_lettered"),
+        "in_flight": by_route("restate_bridge_in_flight"),
+        "retries": by_route("restate_bridge_retries_total"),
+        "errors": by_route("restate_bridge_ingress_errors_total"),
+        "latency_sum": by_route("restate_bridge_ingress_latency_seconds_sum"),
+        "latency_count": by_route("restate_bridge_ingress_latency_seconds_count"),
+    }
+    routes = [
+        {
+            "name": r.name,
+            "topics": list(r.topics) or [r.topic_pattern.pattern if r.topic_pattern else ""],
+            "target": f"{r.target} {r.service}/{r.handler}",
+            **{column: totals.get(r.name, 0.0) for column, totals in columns.items()},
+        }
+        for r in config.routes
+    ]
 
     partitions: dict[tuple[str, str], dict[str, Any]] = {}
     for name, field in (

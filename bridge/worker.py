@@ -230,8 +230,9 @@ class Bridge:
 
     def _flow_control(self, consumer: AIOKafkaConsumer, fetch: bool) -> None:
         """Pause fetching everywhere (or only on blocked partitions); resume when possible."""
-        assigned = {TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment()}
-        want_paused = assigned if not fetch else assigned & set(self._blocked)
+        # the callbacks' view of ownership: consumer.assignment() lags behind a revocation
+        assigned = self._assigned
+        want_paused = set(assigned) if not fetch else assigned & self._blocked.keys()
         if want_paused == self._paused:
             return
         if to_pause := want_paused - self._paused:
