@@ -7,9 +7,11 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.ingress import Client
+
+T = TypeVar("T")
 
 
 def unique(prefix: str) -> str:
@@ -27,6 +29,26 @@ async def eventually(
         await asyncio.sleep(0.2)
         value = await probe()
     return value
+
+
+async def until(
+    probe: Callable[[], Awaitable[T] | T],
+    done: Callable[[T], bool],
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+) -> T:
+    """Poll ``probe`` until ``done(value)``; fail naming ``what`` and the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if done(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout:.0f}s; last: {value!r:.1500}")
+        await asyncio.sleep(interval)
 
 
 def recorded(client: Client, key: str) -> Callable[[], Awaitable[Any]]:

@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bridge.ingress import Client, IngressError
 from tests.conftest import LOGS_KEY, BridgeFactory, Broker
-from tests.helpers import unique
+from tests.helpers import unique, until
+from tests.stack import kafka_io
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics
 from tests.stack.restate import RestateServer
@@ -32,8 +32,6 @@ from tests.stack.services import HandlerServer
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
-DEADLINE = 60.0
 PARTITIONS = 4
 
 
@@ -79,16 +77,7 @@ async def produce(
     bootstrap: str, ledger: Ledger, messages: Sequence[Message], *, key_of: Callable[[Any], str]
 ) -> None:
     """Produce ``messages``; record each JSON value under ``key_of(value)`` at its real offset."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(ledger.topic, m.value, key=m.key, partition=m.partition)
-            for m in messages
-        ]
-        metas = await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    metas = await kafka_io.produce(bootstrap, ledger.topic, messages)
     for m, meta in zip(messages, metas, strict=True):
         assert m.value is not None
         try:
@@ -97,6 +86,13 @@ async def produce(
             ledger.ends[meta.partition] = max(ledger.ends.get(meta.partition, 0), meta.offset + 1)
             continue  # poison: never arrives anywhere
         ledger.add(key_of(value), meta.partition, meta.offset, value)
+
+
+async def produce_keyed(
+    bootstrap: str, ledger: Ledger, keys: Sequence[str], start: int, count: int
+) -> None:
+    """Produce records ``start`` .. ``start + count - 1`` of the :func:`keyed` sequence."""
+    await produce(bootstrap, ledger, keyed(keys, start, count), key_of=by_key(keys))
 
 
 def keyed(keys: Sequence[str], start: int, count: int) -> list[Message]:
@@ -149,26 +145,6 @@ async def wait_committed(bootstrap: str, group: str, ledger: Ledger, what: str) 
 
 
 # -- polling -----------------------------------------------------------------------------------
-
-
-async def until(
-    probe: Callable[[], Awaitable[T] | T],
-    done: Callable[[T], bool],
-    what: str,
-    timeout: float = DEADLINE,
-    interval: float = 0.2,
-) -> T:
-    """Poll ``probe`` until ``done(value)``; fail naming ``what`` and the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if done(value):  # type: ignore[arg-type]
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout:.0f}s; last: {value!r:.1500}")
-        await asyncio.sleep(interval)
 
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -323,7 +299,7 @@ async def test_kill_9_mid_stream_then_restart_has_exactly_once_effects(
     await create_topics(bootstrap, [topic], partitions=PARTITIONS)
     keys = [f"{tag}-{i}" for i in range(50)]
     ledger = Ledger(topic)
-    await produce(bootstrap, ledger, keyed(keys, 0, total), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, 0, total)
     routes = recorder_route(topic)
 
     first = bridges.start(routes, group_id=group, name="first")
@@ -363,7 +339,7 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
     bridge = bridges.start(
         recorder_route(topic), group_id=group, ingress_url=server.ingress_url, name="outage"
     )
-    await produce(bootstrap, ledger, keyed(keys, 0, 200), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, 0, 200)
     await wait_committed(bootstrap, group, ledger, "part 1")
     await assert_states(own_client, ledger.expected())
     part1_ends = dict(ledger.ends)
@@ -371,7 +347,7 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
 
     # Restate goes away; part 2 is produced while it is down and can never be accepted
     await asyncio.to_thread(server.stop)
-    await produce(bootstrap, ledger, keyed(keys, 200, 300), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, 200, 300)
     _, body = await until(
         bridge.readyz, lambda r: r[0] == 503, "not ready (/readyz 503) while Restate is down"
     )
@@ -410,7 +386,7 @@ async def test_survivor_takes_over_a_killed_group_member(
 
     sent = 0
     # batch 1: both members own partitions and deliver
-    await produce(bootstrap, ledger, keyed(keys, sent, 400), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, sent, 400)
     sent += 400
     await until(
         lambda: (outcome(survivor, topic, "accepted"), outcome(victim, topic, "accepted")),
@@ -424,7 +400,7 @@ async def test_survivor_takes_over_a_killed_group_member(
     )
     # batch 2: kill the victim while it is delivering its share
     before = outcome(victim, topic, "accepted")
-    await produce(bootstrap, ledger, keyed(keys, sent, 1000), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, sent, 1000)
     sent += 1000
     await until(
         lambda: outcome(victim, topic, "accepted"),
@@ -435,7 +411,7 @@ async def test_survivor_takes_over_a_killed_group_member(
     victim.kill()
     # more batches while the group notices and rebalances
     for _ in range(3):
-        await produce(bootstrap, ledger, keyed(keys, sent, 200), key_of=by_key(keys))
+        await produce_keyed(bootstrap, ledger, keys, sent, 200)
         sent += 200
         await asyncio.sleep(0.5)
 
@@ -457,7 +433,7 @@ async def test_sigterm_drains_in_flight_sends_and_exits_0(
     await create_topics(bootstrap, [topic], partitions=PARTITIONS)
     keys = [f"{tag}-{i}" for i in range(50)]
     ledger = Ledger(topic)
-    await produce(bootstrap, ledger, keyed(keys, 0, total), key_of=by_key(keys))
+    await produce_keyed(bootstrap, ledger, keys, 0, total)
     routes = recorder_route(topic)
 
     first = bridges.start(

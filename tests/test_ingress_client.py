@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,22 +17,13 @@ from bridge.ingress import (
     ResponseError,
     SendStatus,
 )
-from tests.helpers import unique
+from tests.helpers import eventually, recorded, unique
 from tests.stack.procs import free_port
 from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
 
 ODD_KEYS = ["a/b", "with space", "ünï", "50%?&=#", ""]
-
-
-async def wait_for(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.05)
 
 
 # -- request-response -------------------------------------------------------------------------
@@ -69,13 +59,9 @@ async def test_workflow_request_and_shared_handlers(client: Client) -> None:
     wf_id = unique("wf/odd id")
     run = asyncio.create_task(client.workflow("Signup", wf_id).request("ada@example.com"))
     status = client.workflow("Signup", wf_id, "status")
-    assert await wait_for(lambda: _equals(status.request(), "waiting"))
+    assert await eventually(status.request, "waiting") == "waiting"
     await client.workflow("Signup", wf_id, "approve").request("bob")
     assert await run == "ada@example.com approved by bob"
-
-
-async def _equals(coro, expected) -> bool:  # type: ignore[no-untyped-def]
-    return bool(await coro == expected)
 
 
 async def test_headers_reach_the_handler(client: Client) -> None:
@@ -111,7 +97,7 @@ async def test_sends_to_all_three_kinds_return_receipts(
         f"Recorder/{key}/record",
         f"Signup/{wf_id}/run",
     }
-    assert await wait_for(lambda: client.object("Recorder", key, "get").request()) == ["first"]
+    assert await eventually(recorded(client, key), ["first"]) == ["first"]
 
 
 async def test_second_workflow_run_is_previously_accepted(client: Client) -> None:
@@ -143,7 +129,7 @@ async def test_delayed_send_runs_later(client: Client, restate: RestateServer) -
     [row] = restate.query(f"select status from sys_invocation where id = '{receipt.invocation_id}'")
     assert row["status"] == "scheduled"
     assert await client.object("Recorder", key, "get").request() == []
-    got = await wait_for(lambda: client.object("Recorder", key, "get").request(), timeout=15)
+    got = await eventually(recorded(client, key), ["later"], timeout=15)
     assert got == ["later"]
     assert datetime.now(UTC) >= receipt.execution_time
 

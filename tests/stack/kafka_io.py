@@ -31,8 +31,9 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> list[Any]:
+    """Produce ``messages`` in order; their ``RecordMetadata`` (partition, offset) in that order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     try:
         futures = [
@@ -41,7 +42,7 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> No
             )
             for m in messages
         ]
-        await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
 
