@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, load_config
-from .ingress._codec import format_delay
+from .ingress import Client
 from .record import Record
 from .routing import Invocation, Poison, Router
 from .worker import Bridge
@@ -102,10 +102,8 @@ def _route(args: argparse.Namespace) -> int:
 def _describe(config: BridgeConfig, item: Invocation | Poison) -> dict[str, object]:
     if isinstance(item, Poison):
         return {"route": item.route, "dead_letter": item.reason}
-    url = f"{config.restate.ingress_url.rstrip('/')}{item.path}/send"
-    delay = None if item.delay is None else format_delay(item.delay)  # as the client sends it
-    if delay is not None:
-        url += f"?delay={delay}"
+    # a client is only a URL until its first request: nothing is sent here
+    url = item.target(Client(config.restate.ingress_url)).send_url(delay=item.delay)
     return {
         "route": item.route,
         "target": item.kind,

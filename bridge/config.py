@@ -20,6 +20,7 @@ from .template import Template, TemplateError
 
 TargetKind = Literal["service", "object", "workflow"]
 Ordering = Literal["key", "partition", "none"]
+OnNull = Literal["skip", "send", "dead_letter"]
 TARGETS: tuple[TargetKind, ...] = ("service", "object", "workflow")
 ORDERINGS: tuple[Ordering, ...] = ("key", "partition", "none")
 DEFAULT_IDEMPOTENCY_KEY = "{topic}-{partition}-{offset}"
@@ -39,6 +40,8 @@ class KafkaConfig:
     bootstrap_servers: str
     group_id: str = "restate-bridge"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    """``read_committed`` never hands over records of aborted (or still open) transactions."""
     client_id: str = "restate-bridge"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -88,6 +91,11 @@ class DeliveryConfig:
     retry_max: timedelta = timedelta(seconds=10)
     unknown_target_grace: timedelta = timedelta(seconds=60)
     """How long a 404 for an unknown service/handler is retried before dead-lettering."""
+    max_delay: timedelta = timedelta(days=365)
+    """The longest delay a record may ask for; a longer one is a dead letter."""
+    max_pending_per_partition: int = 10_000
+    """Records of one partition fetched but not yet committable (unfinished, or finished behind
+    an unfinished one); that partition's fetching pauses at this bound."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,9 @@ class RouteConfig:
     content_type: str = "application/json"
     ordering: Ordering = "none"
     max_in_flight: int | None = None
+    on_null: OnNull = "send"
+    """What a record with a null value (a tombstone) does: sent without a body, skipped (counted
+    as ``skipped``) or dead-lettered."""
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
@@ -435,7 +446,7 @@ class _Reader:
         allowed = {
             "name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key",
             "match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering",
-            "max_in_flight", "workflow_main",
+            "max_in_flight", "workflow_main", "on_null",
         }  # fmt: skip
         self.unknown(table, allowed, where)
 
@@ -537,6 +548,10 @@ class _Reader:
         if ordering == "key" and target == "service":
             self.p.add((*where, "ordering"), "a service has no key: use 'partition' or 'none'")
         max_in_flight = self.integer(table, "max_in_flight", where)
+        on_null = table.get("on_null", "send")
+        if on_null not in ("skip", "send", "dead_letter"):
+            self.p.add((*where, "on_null"), "on_null must be one of skip, send, dead_letter")
+            on_null = "send"
 
         name = table.get("name")
         if name is not None and (not isinstance(name, str) or not name):
@@ -561,6 +576,7 @@ class _Reader:
             content_type=content_type,
             ordering=ordering,
             max_in_flight=max_in_flight,
+            on_null=on_null,
         )
 
     def match(self, value: Any, where: tuple[Any, ...]) -> tuple[Match, ...]:

@@ -22,16 +22,7 @@ from .backoff import Backoff
 from .config import DeliveryConfig
 from .deadletter import DeadLetterSink
 from .health import IngressHealth
-from .ingress import (
-    NO_INPUT,
-    Client,
-    ConnectError,
-    IngressError,
-    IngressTimeout,
-    ResponseError,
-    SendReceipt,
-    Target,
-)
+from .ingress import NO_INPUT, Client, IngressError, SendReceipt
 from .metrics import Metrics
 from .offsets import PartitionOffsets, TopicPartition
 from .record import Record
@@ -55,17 +46,6 @@ class PendingRecord:
 class _Job:
     pending: PendingRecord
     item: Invocation | Poison
-
-
-def error_reason(exc: IngressError) -> str:
-    """A low-cardinality label for an ingress failure."""
-    if isinstance(exc, ConnectError):
-        return "connect"
-    if isinstance(exc, IngressTimeout):
-        return "timeout"
-    if isinstance(exc, ResponseError):
-        return "http_5xx" if exc.status >= 500 else f"http_{exc.status}"
-    return "other"
 
 
 class Dispatcher:
@@ -169,7 +149,7 @@ class Dispatcher:
 
     async def _deliver(self, job: _Job, inv: Invocation) -> None:
         metrics, route = self._metrics, inv.route
-        target = Target(self._client, inv.path, inv.kind)
+        target = inv.target(self._client)
         body: Any = NO_INPUT if inv.body is None else inv.body
         route_limit = self._route_limits.get(route)
         attempt = 0
@@ -205,9 +185,9 @@ class Dispatcher:
                 outcome = "duplicate" if receipt.duplicate else "accepted"
                 self._finish(job, route, outcome)
                 return
-            reason = error_reason(error)
+            reason = error.reason
             metrics.ingress_errors.labels(route, reason).inc()
-            retry_after = getattr(error, "retry_after", None)
+            retry_after = error.retry_after
             if error.retryable:
                 if reason in ("connect", "timeout", "http_5xx"):
                     self._health.mark_down(f"{reason}: {error}")
@@ -215,7 +195,7 @@ class Dispatcher:
                 await asyncio.sleep(self._backoff.delay(attempt, retry_after))
                 attempt += 1
                 continue
-            if error.status == 404 and getattr(error, "source", None) != "invocation":
+            if error.status == 404 and error.source != "invocation":
                 # maybe a deployment still registering: retry for the grace period
                 now = time.monotonic()
                 missing_since = missing_since or now

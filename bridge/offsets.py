@@ -7,12 +7,10 @@ moves past offset N once N and everything fetched before it are finished. Pure: 
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
 
+from aiokafka.structs import TopicPartition
 
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
+__all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
 
 
 class PartitionOffsets:

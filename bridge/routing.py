@@ -15,7 +15,7 @@ import orjson
 
 from .config import BridgeConfig, Match, RouteConfig, TargetKind
 from .durations import DurationError, parse_duration
-from .ingress._codec import segment
+from .ingress import Client, Target
 from .record import FieldError, Record, RecordView, as_text
 
 
@@ -36,12 +36,13 @@ class Invocation:
     lane: tuple[Any, ...] | None = None
     """Invocations with the same lane are sent one after another, in offset order."""
 
-    @property
-    def path(self) -> str:
-        """The ingress path, without ``/send``."""
+    def target(self, client: Client) -> Target:
+        """The handler this invocation goes to, built by ``client``."""
         if self.key is None:
-            return f"/{segment(self.service)}/{segment(self.handler)}"
-        return f"/{segment(self.service)}/{segment(self.key)}/{segment(self.handler)}"
+            return client.service(self.service, self.handler)
+        if self.kind == "workflow":
+            return client.workflow(self.service, self.key, self.handler)
+        return client.object(self.service, self.key, self.handler)
 
 
 @dataclass(frozen=True, slots=True)

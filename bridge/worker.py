@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import KafkaError
 
 from .config import BridgeConfig, KafkaConfig
@@ -58,11 +57,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
 
-    async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
-        await self._bridge._on_revoked({TopicPartition(tp.topic, tp.partition) for tp in revoked})
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._bridge._on_revoked(set(revoked))
 
-    async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
-        self._bridge._on_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned})
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._bridge._on_assigned(set(assigned))
 
 
 class Bridge:
@@ -236,9 +235,9 @@ class Bridge:
         if want_paused == self._paused:
             return
         if to_pause := want_paused - self._paused:
-            consumer.pause(*(KafkaTopicPartition(*tp) for tp in to_pause))
+            consumer.pause(*to_pause)
         if to_resume := (self._paused - want_paused) & assigned:
-            consumer.resume(*(KafkaTopicPartition(*tp) for tp in to_resume))
+            consumer.resume(*to_resume)
         self._paused = want_paused
 
     # -- offsets ---------------------------------------------------------------------------
@@ -249,9 +248,8 @@ class Bridge:
         positions = self.tracker.to_commit(only)
         if not positions:
             return
-        offsets = {KafkaTopicPartition(*tp): pos for tp, pos in positions.items()}
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(positions)
         except KafkaError as exc:
             self.metrics.commits.labels("failed").inc()
             log.warning("commit of %s failed: %s", positions, exc)
@@ -263,19 +261,18 @@ class Bridge:
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in sorted(self._assigned):
-            ktp = KafkaTopicPartition(*tp)
             # tansu's ListOffsets(latest) is wrong; the Fetch high watermark is right on both
-            highwater = consumer.highwater(ktp)
+            highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
             try:
-                position = await asyncio.wait_for(consumer.position(ktp), 0.5)
+                position = await asyncio.wait_for(consumer.position(tp), 0.5)
             except (TimeoutError, KafkaError):
                 continue
             if tp not in self._assigned:  # revoked meanwhile: its gauge is gone, keep it so
                 continue
             lag = max(0, highwater - position)
-            self.metrics.consumer_lag.labels(ktp.topic, str(ktp.partition)).set(lag)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _drain(self, tps: set[TopicPartition]) -> bool:
         deadline = time.monotonic() + self.config.delivery.drain_timeout.total_seconds()

@@ -301,10 +301,10 @@ def test_delivery_and_kafka_options() -> None:
 
 ROUTE_KEYS = (
     "body, content_type, delay, handler, headers, idempotency_key, key, match, max_in_flight, "
-    "name, ordering, service, target, topic, topic_pattern, topics, workflow_main"
+    "name, on_null, ordering, service, target, topic, topic_pattern, topics, workflow_main"
 )
 KAFKA_KEYS = (
-    "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, "
+    "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "
     "max_partition_fetch_bytes, sasl_mechanism, sasl_password_env, sasl_username, "
     "security_protocol, session_timeout_ms, ssl_cafile, ssl_certfile, ssl_keyfile"
 )

@@ -242,6 +242,12 @@ class Target:
     path: str
     kind: Literal["service", "object", "workflow"]
 
+    def send_url(self, *, delay: timedelta | None = None) -> str:
+        """The URL :meth:`send` posts to, with the delay encoded as the client sends it."""
+        url = f"{self.client.url}{self.path}/send"
+        formatted = None if delay is None else format_delay(delay)
+        return url if formatted is None else f"{url}?delay={formatted}"
+
     async def request(
         self,
         input: Any = NO_INPUT,

@@ -1,6 +1,6 @@
 """The ingress client's exceptions, sorted by what the caller does next.
 
-    IngressError                 base: .status, .code, .message, .retryable
+    IngressError                 base: .status, .code, .message, .retryable, .retry_after, .reason
     ├── ConnectError             the ingress could not be reached          (retryable)
     ├── IngressTimeout           no answer within the timeout              (retryable)
     └── ResponseError            the ingress answered with an error status
@@ -18,21 +18,37 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
 class IngressError(Exception):
-    """Base class of every error raised by :class:`bridge.ingress.Client`."""
+    """Base class of every error raised by :class:`bridge.ingress.Client`.
+
+    Everything a caller needs to decide what to do next is here, on every error: ``retryable``,
+    ``retry_after`` (seconds the server asked to wait, or ``None``), ``source`` and ``reason``.
+    """
 
     status: int | None = None
     code: int | None = None
+    source: str | None = None
+    retry_after: float | None = None
     retryable: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def reason(self) -> str:
+        """A short, low-cardinality label for metrics: ``connect``, ``timeout``, ``http_404``,
+        ``http_5xx``, ``other``."""
+        return "other"
+
 
 class ConnectError(IngressError):
     """The ingress could not be reached (refused, reset, DNS). Retryable."""
 
     retryable = True
+
+    @property
+    def reason(self) -> str:
+        return "connect"
 
 
 class IngressTimeout(IngressError):
@@ -42,6 +58,10 @@ class IngressTimeout(IngressError):
     """
 
     retryable = True
+
+    @property
+    def reason(self) -> str:
+        return "timeout"
 
 
 class ResponseError(IngressError):
@@ -70,6 +90,10 @@ class ResponseError(IngressError):
         self.retry_after = retry_after
         self.invocation_id = invocation_id
         self.retryable = source != "invocation" and (status in RETRYABLE_STATUSES or status >= 500)
+
+    @property
+    def reason(self) -> str:
+        return "http_5xx" if self.status >= 500 else f"http_{self.status}"
 
     def __str__(self) -> str:
         where = f" ({self.source})" if self.source else ""
