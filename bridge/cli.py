@@ -23,7 +23,7 @@ from bridge import __version__
 from .config import BridgeConfig, ConfigError, load_config
 from .ingress import Client
 from .record import Record
-from .routing import Invocation, Poison, Router
+from .routing import Invocation, Poison, Router, Skip
 from .worker import Bridge
 
 log = logging.getLogger("bridge")
@@ -99,9 +99,11 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(config: BridgeConfig, item: Invocation | Poison) -> dict[str, object]:
+def _describe(config: BridgeConfig, item: Invocation | Poison | Skip) -> dict[str, object]:
     if isinstance(item, Poison):
         return {"route": item.route, "dead_letter": item.reason}
+    if isinstance(item, Skip):
+        return {"route": item.route, "skipped": "a tombstone, and the route says on_null = 'skip'"}
     # a client is only a URL until its first request: nothing is sent here
     url = item.target(Client(config.restate.ingress_url)).send_url(delay=item.delay)
     return {

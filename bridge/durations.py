@@ -1,9 +1,15 @@
-"""Durations as written in routes.toml and Kafka headers: ``4s``, ``500ms``, ``1h30m``, ``PT2S``."""
+"""Durations as written in routes.toml and Kafka headers: ``4s``, ``500ms``, ``1h30m``, ``PT2S``.
+
+Parsing never raises anything but :class:`DurationError`: a header holding ``"1000000000d"``, a
+thousand digits or any other text is refused with a message, never an ``OverflowError``.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+
+from .record import excerpt
 
 _UNITS = {
     "ms": timedelta(milliseconds=1),
@@ -17,6 +23,7 @@ _ISO = re.compile(
     r"P(?:(?P<d>\d+(?:\.\d+)?)D)?"
     r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
 )
+_FORMS = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
 
 
 class DurationError(ValueError):
@@ -26,11 +33,22 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> timedelta:
     """Parse ``"4s"``, ``"500ms"``, ``"1h30m"``, ``"2.5s"`` or ISO 8601 ``"PT2S"``.
 
-    A unit is always required: a bare ``"5"`` is ambiguous and refused.
+    A unit is always required: a bare ``"5"`` is ambiguous and refused. A duration beyond what
+    ``timedelta`` holds (about 2.7 million years) is refused as too long.
     """
     raw = text.strip()
     if not raw:
-        raise DurationError("empty duration; write it like '4s', '500ms', '1h30m' or 'PT2S'")
+        raise DurationError(f"empty duration; {_FORMS}")
+    try:
+        total = _parse(raw)
+    except (OverflowError, ValueError):  # float('1' * 400) is inf; timedelta(days=1e10) overflows
+        raise DurationError(f"duration {excerpt(text)} is too long") from None
+    if total is None:
+        raise DurationError(f"bad duration {excerpt(text)}; {_FORMS}")
+    return total
+
+
+def _parse(raw: str) -> timedelta | None:
     iso = _ISO.fullmatch(raw.upper()) if raw[:1] in "Pp" else None
     if iso is not None and any(iso.groupdict().values()):
         parts = {k: float(v) for k, v in iso.groupdict().items() if v}
@@ -48,7 +66,21 @@ def parse_duration(text: str) -> timedelta:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos == 0 or pos != len(compact):
-        raise DurationError(
-            f"bad duration {text!r}; write it like '4s', '500ms', '1h30m' or 'PT2S'"
-        )
+        return None
     return total
+
+
+def format_duration(value: timedelta) -> str:
+    """``timedelta(hours=1, minutes=30)`` -> ``"1h30m"``: the friendly form, for messages."""
+    millis = int(value / timedelta(milliseconds=1))
+    if millis == 0:
+        return "0s"
+    sign, millis = ("-", -millis) if millis < 0 else ("", millis)
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, millis = divmod(millis, size)
+        if count:
+            out.append(f"{count}{unit}")
+    if millis:
+        out.append(f"{millis}ms")
+    return sign + "".join(out)

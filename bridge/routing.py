@@ -1,22 +1,58 @@
 """From a record to the invocations it produces: topic and content matching, templates, fan-out.
 
-Pure: no I/O. A record that cannot be turned into an invocation (its value is not JSON, a key field
-is missing, a delay is malformed) yields a :class:`Poison` with the reason, for the dead-letter
-topic.
+Pure: no I/O. Whatever bytes a record holds, :meth:`Router.plan` returns, per matching route, an
+:class:`Invocation` the ingress client can send as it is, a :class:`Poison` saying which field is
+unusable and why (for the dead-letter topic), or a :class:`Skip` (a tombstone the route skips). It
+never raises: an unexpected error while planning one route is a poison too, logged with the
+record's coordinates.
+
+Every value taken from a record is checked before it becomes part of a request:
+
+- object key / workflow id: non-empty text of at most :data:`MAX_KEY_BYTES` UTF-8 bytes;
+- idempotency key: printable ASCII (Restate answers 400 to any other header value), at most
+  :data:`MAX_IDEMPOTENCY_KEY` characters;
+- delay: a duration (``4s``, ``PT2S``) no longer than ``[delivery] max_delay``;
+- forwarded headers: a name that is an HTTP token and not one the bridge sets itself
+  (:func:`bridge.record.reserved_header`), a value of visible ASCII, spaces and tabs of at most
+  :data:`MAX_HEADER_VALUE` bytes;
+- body: JSON sub-documents are re-encoded exactly (integers beyond 64 bits included).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import orjson
-
 from .config import BridgeConfig, Match, RouteConfig, TargetKind
-from .durations import DurationError, parse_duration
+from .durations import DurationError, format_duration, parse_duration
 from .ingress import Client, Target
-from .record import FieldError, Record, RecordView, as_text
+from .record import (
+    FieldError,
+    Record,
+    RecordView,
+    as_text,
+    dump_json,
+    excerpt,
+    header_value_ok,
+    http_token,
+    reserved_header,
+)
+from .template import Template
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 4096
+"""The longest object key or workflow id, in UTF-8 bytes. Restate keeps the key in every
+invocation's id, state and journal, and the percent-encoded key (up to three times as long) travels
+in the request line, which HTTP servers and proxies bound (commonly at 8-16 KiB). Keys longer than
+this are almost always a template pointing at the wrong field."""
+MAX_IDEMPOTENCY_KEY = 1024
+"""The longest idempotency key (ASCII characters, the route name included): a header value kept by
+Restate for every invocation for its retention time."""
+MAX_HEADER_VALUE = 8192
+"""The longest forwarded header value in bytes; HTTP servers commonly refuse longer fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,41 +89,75 @@ class Poison:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record ``route`` matched but does not send: a tombstone with ``on_null = "skip"``."""
+
+    route: str
+
+
+Planned = Invocation | Poison | Skip
+
+TOMBSTONE_DEAD_LETTER = (
+    'the record has a null value (a tombstone) and the route says on_null = "dead_letter"'
+)
+
+
 class Route:
     """A compiled :class:`RouteConfig`."""
 
-    __slots__ = ("_needs_json", "config", "name")
+    __slots__ = (
+        "_header_problems",
+        "_json_matches",
+        "_plain_matches",
+        "config",
+        "max_delay",
+        "name",
+    )
 
-    def __init__(self, config: RouteConfig) -> None:
+    def __init__(self, config: RouteConfig, max_delay: timedelta) -> None:
         self.config = config
         self.name = config.name
+        self.max_delay = max_delay
+        # entries that need no JSON first: a record another entry rules out is not poison here
+        self._plain_matches = tuple(m for m in config.match if not m.field.needs_json)
+        self._json_matches = tuple(m for m in config.match if m.field.needs_json)
+        # `check` refuses these names; a routing file that skipped it still never sends them
+        self._header_problems = {
+            name: problem for name in config.headers if (problem := _header_name_problem(name))
+        }
+
+    def plan(self, view: RecordView) -> Planned | None:
+        """What this route does with the record; ``None`` when it does not match.
+
+        Raises :class:`FieldError` or :class:`DurationError` with the reason for a poison.
+        """
+        if not all(_equals(view, m) for m in self._plain_matches):
+            return None
+        on_null = self.config.on_null
+        if view.record.value is None and on_null != "send":
+            # a tombstone has no JSON to compare `value.*` entries with: the policy decides
+            if on_null == "skip":
+                return Skip(self.name)
+            return Poison(self.name, TOMBSTONE_DEAD_LETTER)
+        if not all(_equals(view, m) for m in self._json_matches):
+            return None
+        return self.invocation(view)
 
     def matches(self, view: RecordView) -> bool:
         """True when every ``match`` entry equals; a missing header or key does not match.
 
         Raises :class:`FieldError` when a ``value.*`` entry needs JSON and the value is not JSON.
         """
-        return all(_equals(view, m) for m in self.config.match)
+        return all(_equals(view, m) for m in (*self._plain_matches, *self._json_matches))
 
     def invocation(self, view: RecordView) -> Invocation:
         """Raises :class:`FieldError` or :class:`DurationError` with the reason."""
         c = self.config
         rec = view.record
-        key = None
-        if c.key is not None:
-            key = c.key.render(view)
-            if not key:
-                raise FieldError(f"the key template {c.key.source!r} rendered an empty key")
-        delay: timedelta | None
-        if c.delay is None or isinstance(c.delay, timedelta):
-            delay = c.delay
-        else:
-            delay = parse_duration(c.delay.render(view))
-        headers: dict[str, str] = {}
-        for name in c.headers:
-            raw = rec.header(name)
-            if raw is not None:
-                headers[name] = as_text(raw, f"header {name!r}")
+        key = None if c.key is None else _key(c.key, c.target, view)
+        delay = self._delay(view)
+        headers = self._headers(rec)
         body, content_type = _body(c, view)
         if c.ordering == "key":
             lane: tuple[Any, ...] | None = (c.service, key)
@@ -98,7 +168,7 @@ class Route:
         idem = None
         if c.idempotency_key is not None:
             # the route name keeps fan-out invocations of one record apart
-            idem = f"{c.idempotency_key.render(view)}:{c.name}"
+            idem = _idempotency_key(c.idempotency_key, c.name, view)
         return Invocation(
             route=c.name,
             kind=c.target,
@@ -112,6 +182,93 @@ class Route:
             headers=headers,
             lane=lane,
         )
+
+    def _delay(self, view: RecordView) -> timedelta | None:
+        spec = self.config.delay
+        if spec is None:
+            return None
+        if isinstance(spec, timedelta):
+            delay = spec
+        else:
+            try:
+                delay = parse_duration(spec.render(view))
+            except DurationError as exc:
+                raise DurationError(f"delay: {exc}") from None
+        if delay > self.max_delay:
+            longest = format_duration(self.max_delay)
+            raise DurationError(f"delay {format_duration(delay)} exceeds max_delay {longest}")
+        return delay
+
+    def _headers(self, rec: Record) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name in self.config.headers:
+            raw = rec.header(name)
+            if raw is None:
+                continue
+            problem = self._header_problems.get(name)
+            if problem is not None:
+                raise FieldError(f"header {name!r} {problem}")
+            headers[name] = _header_value(name, raw)
+        return headers
+
+
+def _header_name_problem(name: str) -> str | None:
+    if not http_token(name):
+        return "cannot be forwarded: it is not a valid HTTP header name"
+    if reserved_header(name):
+        return "cannot be forwarded: the bridge or HTTP sets it, a record may not"
+    return None
+
+
+def _header_value(name: str, raw: bytes) -> str:
+    if len(raw) > MAX_HEADER_VALUE:
+        raise FieldError(
+            f"header {name!r} is {len(raw)} bytes long; a forwarded header may have at most "
+            f"{MAX_HEADER_VALUE}"
+        )
+    text = as_text(raw, f"header {name!r}")
+    if not header_value_ok(text):
+        what = "non-ASCII text" if not text.isascii() else "a control character (CR, LF, NUL...)"
+        raise FieldError(
+            f"header {name!r} holds {what}, which an HTTP header sent to Restate cannot carry: "
+            f"{excerpt(text)}"
+        )
+    return text
+
+
+def _key(template: Template, kind: TargetKind, view: RecordView) -> str:
+    key = template.render(view)
+    what = "workflow id" if kind == "workflow" else "object key"
+    if not key:
+        raise FieldError(f"the key template {template.source!r} rendered an empty key")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise FieldError(
+            f"the key template {template.source!r} rendered a {what} that is not valid Unicode"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise FieldError(
+            f"the key template {template.source!r} rendered a {what} of {size} bytes; "
+            f"the limit is {MAX_KEY_BYTES} bytes of UTF-8"
+        )
+    return key
+
+
+def _idempotency_key(template: Template, route: str, view: RecordView) -> str:
+    idem = f"{template.render(view)}:{route}"
+    if not (idem.isascii() and idem.isprintable()):
+        hint = "; use {key.hex} or {key.base64} for keys" if "key" in template.source else ""
+        raise FieldError(
+            f"the idempotency_key template {template.source!r} rendered {excerpt(idem)}, which "
+            f"is not printable ASCII (Restate refuses other header values){hint}"
+        )
+    if len(idem) > MAX_IDEMPOTENCY_KEY:
+        raise FieldError(
+            f"the idempotency_key template {template.source!r} rendered {len(idem)} characters; "
+            f"the limit is {MAX_IDEMPOTENCY_KEY}"
+        )
+    return idem
 
 
 def _equals(view: RecordView, match: Match) -> bool:
@@ -142,20 +299,30 @@ def _body(c: RouteConfig, view: RecordView) -> tuple[bytes | None, str | None]:
         return None, None
     if kind == "value":
         value = view.record.value
-        return (None, None) if value is None else (value, c.content_type)
+        if value is None:
+            return None, None
+        return value, _content_type(c)
     assert c.body.template is not None
     if kind == "json_field":
         field_path = c.body.template.single_field
         assert field_path is not None
-        return orjson.dumps(view.get(field_path)), c.content_type
-    return orjson.dumps(c.body.template.render(view)), c.content_type
+        return dump_json(view.get(field_path), f"body field {field_path.text!r}"), _content_type(c)
+    return dump_json(c.body.template.render(view), "body"), _content_type(c)
+
+
+def _content_type(c: RouteConfig) -> str:
+    # `check` refuses such a content_type; a routing file that skipped it cannot break a request
+    if not c.content_type or not header_value_ok(c.content_type):
+        raise FieldError(f"content_type {excerpt(c.content_type)} is not a legal header value")
+    return c.content_type
 
 
 class Router:
     """All routes of a config; caches which routes listen to which topic."""
 
     def __init__(self, config: BridgeConfig) -> None:
-        self.routes = tuple(Route(r) for r in config.routes)
+        max_delay = config.delivery.max_delay
+        self.routes = tuple(Route(r, max_delay) for r in config.routes)
         self._by_topic: dict[str, tuple[Route, ...]] = {}
 
     def routes_for(self, topic: str) -> tuple[Route, ...]:
@@ -165,14 +332,22 @@ class Router:
             self._by_topic[topic] = found
         return found
 
-    def plan(self, record: Record) -> list[Invocation | Poison]:
-        """The invocations (one per matching route) or poison verdicts; empty when unrouted."""
+    def plan(self, record: Record) -> list[Planned]:
+        """One invocation, poison or skip per matching route; empty when unrouted. Never raises."""
         view = RecordView(record)
-        out: list[Invocation | Poison] = []
+        out: list[Planned] = []
         for route in self.routes_for(record.topic):
             try:
-                if route.matches(view):
-                    out.append(route.invocation(view))
+                planned = route.plan(view)
             except (FieldError, DurationError) as exc:
-                out.append(Poison(route.name, str(exc)))
+                planned = Poison(route.name, str(exc))
+            except Exception as exc:  # a bug here must cost one record, not the partition
+                log.exception(
+                    "%s: route %s: internal error while planning", record.coordinates, route.name
+                )
+                planned = Poison(
+                    route.name, f"internal error while planning: {type(exc).__name__}: {exc}"
+                )
+            if planned is not None:
+                out.append(planned)
         return out

@@ -25,7 +25,7 @@ from .ingress import Client
 from .metrics import Metrics
 from .offsets import OffsetTracker, TopicPartition
 from .record import Record
-from .routing import Router
+from .routing import Router, Skip
 from .server import StatusServer
 from .status import RecentDeadLetters, snapshot
 
@@ -209,9 +209,14 @@ class Bridge:
         )  # fmt: skip
         tp = TopicPartition(msg.topic, msg.partition)
         owner = self.tracker.add(tp, msg.offset)
-        items = self.router.plan(record)
+        planned = self.router.plan(record)
+        items = [item for item in planned if not isinstance(item, Skip)]
+        for skip in planned:
+            if isinstance(skip, Skip):
+                self.metrics.messages.labels(msg.topic, skip.route, "skipped").inc()
         if not items:
-            self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
+            if not planned:
+                self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
             self.tracker.finish(tp, msg.offset)
             return
         pending = PendingRecord(record, tp, len(items), owner)

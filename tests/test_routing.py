@@ -230,7 +230,7 @@ def test_delay_from_a_header(header: bytes, delay: timedelta | None) -> None:
 def test_malformed_delay_is_poison() -> None:
     r = router(service('delay = "{header.delay}"\n'))
     assert poison(r, record(headers=(("delay", b"soon"),))) == Poison(
-        "Svc.h", "bad duration 'soon'; write it like '4s', '500ms', '1h30m' or 'PT2S'"
+        "Svc.h", "delay: bad duration 'soon'; write it like '4s', '500ms', '1h30m' or 'PT2S'"
     )
 
 
@@ -262,7 +262,11 @@ def test_key_templates(template: str, rec: Record, key: str) -> None:
         ("{header.customer}", record(), "header 'customer' is missing"),
         ("{value.nope}", record(), "field 'value.nope' is missing from the JSON value"),
         ("{key}", record(key=None), "the record has no key"),
-        ("{key}", record(key=b"\xff"), "key is not UTF-8 text"),
+        (
+            "{key}",
+            record(key=b"\xff"),
+            "key is not UTF-8 text; use {key.hex} or {key.base64} for binary keys",
+        ),
         ("{key}", record(key=b""), "the key template '{key}' rendered an empty key"),
         (
             "{header.customer}",
