@@ -205,6 +205,8 @@ class RecordView:
                 raise FieldError(
                     "key is not UTF-8 text; use {key.hex} or {key.base64} for binary keys"
                 ) from None
+        if path.root == "header":
+            return as_text(value, f"header {path.parts[0]!r}")
         return as_text(value, path.text)
 
 

@@ -228,7 +228,7 @@ def _header_value(name: str, raw: bytes) -> str:
         )
     text = as_text(raw, f"header {name!r}")
     if not header_value_ok(text):
-        what = "non-ASCII text" if not text.isascii() else "a control character (CR, LF, NUL...)"
+        what = "non-ASCII text" if not text.isascii() else "a control character"
         raise FieldError(
             f"header {name!r} holds {what}, which an HTTP header sent to Restate cannot carry: "
             f"{excerpt(text)}"

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.durations import DurationError, parse_duration
+from bridge.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,50 @@ def test_empty_duration_is_refused(text: str) -> None:
 
 def test_duration_error_is_a_value_error() -> None:
     assert issubclass(DurationError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1000000000d",
+        "999999999999h",
+        "1" * 400 + "s",
+        "P99999999999D",
+        "P1" + "0" * 20 + "D",
+        "9" * 20 + "ms",
+    ],
+)
+def test_absurd_durations_are_refused_never_overflow(text: str) -> None:
+    with pytest.raises(DurationError) as info:
+        parse_duration(text)
+    assert str(info.value).startswith("duration '")
+    assert str(info.value).endswith(" is too long")
+
+
+def test_long_input_is_cut_in_the_message() -> None:
+    with pytest.raises(DurationError) as info:
+        parse_duration("x" * 1000)
+    assert str(info.value) == (
+        f"bad duration {'x' * 40!r}... (1000 characters); "
+        "write it like '4s', '500ms', '1h30m' or 'PT2S'"
+    )
+
+
+def test_the_longest_duration_that_fits_is_accepted() -> None:
+    assert parse_duration("999999999d") == timedelta(days=999_999_999)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(0), "0s"),
+        (timedelta(milliseconds=1), "1ms"),
+        (timedelta(days=365), "365d"),
+        (timedelta(days=1, hours=2, minutes=3, seconds=4, milliseconds=5), "1d2h3m4s5ms"),
+        (timedelta(seconds=-90), "-1m30s"),
+    ],
+)
+def test_format_duration(value: timedelta, text: str) -> None:
+    assert format_duration(value) == text
+    if value >= timedelta(0):
+        assert parse_duration(text) == value

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bridge.config import parse_config
+from bridge.config import BridgeConfig, parse_config
 from bridge.ingress import Client
-from bridge.record import Record
-from bridge.routing import Invocation, Poison, Router
+from bridge.record import Record, RecordView
+from bridge.routing import Invocation, Poison, Route, Router, Skip
 
 HEAD = '[kafka]\nbootstrap_servers = "b:9092"\n'
 
@@ -420,3 +422,293 @@ def test_invocation_fields() -> None:
         headers={},
         lane=("Obj", "k1"),
     )
+
+
+# -- hostile records: every part of the request is checked -----------------------------------
+
+
+def config_with(routes: str, **changes: object) -> BridgeConfig:
+    """A parsed config whose first route gets ``changes``, as if `check` had been bypassed."""
+    config = parse_config(HEAD + routes, Path("routes.toml"), {})
+    first = dataclasses.replace(config.routes[0], **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(config, routes=(first, *config.routes[1:]))
+
+
+def with_max_delay(routes: str, max_delay: timedelta) -> Router:
+    config = parse_config(HEAD + routes, Path("routes.toml"), {})
+    delivery = dataclasses.replace(config.delivery, max_delay=max_delay)
+    return Router(dataclasses.replace(config, delivery=delivery))
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"1000000000d", "delay: duration '1000000000d' is too long"),
+        (b"1" * 400 + b"s", "delay: duration '" + "1" * 40 + "'... (401 characters) is too long"),
+        (b"P99999999999D", "delay: duration 'P99999999999D' is too long"),
+        (b"366d", "delay 366d exceeds max_delay 365d"),
+        (b"8760h1ms", "delay 365d1ms exceeds max_delay 365d"),
+        (b"-1s", "delay: bad duration '-1s'; write it like '4s', '500ms', '1h30m' or 'PT2S'"),
+        (b"nan s", "delay: bad duration 'nan s'; write it like '4s', '500ms', '1h30m' or 'PT2S'"),
+        (b"inf", "delay: bad duration 'inf'; write it like '4s', '500ms', '1h30m' or 'PT2S'"),
+        (b"", "delay: empty duration; write it like '4s', '500ms', '1h30m' or 'PT2S'"),
+        (b"\xff", "header 'delay' is not UTF-8 text"),
+    ],
+)
+def test_absurd_delays_are_poison(header: bytes, reason: str) -> None:
+    r = router(service('delay = "{header.delay}"\n'))
+    assert poison(r, record(headers=(("delay", header),))) == Poison("Svc.h", reason)
+
+
+def test_delay_at_max_delay_is_sent() -> None:
+    r = router(service('delay = "{header.delay}"\n'))
+    assert one(r, record(headers=(("delay", b"365d"),))).delay == timedelta(days=365)
+
+
+def test_max_delay_comes_from_the_delivery_section() -> None:
+    r = with_max_delay(service('delay = "{header.delay}"\n'), timedelta(hours=1))
+    assert one(r, record(headers=(("delay", b"1h"),))).delay == timedelta(hours=1)
+    assert poison(r, record(headers=(("delay", b"61m"),))) == Poison(
+        "Svc.h", "delay 1h1m exceeds max_delay 1h"
+    )
+    fixed = with_max_delay(service('delay = "2h"\n'), timedelta(hours=1))
+    assert poison(fixed, record()) == Poison("Svc.h", "delay 2h exceeds max_delay 1h")
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (b"a\r\nx-restate-evil: 1", "a control character"),
+        (b"line\nbreak", "a control character"),
+        (b"nul\x00", "a control character"),
+        (b"bell\x07", "a control character"),
+        (b"del\x7f", "a control character"),
+        ("ünï".encode(), "non-ASCII text"),
+    ],
+)
+def test_forwarded_header_with_illegal_value_is_poison(value: bytes, what: str) -> None:
+    r = router(service('headers = ["x-trace"]\n'))
+    verdict = poison(r, record(headers=(("x-trace", value),)))
+    assert verdict.route == "Svc.h"
+    assert verdict.reason.startswith(f"header 'x-trace' holds {what}, which an HTTP header ")
+    assert repr(value.decode()) in verdict.reason
+
+
+@pytest.mark.parametrize("value", [b"", b" spaced  out ", b"tab\there", b"!~{}\"'", b"x" * 8192])
+def test_forwarded_header_with_legal_value_is_sent(value: bytes) -> None:
+    r = router(service('headers = ["x-trace"]\n'))
+    assert one(r, record(headers=(("x-trace", value),))).headers == {"x-trace": value.decode()}
+
+
+def test_forwarded_header_too_long_is_poison() -> None:
+    r = router(service('headers = ["x-trace"]\n'))
+    assert poison(r, record(headers=(("x-trace", b"x" * 8193),))) == Poison(
+        "Svc.h", "header 'x-trace' is 8193 bytes long; a forwarded header may have at most 8192"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["authorization", "Idempotency-Key", "content-type", "X-Restate-Id", "host", "te"]
+)
+def test_reserved_forwarded_header_is_never_sent(name: str) -> None:
+    r = Router(config_with(service(), headers=(name, "x-ok")))
+    assert one(r, record(headers=(("x-ok", b"1"),))).headers == {"x-ok": "1"}  # absent: nothing
+    assert poison(r, record(headers=((name, b"Bearer stolen"), ("x-ok", b"1")))) == Poison(
+        "Svc.h",
+        f"header {name!r} cannot be forwarded: the bridge or HTTP sets it, a record may not",
+    )
+
+
+@pytest.mark.parametrize("name", ["x trace", "x:trace", "x-trace\r\nevil", "ü", "(x)"])
+def test_forwarded_header_name_that_is_no_http_token_is_never_sent(name: str) -> None:
+    r = Router(config_with(service(), headers=(name,)))
+    assert poison(r, record(headers=((name, b"v"),))) == Poison(
+        "Svc.h", f"header {name!r} cannot be forwarded: it is not a valid HTTP header name"
+    )
+
+
+@pytest.mark.parametrize("content_type", ["", "text/plain\r\nx-restate-evil: 1", "tëxt/plain"])
+def test_illegal_content_type_is_poison_not_a_broken_request(content_type: str) -> None:
+    r = Router(config_with(service(), content_type=content_type))
+    verdict = poison(r, record())
+    assert verdict.reason.startswith(f"content_type {content_type!r} is not a legal header value")
+
+
+def test_key_length_is_bounded_in_utf8_bytes() -> None:
+    r = router(obj())
+    assert one(r, record(key=b"k" * 4096)).key == "k" * 4096
+    assert one(r, record(key="ü".encode() * 2048)).key == "ü" * 2048
+    assert poison(r, record(key=b"k" * 4097)) == Poison(
+        "Obj.add",
+        "the key template '{key}' rendered a object key of 4097 bytes; "
+        "the limit is 4096 bytes of UTF-8",
+    )
+    wf = router(
+        '\n[[routes]]\ntopic = "orders"\ntarget = "workflow"\nservice = "Wf"\nhandler = "run"\n'
+        'key = "{value.id}"\n'
+    )
+    verdict = poison(wf, record(value=orjson.dumps({"id": "ü" * 2049})))
+    assert verdict.reason == (
+        "the key template '{value.id}' rendered a workflow id of 4098 bytes; "
+        "the limit is 4096 bytes of UTF-8"
+    )
+
+
+def test_non_ascii_idempotency_key_is_poison_naming_the_field() -> None:
+    r = router(obj(key="{key.hex}"))  # the object key is fine; the default idempotency key is too
+    inv = one(r, record(topic="orders", key="ünï".encode()))
+    assert inv.idempotency_key == "orders-2-17:Obj.add"
+    custom = router(obj('idempotency_key = "{key}"\n'))
+    assert poison(custom, record(key="ünï".encode())) == Poison(
+        "Obj.add",
+        "the idempotency_key template '{key}' rendered 'ünï:Obj.add', which is not printable "
+        "ASCII (Restate refuses other header values); use {key.hex} or {key.base64} for keys",
+    )
+    binary = router(obj('idempotency_key = "{key.hex}"\n', key="{key.hex}"))
+    assert one(binary, record(key="ünï".encode())).idempotency_key == "c3bc6ec3af:Obj.add"
+
+
+@pytest.mark.parametrize("rendered", ["a\tb", "a\nb", "a\x00b", "a\x7fb"])
+def test_idempotency_key_with_control_characters_is_poison(rendered: str) -> None:
+    r = router(service('idempotency_key = "{header.id}"\n'))
+    verdict = poison(r, record(headers=(("id", rendered.encode()),)))
+    assert verdict.reason.startswith("the idempotency_key template '{header.id}' rendered ")
+    assert "not printable ASCII" in verdict.reason
+
+
+def test_default_idempotency_key_of_a_non_ascii_topic_is_poison() -> None:
+    # Kafka topic names are ASCII; a record claiming otherwise still cannot break a request
+    verdict = poison(router(service(topic='topic = "ördérs"')), record(topic="ördérs"))
+    assert verdict.reason.startswith(
+        "the idempotency_key template '{topic}-{partition}-{offset}' rendered 'ördérs-2-17:Svc.h'"
+    )
+
+
+def test_idempotency_key_length_is_bounded() -> None:
+    r = router(service('idempotency_key = "{header.id}"\n'))
+    ok = "i" * (1024 - len(":Svc.h"))
+    assert one(r, record(headers=(("id", ok.encode()),))).idempotency_key == f"{ok}:Svc.h"
+    assert poison(r, record(headers=(("id", ok.encode() + b"i"),))) == Poison(
+        "Svc.h",
+        "the idempotency_key template '{header.id}' rendered 1025 characters; the limit is 1024",
+    )
+
+
+# -- binary keys -----------------------------------------------------------------------------
+
+BINARY = b"\x00\xff\xfe/+="
+
+
+def test_binary_key_through_hex_and_base64_templates() -> None:
+    hex_route = router(obj(key="{key.hex}"))
+    inv = one(hex_route, record(key=BINARY))
+    assert inv.key == "00fffe2f2b3d"
+    assert path(inv) == "/Obj/00fffe2f2b3d/add"
+    b64 = one(router(obj(key="{key.base64}")), record(key=BINARY))
+    assert b64.key == "AP/+Lys9"  # standard alphabet, padded
+    assert path(b64) == "/Obj/AP%2F%2BLys9/add"
+    assert one(router(obj(key="{key.base64}")), record(key=b"\xff")).key == "/w=="
+
+
+def test_binary_key_in_body_and_match() -> None:
+    body = router(service('body = "k={key.hex}"\nmatch = { "key.hex" = "00fffe2f2b3d" }\n'))
+    assert one(body, record(key=BINARY)).body == b'"k=00fffe2f2b3d"'
+    assert body.plan(record(key=b"other")) == []
+
+
+def test_utf8_template_meeting_a_binary_key_suggests_hex_and_base64() -> None:
+    verdict = poison(router(obj()), record(key=BINARY))
+    assert verdict.reason == "key is not UTF-8 text; use {key.hex} or {key.base64} for binary keys"
+
+
+# -- tombstones ------------------------------------------------------------------------------
+
+
+def test_tombstone_on_null_send_is_the_default() -> None:
+    inv = one(router(service()), record(value=None))
+    assert (inv.body, inv.content_type) == (None, None)
+    inv = one(router(service('on_null = "send"\n')), record(value=None))
+    assert (inv.body, inv.content_type) == (None, None)
+
+
+def test_tombstone_on_null_skip_and_dead_letter() -> None:
+    assert router(service('on_null = "skip"\n')).plan(record(value=None)) == [Skip("Svc.h")]
+    assert router(service('on_null = "dead_letter"\n')).plan(record(value=None)) == [
+        Poison(
+            "Svc.h",
+            'the record has a null value (a tombstone) and the route says on_null = "dead_letter"',
+        )
+    ]
+    # a record with a value, even an empty one, is not a tombstone
+    assert one(router(service('on_null = "skip"\n')), record(value=b"")).body == b""
+
+
+@pytest.mark.parametrize("on_null", ["skip", "dead_letter"])
+def test_a_tombstone_the_route_does_not_match_is_left_alone(on_null: str) -> None:
+    r = router(service(f'on_null = "{on_null}"\nmatch = {{ "header.kind" = "x" }}\n'))
+    assert r.plan(record(value=None, headers=(("kind", b"y"),))) == []
+    assert len(r.plan(record(value=None, headers=(("kind", b"x"),)))) == 1
+
+
+def test_a_tombstone_is_skipped_by_a_route_matching_on_its_value() -> None:
+    # there is no JSON to compare; the route's on_null decides, whatever order match lists
+    r = router(service('on_null = "skip"\nmatch = { "value.kind" = "x", "key" = "k1" }\n'))
+    assert r.plan(record(value=None)) == [Skip("Svc.h")]
+    assert r.plan(record(value=None, key=b"k2")) == []
+
+
+def test_plain_match_entries_rule_a_record_out_before_json_ones_poison_it() -> None:
+    r = router(service('match = { "value.kind" = "x", "header.kind" = "x" }\n'))
+    assert r.plan(record(value=b"not json")) == []  # no header.kind: not this route's record
+    verdict = poison(r, record(value=b"not json", headers=(("kind", b"x"),)))
+    assert verdict.reason.startswith("the record value is not JSON (")
+
+
+# -- JSON numbers ----------------------------------------------------------------------------
+
+BIG = 123456789012345678901234567890
+
+
+def test_integers_beyond_64_bits_stay_exact_in_keys_and_bodies() -> None:
+    # orjson alone reads them as floats: two customers would share the key '1.2345678901234568e+29'
+    value = orjson.dumps({"id": "ID", "payload": {"n": "N"}})
+    value = value.replace(b'"ID"', str(BIG).encode()).replace(b'"N"', str(BIG + 1).encode())
+    r = router(obj('body = "{value.payload}"\n', key="{value.id}"))
+    inv = one(r, record(value=value))
+    assert inv.key == str(BIG)
+    assert inv.body == f'{{"n":{BIG + 1}}}'.encode()
+    huge = 10**300 + 1
+    assert one(r, record(value=value.replace(str(BIG).encode(), str(huge).encode()))).key == str(
+        huge
+    )
+
+
+def test_a_document_too_deep_to_read_exactly_is_poison() -> None:
+    r = router(obj(key="{value.0}"))
+    deep = b"[" * 1000 + b"1" * 25 + b"]" * 1000
+    verdict = poison(r, record(value=deep))
+    assert verdict.reason.startswith("the record value cannot be read exactly (maximum recursion")
+
+
+# -- plan never raises -----------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_poison_for_that_route_only_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = router(service() + obj())
+    real = Route.invocation
+
+    def explode(self: Route, view: RecordView) -> Invocation:
+        if self.name == "Obj.add":
+            raise ZeroDivisionError("boom")
+        return real(self, view)
+
+    monkeypatch.setattr(Route, "invocation", explode)
+    with caplog.at_level(logging.ERROR, logger="bridge.routing"):
+        first, second = r.plan(record(offset=99))
+    assert isinstance(first, Invocation)
+    assert second == Poison("Obj.add", "internal error while planning: ZeroDivisionError: boom")
+    (entry,) = caplog.records
+    assert entry.getMessage() == "orders-2@99: route Obj.add: internal error while planning"
+    assert entry.exc_info is not None

@@ -8,7 +8,18 @@ import orjson
 import pytest
 
 import bridge.record
-from bridge.record import FieldError, FieldPath, Record, RecordView
+from bridge.record import (
+    RESERVED_HEADERS,
+    FieldError,
+    FieldPath,
+    Record,
+    RecordView,
+    dump_json,
+    excerpt,
+    header_value_ok,
+    http_token,
+    reserved_header,
+)
 from bridge.template import Template, TemplateError
 
 
@@ -335,3 +346,151 @@ def test_render_null_field_raises() -> None:
     with pytest.raises(FieldError) as info:
         Template.parse("{value.nested.b.2}").render(RecordView(rec(value=orjson.dumps(DOC))))
     assert str(info.value) == "value.nested.b.2 is null"
+
+
+# -- binary keys -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "hex_text", "b64_text"),
+    [
+        (b"k1", "6b31", "azE="),
+        (b"\x00\xff", "00ff", "AP8="),
+        (b"\xfb\xff\xbf", "fbffbf", "+/+/"),  # the standard alphabet, not the URL-safe one
+        (b"", "", ""),
+    ],
+)
+def test_key_hex_and_base64(key: bytes, hex_text: str, b64_text: str) -> None:
+    record = rec(key=key)
+    assert get(record, "key.hex") == hex_text
+    assert get(record, "key.base64") == b64_text
+    assert Template.parse("{key.hex}/{key.base64}").render(RecordView(record)) == (
+        f"{hex_text}/{b64_text}"
+    )
+
+
+def test_key_hex_of_a_missing_key_is_an_error() -> None:
+    for path in ("key.hex", "key.base64"):
+        with pytest.raises(FieldError, match=r"^the record has no key$"):
+            get(rec(key=None), path)
+
+
+@pytest.mark.parametrize("text", ["key.", "key.utf8", "key.hex.x", "key.Hex"])
+def test_unknown_key_forms_list_the_known_ones(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^unknown field ") as info:
+        FieldPath.parse(text)
+    assert str(info.value) == f"unknown field {text!r}; use key, key.hex or key.base64"
+
+
+def test_key_paths_parse() -> None:
+    for text in ("key", "key.hex", "key.base64"):
+        path = FieldPath.parse(text)
+        assert (path.text, path.root, path.parts, path.needs_json) == (text, text, (), False)
+
+
+# -- what a request may carry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "authorization",
+        "Authorization",
+        "PROXY-AUTHORIZATION",
+        "idempotency-key",
+        "Idempotency-Expires",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "cookie",
+        "x-restate-id",
+        "X-Restate-Error-Source",
+        "x-restate-",
+    ],
+)
+def test_reserved_headers(name: str) -> None:
+    assert reserved_header(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["x-trace", "traceparent", "x-restate", "restate-x", "tee", "hosts"]
+)
+def test_headers_that_are_not_reserved(name: str) -> None:
+    assert not reserved_header(name)
+
+
+def test_reserved_header_list_is_lower_case() -> None:
+    assert all(name == name.lower() for name in RESERVED_HEADERS)
+    assert len(RESERVED_HEADERS) == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "token"),
+    [
+        ("x-trace", True),
+        ("X_Trace.2", True),
+        ("!#$%&'*+-.^_`|~", True),
+        ("", False),
+        ("x trace", False),
+        ("x:trace", False),
+        ("x\r\ny", False),
+        ("(x)", False),
+        ("ü", False),
+        ('x"', False),
+    ],
+)
+def test_http_token(name: str, token: bool) -> None:
+    assert http_token(name) is token
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("", True),
+        ("plain", True),
+        ("a b\tc", True),
+        ("~!\"#'{}", True),
+        ("a\rb", False),
+        ("a\nb", False),
+        ("a\x00b", False),
+        ("a\x1fb", False),
+        ("a\x7fb", False),
+        ("ünï", False),
+        ("a\x85b", False),
+    ],
+)
+def test_header_value_ok(value: str, ok: bool) -> None:
+    assert header_value_ok(value) is ok
+
+
+def test_excerpt_bounds_record_data_in_messages() -> None:
+    assert excerpt("short") == "'short'"
+    assert excerpt("x" * 40) == repr("x" * 40)
+    assert excerpt("x" * 41) == repr("x" * 40) + "... (41 characters)"
+
+
+def test_coordinates() -> None:
+    assert rec().coordinates == "orders-3@42"
+
+
+def test_json_with_integers_beyond_64_bits_is_read_exactly() -> None:
+    big = 2**64 + 1
+    view = RecordView(rec(value=b'{"n": %d, "list": [%d]}' % (big, -big)))
+    assert view.get(FieldPath.parse("value.n")) == big
+    assert view.text(FieldPath.parse("value.n")) == str(big)
+    assert view.text(FieldPath.parse("value.list")) == f"[{-big}]"
+    assert dump_json({"a": [big, 1.5, "ü"]}, "x") == f'{{"a":[{big},1.5,"ü"]}}'.encode()
+
+
+def test_non_utf8_header_as_text_names_the_header() -> None:
+    with pytest.raises(FieldError) as info:
+        Template.parse("{header.h}").render(RecordView(rec(headers=(("h", b"\xff"),))))
+    assert str(info.value) == "header 'h' is not UTF-8 text"
