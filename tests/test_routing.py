@@ -699,16 +699,19 @@ def test_an_unexpected_error_is_poison_for_that_route_only_and_logged(
     r = router(service() + obj())
     real = Route.invocation
 
+    class Surprise(Exception):
+        pass
+
     def explode(self: Route, view: RecordView) -> Invocation:
         if self.name == "Obj.add":
-            raise ZeroDivisionError("boom")
+            raise Surprise("boom")
         return real(self, view)
 
     monkeypatch.setattr(Route, "invocation", explode)
     with caplog.at_level(logging.ERROR, logger="bridge.routing"):
         first, second = r.plan(record(offset=99))
     assert isinstance(first, Invocation)
-    assert second == Poison("Obj.add", "internal error while planning: ZeroDivisionError: boom")
+    assert second == Poison("Obj.add", "internal error while planning: Surprise: boom")
     (entry,) = caplog.records
     assert entry.getMessage() == "orders-2@99: route Obj.add: internal error while planning"
     assert entry.exc_info is not None
