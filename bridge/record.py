@@ -14,6 +14,35 @@ import orjson
 
 _MISSING = object()
 
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "idempotency-key",
+        "idempotency-expires",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "cookie",
+    }
+)
+"""HTTP headers the bridge sets itself, or that frame the request: never forwarded from a record."""
+
+
+def reserved_header(name: str) -> bool:
+    """True for a header a route may not forward: :data:`RESERVED_HEADERS` and ``x-restate-*``,
+    compared case-insensitively."""
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith("x-restate-")
+
 
 class FieldError(Exception):
     """A field a template or match needs is absent, or the value is not JSON; names the field."""
