@@ -145,6 +145,12 @@ def _topic_name(value: str) -> str | None:
     return None
 
 
+def _variable_name(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        return f"{value!r} is not an environment variable name such as 'KAFKA_PASSWORD'"
+    return None
+
+
 def _header_value(value: str) -> str | None:
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
         return f"{value!r} holds control characters, which an HTTP header cannot carry"
@@ -171,7 +177,7 @@ class KafkaConfig:
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
-    sasl_password_env: str | None = None
+    sasl_password_env: Annotated[str | None, Check(_variable_name)] = None
     """The name of the environment variable holding the SASL password (never the password)."""
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
@@ -367,10 +373,20 @@ class _Problems:
         return 1
 
     def add(self, where: tuple[Any, ...], message: str) -> None:
-        self.items.append(f"{self.path}:{self.line(*where)}: {message}")
+        self.items.append(f"{self.path}:{self.line(*where)}: {_one_line(message)}")
 
     def env(self, name: str, message: str) -> None:
-        self.items.append(f"${name}: {message}")
+        self.items.append(f"${_bare(name)}: {_one_line(message)}")
+
+
+def _one_line(message: str) -> str:
+    """Each problem is one line, whatever a quoted value holds."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _bare(name: str) -> str:
+    """A table or variable name as written when it is a plain word, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_\-]+", name) else repr(name)
 
 
 def _label(where: tuple[Any, ...]) -> str:
@@ -418,20 +434,25 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     known = {*SECTIONS, "routes"}
     for name in doc:
         if name not in known:
-            problems.add((name,), f"unknown table [{name}]; expected one of {sorted(known)}")
+            problems.add((name,), f"unknown table [{_bare(name)}]; expected one of {sorted(known)}")
     if "kafka" not in doc:
         problems.add((), "missing table [kafka] with bootstrap_servers and group_id")
-    sections = {
-        name: _section(cls, name, doc.get(name), env, problems) for name, cls in SECTIONS.items()
-    }
+    sections: dict[str, Any] = {}
+    clean: set[str] = set()  # read without a problem: rules across their fields can run
+    for name, cls in SECTIONS.items():
+        before = len(problems.items)
+        sections[name] = _section(cls, name, doc.get(name), env, problems)
+        if len(problems.items) == before:
+            clean.add(name)
     kafka = cast(KafkaConfig | None, sections["kafka"])
     restate = cast(RestateConfig, sections["restate"] or RestateConfig())
     metrics = cast(MetricsConfig, sections["metrics"] or MetricsConfig())
     dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
     delivery = cast(DeliveryConfig, sections["delivery"] or DeliveryConfig())
-    if kafka is not None:
+    if kafka is not None and "kafka" in clean:
         kafka = _kafka_rules(kafka, problems, env)
-    _delivery_rules(delivery, problems)
+    if "delivery" in clean:
+        _delivery_rules(delivery, problems)
     indexed = _routes(doc.get("routes"), problems)
     for rule in _FILE_RULES:
         rule(indexed, dead_letter, delivery, problems)
