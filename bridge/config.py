@@ -170,21 +170,27 @@ class KafkaConfig:
     ]
     """Overridden by ``KAFKA_BOOTSTRAP_SERVERS``."""
     group_id: str = "restate-bridge"
+    """The consumer group; replicas with the same id share the partitions."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a group without a committed offset starts."""
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     """``read_committed`` never hands over records of aborted (or still open) transactions."""
     client_id: str = "restate-bridge"
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
+    """Required with (and only with) a ``SASL_*`` protocol."""
     sasl_username: str | None = None
     sasl_password_env: Annotated[str | None, Check(_variable_name)] = None
     """The name of the environment variable holding the SASL password (never the password)."""
     ssl_cafile: str | None = None
+    """PEM files, only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
+    """The group session timeout; heartbeats every third of it."""
     fetch_max_bytes: int = 16 * 1024 * 1024
     max_partition_fetch_bytes: int = 1024 * 1024
+    """Fetch sizes: with the delivery limits they bound memory."""
     sasl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """Resolved from the variable ``sasl_password_env`` names."""
 
@@ -194,7 +200,9 @@ class RestateConfig:
     ingress_url: Annotated[str, Check(_http_url)] = "http://127.0.0.1:8080"
     """Overridden by ``RESTATE_URL``."""
     request_timeout: timedelta = timedelta(seconds=30)
+    """Per ``/send``; a timeout is retried."""
     max_connections: int = 128
+    """The connection pool size."""
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """``RESTATE_AUTH_TOKEN``, sent as ``Authorization: Bearer``."""
 
@@ -214,6 +222,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class DeadLetterConfig:
     topic: Annotated[str | None, Check(_topic_name)] = None
+    """Where records that can never succeed go; without it such a record blocks its partition."""
 
 
 @dataclass(frozen=True)
@@ -225,9 +234,13 @@ class DeliveryConfig:
     max_pending_records: int = 4096
     """Records fetched but not finished; fetching pauses at this bound."""
     commit_interval: timedelta = timedelta(seconds=1)
+    """How often the contiguous watermark is committed (also on revoke and shutdown)."""
     drain_timeout: timedelta = timedelta(seconds=30)
+    """How long shutdown and revocation wait for sends under way."""
     retry_initial: timedelta = timedelta(milliseconds=100)
+    """The first backoff of a retryable failure; at most ``retry_max``."""
     retry_max: timedelta = timedelta(seconds=10)
+    """The longest backoff, and the cap of any ``Retry-After``."""
     unknown_target_grace: Annotated[timedelta, Range(timedelta(0), timedelta(days=3650))] = (
         timedelta(seconds=60)
     )
@@ -313,6 +326,9 @@ SECTIONS: dict[str, type[Any]] = {
     "metrics": MetricsConfig,
     "dead_letter": DeadLetterConfig,
     "delivery": DeliveryConfig,
+}
+_HINTS = {
+    cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.values(), RouteConfig)
 }
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("kafka", "bootstrap_servers"): "KAFKA_BOOTSTRAP_SERVERS",
@@ -441,10 +457,11 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     clean: set[str] = set()  # read without a problem: rules across their fields can run
     for name, cls in SECTIONS.items():
         before = len(problems.items)
-        sections[name] = _section(cls, name, doc.get(name), env, problems)
+        if name in doc or name != "kafka":
+            sections[name] = _section(cls, name, doc.get(name, {}), env, problems)
         if len(problems.items) == before:
             clean.add(name)
-    kafka = cast(KafkaConfig | None, sections["kafka"])
+    kafka = cast(KafkaConfig | None, sections.get("kafka"))
     restate = cast(RestateConfig, sections["restate"] or RestateConfig())
     metrics = cast(MetricsConfig, sections["metrics"] or MetricsConfig())
     dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
@@ -457,7 +474,7 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     for rule in _FILE_RULES:
         rule(indexed, dead_letter, delivery, problems)
     restate = dataclasses.replace(restate, token=env.get("RESTATE_AUTH_TOKEN") or None)
-    log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", "$BRIDGE_LOG_LEVEL", problems)
+    log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
     routes = tuple(route for _, route in indexed)
@@ -471,10 +488,10 @@ def check_log_level(value: str) -> str | None:
     return None
 
 
-def _log_level(value: str, name: str, problems: _Problems) -> str:
+def _log_level(value: str, problems: _Problems) -> str:
     wrong = check_log_level(value)
     if wrong is not None:
-        problems.env(name.lstrip("$"), wrong)
+        problems.env("BRIDGE_LOG_LEVEL", wrong)
         return "INFO"
     return value.upper()
 
@@ -487,10 +504,6 @@ def _section(
 ) -> Any:
     """One scalar table as ``cls``, or ``None`` when it is unusable (problems are recorded)."""
     where = (name,)
-    if value is None:
-        value = {} if name != "kafka" else None
-    if value is None:
-        return None
     if not isinstance(value, dict):
         problems.add(where, f"[{name}] must be a table")
         return None
@@ -502,7 +515,7 @@ def _section(
                 (*where, key),
                 f"unknown key {key!r} in [{name}]; expected one of {', '.join(sorted(allowed))}",
             )
-    hints = get_type_hints(cls, include_extras=True)
+    hints = _HINTS[cls]
     kwargs: dict[str, Any] = {}
     complete = True
     for spec in fields:
@@ -1017,7 +1030,7 @@ def _plain_options(r: _Route) -> None:
             r.values[key] = value
 
 
-_ROUTE_HINTS = get_type_hints(RouteConfig, include_extras=True)
+_ROUTE_HINTS = _HINTS[RouteConfig]
 _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _topic_source,
     _target,
