@@ -344,7 +344,9 @@ ROUTE_KEYS = frozenset(
 
 # -- locating keys in the file ----------------------------------------------------------------
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(?:#.*)?$")
+_HEADER = re.compile(r"\s*(\[\[?)([^\]]*)\]\]?\s*(?:#.*)?")
+"""A table header; linear on any line (no two quantifiers compete for the same characters)."""
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-\"' ]+")
 _KEY = re.compile(r"^\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-.]+)\s*=")
 
 
@@ -357,8 +359,8 @@ def _locate(text: str) -> dict[tuple[Any, ...], int]:
     section: tuple[Any, ...] = ()
     counts: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):
-        header = _HEADER.match(line)
-        if header:
+        header = _HEADER.fullmatch(line)
+        if header and _TABLE_NAME.fullmatch(header.group(2)):
             name = header.group(2).strip().strip("\"'")
             if header.group(1) == "[[":
                 index = counts.get(name, -1) + 1
