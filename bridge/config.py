@@ -47,6 +47,8 @@ class KafkaConfig:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password_env: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    """Resolved from the environment variable ``sasl_password_env`` names."""
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -60,6 +62,8 @@ class RestateConfig:
     ingress_url: str = "http://127.0.0.1:8080"
     request_timeout: timedelta = timedelta(seconds=30)
     max_connections: int = 128
+    token: str | None = field(default=None, repr=False)
+    """Bearer token for the ingress, from ``RESTATE_AUTH_TOKEN``."""
 
 
 @dataclass(frozen=True)
