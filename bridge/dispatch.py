@@ -42,6 +42,16 @@ class PendingRecord:
     """The partition's offsets when the record was fetched (a later assignment has others)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A partition stopped at a record that can never succeed (no dead-letter topic)."""
+
+    tp: TopicPartition
+    offset: int
+    route: str
+    reason: str
+
+
 @dataclass(slots=True)
 class _Job:
     pending: PendingRecord
