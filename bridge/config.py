@@ -333,7 +333,7 @@ class _Reader:
         if table is None:
             return None
         fields = KafkaConfig.__dataclass_fields__
-        self.unknown(table, set(fields), where)
+        self.unknown(table, set(fields) - {"sasl_password"}, where)  # resolved from env
         servers = env.get("KAFKA_BOOTSTRAP_SERVERS") or table.get("bootstrap_servers")
         if isinstance(servers, list) and servers and all(isinstance(s, str) for s in servers):
             servers = ",".join(servers)
