@@ -148,8 +148,10 @@ async def test_status_page_shows_what_metrics_export(
     for (t, p), row in partitions.items():
         labels = f'{{partition="{p}",topic="{t}"}}'
         assert float(row[2]) == samples[f"restate_bridge_consumer_lag{labels}"]
-        assert float(row[3]) == samples[f"restate_bridge_committed_offset{labels}"]
-        assert row[4] == "ok"
+        assert float(row[3]) == samples[f"restate_bridge_committed_lag{labels}"] == 0
+        assert float(row[4]) == samples[f"restate_bridge_oldest_unfinished_age_seconds{labels}"]
+        assert float(row[5]) == samples[f"restate_bridge_committed_offset{labels}"]
+        assert row[6] == "ok"
 
     [dead_row] = page.rows["dead"]
     assert dead_row[1] == "orders"
