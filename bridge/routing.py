@@ -53,6 +53,13 @@ class Poison:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record ``route`` matched and deliberately does not send (``on_null = "skip"``)."""
+
+    route: str
+
+
 class Route:
     """A compiled :class:`RouteConfig`."""
 
