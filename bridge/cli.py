@@ -1,6 +1,8 @@
 """The ``restate-bridge`` command line: ``run``, ``check`` and ``route``.
 
-Exit codes: 0 success, 2 a bad routes file or bad arguments, 1 a failure while running.
+Exit codes: 0 success, 2 a bad routes file, environment or arguments, 1 a failure while running.
+A bad file or environment is reported as ``PATH:LINE: message`` / ``$NAME: message`` lines, never
+as a traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from aiokafka.errors import KafkaError
 
 from bridge import __version__
 
-from .config import BridgeConfig, ConfigError, load_config
+from .config import BridgeConfig, ConfigError, check_log_level, load_config
 from .ingress import Client
 from .record import Record
-from .routing import Invocation, Poison, Router, Skip
+from .routing import Invocation, Poison, Router
 from .worker import Bridge
 
 log = logging.getLogger("bridge")
@@ -39,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="consume and forward until SIGTERM or Ctrl-C")
     run.add_argument("--routes", default="routes.toml", type=Path, help="the routing file")
-    run.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--log-level",
+        type=_log_level,
+        help="debug, info, warning, error or critical (default: $BRIDGE_LOG_LEVEL, else info)",
+    )
 
     check = commands.add_parser("check", help="validate a routing file; exit 2 if it has errors")
     check.add_argument("routes", type=Path)
@@ -49,32 +55,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     route.add_argument("routes", type=Path)
     route.add_argument("--topic", required=True)
-    route.add_argument("--key", help="the record key (UTF-8)")
+    key = route.add_mutually_exclusive_group()
+    key.add_argument("--key", help="the record key (UTF-8)")
+    key.add_argument("--key-hex", type=_hex, help="the record key as hex bytes")
     route.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
-    route.add_argument("--value", help="the record value, e.g. a JSON document")
+    value = route.add_mutually_exclusive_group()
+    value.add_argument("--value", help="the record value, e.g. a JSON document")
+    value.add_argument("--value-file", type=Path, help="read the record value from this file")
     route.add_argument("--partition", type=int, default=0)
     route.add_argument("--offset", type=int, default=0)
     route.add_argument("--timestamp", type=int, default=0)
     return parser
 
 
+def _log_level(text: str) -> str:
+    wrong = check_log_level(text)
+    if wrong is not None:
+        raise argparse.ArgumentTypeError(wrong)
+    return text.upper()
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not hex: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "check":
-            config = load_config(args.routes, os.environ)
-            print(f"{args.routes}: ok, {len(config.routes)} route(s)")
-            return 0
-        if args.command == "route":
-            return _route(args)
-        return _run(args)
+        config = _load(args.routes)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.command == "check":
+        print(f"{args.routes}: ok, {len(config.routes)} route(s)")
+        return 0
+    if args.command == "route":
+        return _route(args, config)
+    return _run(args, config)
 
 
-def _route(args: argparse.Namespace) -> int:
-    config = load_config(args.routes, os.environ)
+def _load(path: Path) -> BridgeConfig:
+    """The config, or a :class:`ConfigError`; never another exception, whatever the file holds."""
+    try:
+        return load_config(path, os.environ)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a last resort: the reader itself is meant never to raise
+        log.debug("loading %s failed", path, exc_info=True)
+        message = f"{path}:1: cannot load the routes file: {type(exc).__name__}: {exc}"
+        raise ConfigError([message]) from exc
+
+
+def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
     headers: list[tuple[str, bytes]] = []
     for item in args.header:
         name, sep, value = item.partition("=")
@@ -82,13 +117,21 @@ def _route(args: argparse.Namespace) -> int:
             print(f"--header {item!r}: write it as NAME=VALUE", file=sys.stderr)
             return 2
         headers.append((name, value.encode()))
+    key = args.key_hex if args.key is None else args.key.encode()
+    record_value = None if args.value is None else args.value.encode()
+    if args.value_file is not None:
+        try:
+            record_value = args.value_file.read_bytes()
+        except OSError as exc:
+            print(f"--value-file {args.value_file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     record = Record(
         topic=args.topic,
         partition=args.partition,
         offset=args.offset,
         timestamp=args.timestamp,
-        key=None if args.key is None else args.key.encode(),
-        value=None if args.value is None else args.value.encode(),
+        key=key,
+        value=record_value,
         headers=tuple(headers),
     )
     planned = Router(config).plan(record)
@@ -99,11 +142,11 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(config: BridgeConfig, item: Invocation | Poison | Skip) -> dict[str, object]:
+def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
     if isinstance(item, Poison):
         return {"route": item.route, "dead_letter": item.reason}
-    if isinstance(item, Skip):
-        return {"route": item.route, "skipped": "a tombstone, and the route says on_null = 'skip'"}
+    if not isinstance(item, Invocation):  # a Skip: on_null = "skip"
+        return {"route": getattr(item, "route", None), "skipped": True}
     # a client is only a URL until its first request: nothing is sent here
     url = item.target(Client(config.restate.ingress_url)).send_url(delay=item.delay)
     return {
@@ -121,15 +164,14 @@ def _describe(config: BridgeConfig, item: Invocation | Poison | Skip) -> dict[st
     }
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level or config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    config = load_config(args.routes, os.environ)
-    bridge = Bridge(config, token=os.environ.get("RESTATE_AUTH_TOKEN") or None)
+    bridge = Bridge(config, token=config.restate.token)
     return asyncio.run(_serve(bridge))
 
 

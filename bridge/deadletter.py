@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiokafka import AIOKafkaProducer
 
 from .record import Record
 
 ERROR_HEADER = "bridge.error"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that went to the dead-letter topic, for which route, and why."""
+
+    record: Record
+    route: str
+    reason: str
 
 
 def dead_letter_headers(record: Record, route: str, reason: str) -> list[tuple[str, bytes]]:

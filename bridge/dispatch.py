@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from .backoff import Backoff
 from .config import DeliveryConfig
-from .deadletter import DeadLetterSink
+from .deadletter import DeadLetter, DeadLetterSink
 from .health import IngressHealth
 from .ingress import NO_INPUT, Client, IngressError, SendReceipt
 from .metrics import Metrics
@@ -42,6 +42,16 @@ class PendingRecord:
     """The partition's offsets when the record was fetched (a later assignment has others)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A partition stopped at a record that can never succeed (no dead-letter topic)."""
+
+    tp: TopicPartition
+    offset: int
+    route: str
+    reason: str
+
+
 @dataclass(slots=True)
 class _Job:
     pending: PendingRecord
@@ -59,8 +69,8 @@ class Dispatcher:
         route_limits: dict[str, int | None],
         dead_letters: DeadLetterSink | None,
         on_finished: Callable[[PendingRecord], None],
-        on_blocked: Callable[[TopicPartition, str], None],
-        on_dead_letter: Callable[[str, int, int, str, str], None],
+        on_blocked: Callable[[Blocked], None],
+        on_dead_letter: Callable[[DeadLetter], None],
         request_timeout: float,
     ) -> None:
         self._client = client
@@ -217,7 +227,7 @@ class Dispatcher:
                 "fix the cause or configure one, then restart)",
                 rec.topic, rec.partition, rec.offset, route, reason,
             )  # fmt: skip
-            self._on_blocked(job.pending.tp, reason)
+            self._on_blocked(Blocked(job.pending.tp, rec.offset, route, reason))
             await asyncio.Event().wait()  # holds its lane and partition until shutdown
             return
         attempt = 0
@@ -234,7 +244,7 @@ class Dispatcher:
             "dead-lettered %s-%d@%d (route %s): %s",
             rec.topic, rec.partition, rec.offset, route, reason,
         )  # fmt: skip
-        self._on_dead_letter(rec.topic, rec.partition, rec.offset, route, reason)
+        self._on_dead_letter(DeadLetter(rec, route, reason))
         self._finish(job, route, "dead_lettered")
 
     def _finish(self, job: _Job, route: str, outcome: str) -> None:

@@ -30,6 +30,10 @@ class DurationError(ValueError):
     """A duration that cannot be parsed; the message quotes it and shows the accepted forms."""
 
 
+class DurationTooLong(DurationError):
+    """A well-formed duration beyond what ``timedelta`` holds, such as ``"1000000000d"``."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``"4s"``, ``"500ms"``, ``"1h30m"``, ``"2.5s"`` or ISO 8601 ``"PT2S"``.
 
@@ -42,7 +46,7 @@ def parse_duration(text: str) -> timedelta:
     try:
         total = _parse(raw)
     except (OverflowError, ValueError):  # float('1' * 400) is inf; timedelta(days=1e10) overflows
-        raise DurationError(f"duration {excerpt(text)} is too long") from None
+        raise DurationTooLong(f"{excerpt(text)} is too long") from None
     if total is None:
         raise DurationError(f"bad duration {excerpt(text)}; {_FORMS}")
     return total

@@ -22,7 +22,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-OUTCOMES = ("accepted", "duplicate", "dead_lettered", "unrouted")
+OUTCOMES = ("accepted", "duplicate", "dead_lettered", "skipped", "unrouted")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we register our own, per registry
@@ -38,7 +38,8 @@ class Metrics:
         GCCollector(registry=registry)
         self.messages = Counter(
             "restate_bridge_messages",
-            "Kafka records (per route) by outcome: accepted, duplicate, dead_lettered, unrouted.",
+            "Kafka records (per route) by outcome: accepted, duplicate, dead_lettered, skipped, "
+            "unrouted.",
             ["topic", "route", "outcome"],
             registry=registry,
         )
@@ -70,6 +71,20 @@ class Metrics:
         self.consumer_lag = Gauge(
             "restate_bridge_consumer_lag",
             "Records in the partition not yet fetched: high watermark minus position.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.committed_lag = Gauge(
+            "restate_bridge_committed_lag",
+            "Records in the partition not yet committed: high watermark minus committed offset "
+            "(what Kafka's tools show as the group's lag).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.oldest_unfinished_age = Gauge(
+            "restate_bridge_oldest_unfinished_age_seconds",
+            "Age of the partition's oldest fetched and unfinished record, since it was fetched "
+            "(0 when none): head-of-line blocking.",
             ["topic", "partition"],
             registry=registry,
         )
@@ -119,8 +134,18 @@ class Metrics:
             self.retries.labels(route)
             self.in_flight.labels(route)
             for topic in topics:
-                for outcome in ("accepted", "duplicate", "dead_lettered"):
+                for outcome in ("accepted", "duplicate", "dead_lettered", "skipped"):
                     self.messages.labels(topic, route, outcome)
+
+    def partition_gauges(self) -> tuple[Gauge, ...]:
+        """The gauges with one series per owned partition (created on assignment, removed on
+        revocation)."""
+        return (
+            self.consumer_lag,
+            self.committed_lag,
+            self.oldest_unfinished_age,
+            self.partition_blocked,
+        )
 
     def export(self) -> bytes:
         return generate_latest(self.registry)

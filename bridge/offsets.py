@@ -14,32 +14,54 @@ __all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
 
 
 class PartitionOffsets:
-    """Offsets of one partition, in fetch order (increasing, possibly with gaps)."""
+    """Offsets of one partition, in fetch order (increasing, possibly with gaps).
 
-    __slots__ = ("_finished", "_pending", "committable", "committed")
+    Each offset carries when it was fetched (any clock the caller likes, monotonic in the bridge),
+    so the age of the oldest unfinished record is known without asking the broker.
+    """
+
+    __slots__ = (
+        "_fetched_at",
+        "_finished",
+        "_pending",
+        "committable",
+        "committed",
+        "first_fetched",
+    )
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
+        """Fetched and not yet passed by the watermark; the head is always unfinished."""
+        self._fetched_at: deque[float] = deque()
+        """When each of ``_pending`` was fetched, in the same order."""
         self._finished: set[int] = set()
         self.committable: int | None = None
         """The next offset to consume, as Kafka wants it committed (last finished + 1)."""
         self.committed: int | None = None
+        self.first_fetched: int | None = None
+        """The first offset fetched: where the group's committed position stood (or just below
+        it, when compaction removed records)."""
 
-    def add(self, offset: int) -> None:
+    def add(self, offset: int, fetched_at: float = 0.0) -> None:
         if self._pending and offset <= self._pending[-1]:
             raise ValueError(f"offset {offset} fetched after {self._pending[-1]}")
         if self.committable is not None and offset < self.committable:
             raise ValueError(f"offset {offset} is below the finished watermark {self.committable}")
+        if self.first_fetched is None:
+            self.first_fetched = offset
         self._pending.append(offset)
+        self._fetched_at.append(fetched_at)
 
     def finish(self, offset: int) -> None:
         pending = self._pending
         if pending and pending[0] == offset:
             pending.popleft()
+            self._fetched_at.popleft()
             self.committable = offset + 1
             finished = self._finished
             while pending and pending[0] in finished:
                 head = pending.popleft()
+                self._fetched_at.popleft()
                 finished.discard(head)
                 self.committable = head + 1
         else:
@@ -51,8 +73,18 @@ class PartitionOffsets:
         return len(self._pending) - len(self._finished)
 
     @property
+    def uncommittable(self) -> int:
+        """Records fetched and not yet committable: the unfinished ones, and the finished ones
+        waiting behind the oldest unfinished one."""
+        return len(self._pending)
+
+    @property
     def lowest_unfinished(self) -> int | None:
         return self._pending[0] if self._pending else None
+
+    def oldest_unfinished_age(self, now: float) -> float:
+        """How long ago the oldest unfinished record was fetched; 0 when every one finished."""
+        return max(0.0, now - self._fetched_at[0]) if self._fetched_at else 0.0
 
 
 class OffsetTracker:
@@ -62,12 +94,16 @@ class OffsetTracker:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self.in_progress = 0
 
-    def add(self, tp: TopicPartition, offset: int) -> PartitionOffsets:
-        """Track ``offset``; the returned owner identifies this assignment of the partition."""
+    def add(self, tp: TopicPartition, offset: int, fetched_at: float = 0.0) -> PartitionOffsets:
+        """Track ``offset``; the returned owner identifies this assignment of the partition.
+
+        Raises ``ValueError`` when ``offset`` is not above every offset fetched before (the log
+        was truncated, or the position was reset); see :meth:`restart`.
+        """
         part = self._partitions.get(tp)
         if part is None:
             part = self._partitions[tp] = PartitionOffsets()
-        part.add(offset)
+        part.add(offset, fetched_at)
         self.in_progress += 1
         return part
 
@@ -107,6 +143,27 @@ class OffsetTracker:
             part = self._partitions.pop(tp, None)
             if part is not None:
                 self.in_progress -= part.in_progress
+
+    def restart(self, tp: TopicPartition) -> int:
+        """Track ``tp`` afresh after its offsets went backwards; return how many unfinished
+        records were forgotten (their late finishes are ignored, like a revoked partition's)."""
+        part = self._partitions.pop(tp, None)
+        if part is None:
+            return 0
+        self.in_progress -= part.in_progress
+        return part.in_progress
+
+    def uncommittable(self, tp: TopicPartition) -> int:
+        part = self._partitions.get(tp)
+        return 0 if part is None else part.uncommittable
+
+    def full(self, bound: int) -> set[TopicPartition]:
+        """Partitions holding ``bound`` or more records that are not yet committable."""
+        return {tp for tp, part in self._partitions.items() if part.uncommittable >= bound}
+
+    def oldest_unfinished_age(self, tp: TopicPartition, now: float) -> float:
+        part = self._partitions.get(tp)
+        return 0.0 if part is None else part.oldest_unfinished_age(now)
 
     def in_progress_of(self, tps: set[TopicPartition]) -> int:
         return sum(p.in_progress for tp, p in self._partitions.items() if tp in tps)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import BridgeConfig
+from .deadletter import DeadLetter
+from .dispatch import Blocked
 from .metrics import Metrics
+from .offsets import TopicPartition
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,12 @@ class RecentDeadLetters:
     def __init__(self, size: int = 20) -> None:
         self._items: deque[DeadLetterNote] = deque(maxlen=size)
 
-    def add(self, topic: str, partition: int, offset: int, route: str, reason: str) -> None:
-        self._items.appendleft(DeadLetterNote(time.time(), topic, partition, offset, route, reason))
+    def add(self, letter: DeadLetter) -> None:
+        rec = letter.record
+        note = DeadLetterNote(
+            time.time(), rec.topic, rec.partition, rec.offset, letter.route, letter.reason
+        )
+        self._items.appendleft(note)
 
     def __iter__(self) -> Any:
         return iter(self._items)
@@ -44,13 +52,30 @@ def _samples(metrics: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
+def _partition_row(topic: str, partition: str) -> dict[str, Any]:
+    return {
+        "topic": topic,
+        "partition": int(partition),
+        "lag": None,
+        "committed_lag": None,
+        "oldest_unfinished_age": None,
+        "committed": None,
+        "blocked": 0.0,
+        "blocked_at": None,
+        "blocked_route": None,
+        "blocked_reason": None,
+    }
+
+
 def snapshot(
     config: BridgeConfig,
     metrics: Metrics,
     dead_letters: RecentDeadLetters,
     readiness: tuple[bool, str],
+    blocked: Mapping[TopicPartition, Blocked] | None = None,
 ) -> dict[str, Any]:
-    """Everything the status page shows; numbers are the ones ``/metrics`` exports."""
+    """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
+    blocked partition is blocked."""
     samples = _samples(metrics)
 
     def by_route(name: str, **match: str) -> dict[str, float]:
@@ -85,15 +110,21 @@ def snapshot(
     partitions: dict[tuple[str, str], dict[str, Any]] = {}
     for name, field in (
         ("restate_bridge_consumer_lag", "lag"),
+        ("restate_bridge_committed_lag", "committed_lag"),
+        ("restate_bridge_oldest_unfinished_age_seconds", "oldest_unfinished_age"),
         ("restate_bridge_committed_offset", "committed"),
         ("restate_bridge_partition_blocked", "blocked"),
     ):
         for labels, value in samples.get(name, []):
             key = (labels["topic"], labels["partition"])
-            row = partitions.setdefault(
-                key, {"topic": key[0], "partition": int(key[1]), "lag": None, "committed": None}
-            )
+            row = partitions.setdefault(key, _partition_row(*key))
             row[field] = value
+    for tp, why in (blocked or {}).items():
+        owned = partitions.get((tp.topic, str(tp.partition)))
+        if owned is not None and owned.get("blocked"):  # owned now: its gauge is there
+            owned["blocked_at"] = why.offset
+            owned["blocked_route"] = why.route
+            owned["blocked_reason"] = why.reason
     unrouted = sum(
         v
         for labels, v in samples.get("restate_bridge_messages_total", [])

@@ -2,7 +2,17 @@
 
 Data flows one way: record -> route match -> invocation -> ingress -> acknowledgement -> commit.
 Fetching pauses when ``delivery.max_pending_records`` records are unfinished or while the ingress
-is unreachable, so memory is bounded by fetch sizes and limits, never by the topic.
+is unreachable, so memory is bounded by fetch sizes and limits, never by the topic. One partition
+pauses alone when it is blocked, or when ``delivery.max_pending_per_partition`` of its records are
+fetched and not yet committable (a record that stays unfinished holds back every commit after it).
+
+Lifecycle (:meth:`Bridge.run`)::
+
+    start   status server -> ingress client (+ health probe) -> dead-letter producer
+            -> dispatcher -> consumer
+    run     fetch, plan, submit; commit and update the per-partition gauges every commit_interval
+    stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
+            -> cancel what is left -> close in reverse start order
 """
 
 from __future__ import annotations
@@ -10,26 +20,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from .config import BridgeConfig, KafkaConfig
-from .deadletter import DeadLetterSink
-from .dispatch import Dispatcher, PendingRecord
+from .deadletter import DeadLetter, DeadLetterSink
+from .dispatch import Blocked, Dispatcher, PendingRecord
 from .health import IngressHealth
 from .ingress import Client
 from .metrics import Metrics
-from .offsets import OffsetTracker, TopicPartition
+from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record
-from .routing import Router, Skip
+from .routing import Invocation, Poison, Router, Skip
 from .server import StatusServer
 from .status import RecentDeadLetters, snapshot
 
 log = logging.getLogger(__name__)
+
+LAG_QUERY_TIMEOUT = 0.5
+"""Seconds to wait for one partition's position in the lag update (it may need a round trip)."""
 
 
 def kafka_options(kafka: KafkaConfig) -> dict[str, Any]:
@@ -42,8 +55,7 @@ def kafka_options(kafka: KafkaConfig) -> dict[str, Any]:
     if kafka.sasl_mechanism:
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
-        if kafka.sasl_password_env:
-            options["sasl_plain_password"] = os.environ.get(kafka.sasl_password_env)
+        options["sasl_plain_password"] = kafka.sasl_password
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
@@ -53,15 +65,26 @@ def kafka_options(kafka: KafkaConfig) -> dict[str, Any]:
     return options
 
 
+def coordinates(topic: str, partition: int, offset: int) -> str:
+    """How log lines name one record: ``topic-partition@offset``."""
+    return f"{topic}-{partition}@{offset}"
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._bridge._on_revoked(set(revoked))
+        await self._bridge.partitions_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._bridge._on_assigned(set(assigned))
+        self._bridge.partitions_assigned(set(assigned))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Bridge:
@@ -73,10 +96,12 @@ class Bridge:
         *,
         metrics: Metrics | None = None,
         token: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self._token = token
+        self._token = token or config.restate.token
+        self._clock = clock
         self.router = Router(config)
         self.metrics.prepare((r.name, r.topics) for r in config.routes)
         self.tracker = OffsetTracker()
@@ -86,9 +111,14 @@ class Bridge:
             self.metrics,
             self.readiness,
             *config.metrics.host_port,
-            status=lambda: snapshot(config, self.metrics, self.dead_letters, self.readiness()),
+            status=lambda: snapshot(
+                config, self.metrics, self.dead_letters, self.readiness(), self.blocked
+            ),
         )
-        self._blocked: dict[TopicPartition, str] = {}
+        self._blocked: dict[TopicPartition, tuple[Blocked, float]] = {}
+        """Blocked partitions with the fetch time of their oldest unfinished record; kept for the
+        life of the process, also while a partition is not owned, so that it stays blocked when
+        a rebalance gives it back."""
         self._paused: set[TopicPartition] = set()
         self._progress = asyncio.Event()
         self._joined = False
@@ -105,73 +135,79 @@ class Bridge:
             return False, f"Restate ingress unreachable: {self.health.reason}"
         return True, "consuming"
 
+    @property
+    def blocked(self) -> dict[TopicPartition, Blocked]:
+        """Partitions stopped at a record that can never succeed, and why."""
+        return {tp: blocked for tp, (blocked, _) in self._blocked.items()}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        cfg = self.config
-        delivery = cfg.delivery
-        await self.status.start()
-        client = Client(
-            cfg.restate.ingress_url,
-            token=self._token,
-            timeout=cfg.restate.request_timeout.total_seconds(),
-            max_connections=cfg.restate.max_connections,
-        )
-        producer: AIOKafkaProducer | None = None
-        consumer: AIOKafkaConsumer | None = None
-        probe: asyncio.Task[None] | None = None
-        try:
-            dead_letters = None
-            if cfg.dead_letter.topic:
-                producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
-                await producer.start()
-                dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
-            self._dispatcher = Dispatcher(
-                client=client,
-                metrics=self.metrics,
-                health=self.health,
-                delivery=delivery,
-                route_limits={r.name: r.config.max_in_flight for r in self.router.routes},
-                dead_letters=dead_letters,
-                on_finished=self._on_finished,
-                on_blocked=self._on_blocked,
-                on_dead_letter=self.dead_letters.add,
-                request_timeout=cfg.restate.request_timeout.total_seconds(),
-            )
-            probe = asyncio.create_task(self.health.probe_forever(client))
-            consumer = self._consumer = AIOKafkaConsumer(
-                **kafka_options(cfg.kafka),
-                group_id=cfg.kafka.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset=cfg.kafka.auto_offset_reset,
-                session_timeout_ms=cfg.kafka.session_timeout_ms,
-                heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 3),
-                fetch_max_bytes=cfg.kafka.fetch_max_bytes,
-                max_partition_fetch_bytes=cfg.kafka.max_partition_fetch_bytes,
-            )
-            listener = _Rebalance(self)
-            if cfg.topic_pattern:
-                consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
-            else:
-                consumer.subscribe(topics=list(cfg.topics), listener=listener)
-            await consumer.start()
-            log.info("consuming %s as group %s", cfg.topic_pattern or list(cfg.topics),
-                     cfg.kafka.group_id)  # fmt: skip
+        """Start, consume until ``stop`` is set, then drain, commit and close (module docstring)."""
+        async with contextlib.AsyncExitStack() as stack:
+            consumer = await self._start(stack)
             await self._consume(consumer, stop)
             await self._shutdown(consumer)
-        finally:
-            if probe is not None:
-                probe.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probe
-            if self._dispatcher is not None:
-                await self._dispatcher.aclose()
-            if consumer is not None:
-                await consumer.stop()
-            if producer is not None:
-                await producer.stop()
-            await client.aclose()
-            await self.status.stop()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> AIOKafkaConsumer:
+        """Start every part in order; ``stack`` closes them in reverse order."""
+        cfg = self.config
+        await self.status.start()
+        stack.push_async_callback(self.status.stop)
+
+        client = await stack.enter_async_context(
+            Client(
+                cfg.restate.ingress_url,
+                token=self._token,
+                timeout=cfg.restate.request_timeout.total_seconds(),
+                max_connections=cfg.restate.max_connections,
+            )
+        )
+        probe = asyncio.create_task(self.health.probe_forever(client))
+        stack.push_async_callback(_cancel, probe)
+
+        dead_letters = None
+        if cfg.dead_letter.topic:
+            producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
+            stack.push_async_callback(producer.stop)
+            await producer.start()
+            dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
+
+        dispatcher = self._dispatcher = Dispatcher(
+            client=client,
+            metrics=self.metrics,
+            health=self.health,
+            delivery=cfg.delivery,
+            route_limits={r.name: r.config.max_in_flight for r in self.router.routes},
+            dead_letters=dead_letters,
+            on_finished=self.record_finished,
+            on_blocked=self.partition_blocked,
+            on_dead_letter=self.dead_lettered,
+            request_timeout=cfg.restate.request_timeout.total_seconds(),
+        )
+        stack.push_async_callback(dispatcher.aclose)
+
+        consumer = self._consumer = AIOKafkaConsumer(
+            **kafka_options(cfg.kafka),
+            group_id=cfg.kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.kafka.auto_offset_reset,
+            isolation_level=cfg.kafka.isolation_level,
+            session_timeout_ms=cfg.kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 3),
+            fetch_max_bytes=cfg.kafka.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.kafka.max_partition_fetch_bytes,
+        )
+        listener = _Rebalance(self)
+        if cfg.topic_pattern:
+            consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(cfg.topics), listener=listener)
+        stack.push_async_callback(consumer.stop)
+        await consumer.start()
+        topics = cfg.topic_pattern or list(cfg.topics)
+        log.info("consuming %s as group %s", topics, cfg.kafka.group_id)
+        return consumer
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         delivery = self.config.delivery
@@ -181,17 +217,17 @@ class Bridge:
             capacity = delivery.max_pending_records - self.tracker.in_progress
             self._flow_control(consumer, capacity > 0 and self.health.up)
             batches = await consumer.getmany(timeout_ms=100, max_records=max(capacity, 1))
-            for msgs in batches.values():
-                for msg in msgs:
-                    self._handle(msg)
+            for tp, msgs in batches.items():
+                self._take(consumer, tp, msgs)
             self.metrics.pending_records.set(self.tracker.in_progress)
             if time.monotonic() >= next_commit:
                 await self._commit(consumer)
-                await self._update_lag(consumer)
+                await self._update_partition_gauges(consumer)
                 next_commit = time.monotonic() + interval
 
     async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
-        """Stop fetching, wait for in-flight sends (up to ``drain_timeout``), commit."""
+        """The staged drain: stop fetching, wait for in-flight sends (up to ``drain_timeout``),
+        commit, cancel what is left."""
         self._flow_control(consumer, False)
         unblocked = {tp for tp in self.tracker.partitions if tp not in self._blocked}
         log.info("stopping: draining %d unfinished records", self.tracker.in_progress)
@@ -199,98 +235,98 @@ class Bridge:
         if not drained:
             log.warning("drain timed out; committing what finished, the rest is redelivered")
         await self._commit(consumer)
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
 
     # -- records ---------------------------------------------------------------------------
 
+    def _take(self, consumer: AIOKafkaConsumer, tp: TopicPartition, msgs: Sequence[Any]) -> None:
+        """Handle one partition's fetched records, up to ``max_pending_per_partition`` records
+        not yet committable; seek back to the first one left over, so Kafka keeps it."""
+        if tp in self._blocked:  # fetched before the pause took effect
+            room = 0
+        else:
+            room = self.config.delivery.max_pending_per_partition - self.tracker.uncommittable(tp)
+        taken = msgs[: max(room, 0)]
+        for msg in taken:
+            self._handle(msg)
+        if len(taken) < len(msgs):
+            with contextlib.suppress(KafkaError):  # IllegalStateError: revoked meanwhile
+                consumer.seek(tp, msgs[len(taken)].offset)
+
+    def _track(self, tp: TopicPartition, offset: int) -> PartitionOffsets:
+        try:
+            return self.tracker.add(tp, offset, self._clock())
+        except ValueError as exc:
+            forgotten = self.tracker.restart(tp)
+            log.warning(
+                "%s: %s: the partition's offsets went backwards (log truncated or offset reset); "
+                "tracking it afresh from here (%d unfinished records before no longer hold its "
+                "commit)",
+                coordinates(tp.topic, tp.partition, offset), exc, forgotten,
+            )  # fmt: skip
+            return self.tracker.add(tp, offset, self._clock())
+
     def _handle(self, msg: Any) -> None:
+        """Plan one record and submit its invocations; nothing a record holds stops the loop."""
+        tp = TopicPartition(msg.topic, msg.partition)
+        where = coordinates(msg.topic, msg.partition, msg.offset)
+        owner = self._track(tp, msg.offset)
         record = Record(
             msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
-            tuple(msg.headers),
+            tuple(msg.headers or ()),
         )  # fmt: skip
-        tp = TopicPartition(msg.topic, msg.partition)
-        owner = self.tracker.add(tp, msg.offset)
-        planned = self.router.plan(record)
-        items = [item for item in planned if not isinstance(item, Skip)]
-        for skip in planned:
-            if isinstance(skip, Skip):
-                self.metrics.messages.labels(msg.topic, skip.route, "skipped").inc()
+        items: Sequence[Invocation | Poison | Skip]
+        try:
+            items = self.router.plan(record)
+        except Exception as exc:  # plan never raises by contract: a bug must not stop the loop
+            log.exception("%s: internal error while routing; dead-lettering the record", where)
+            items = [Poison("", f"internal error while routing: {type(exc).__name__}: {exc}")]
         if not items:
-            if not planned:
-                self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
-            self.tracker.finish(tp, msg.offset)
+            self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
+            self.tracker.finish(tp, msg.offset, owner)
             return
-        pending = PendingRecord(record, tp, len(items), owner)
-        assert self._dispatcher is not None
+        sendable: list[Invocation | Poison] = []
         for item in items:
-            self._dispatcher.submit(pending, item)
+            if isinstance(item, Skip):
+                self.metrics.messages.labels(msg.topic, item.route, "skipped").inc()
+            else:
+                sendable.append(item)
+        if not sendable:
+            self.tracker.finish(tp, msg.offset, owner)
+            return
+        pending = PendingRecord(record, tp, len(sendable), owner)
+        try:
+            assert self._dispatcher is not None
+            for item in sendable:
+                self._dispatcher.submit(pending, item)
+        except Exception as exc:  # a bug: the record cannot finish, so block visibly
+            log.exception("%s: internal error while submitting the record", where)
+            reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
+            self.partition_blocked(Blocked(tp, msg.offset, "", reason))
 
-    def _on_finished(self, pending: PendingRecord) -> None:
+    # -- dispatcher callbacks --------------------------------------------------------------
+
+    def record_finished(self, pending: PendingRecord) -> None:
+        """Every invocation of ``pending`` was accepted or dead-lettered."""
         self.tracker.finish(pending.tp, pending.record.offset, pending.owner)
         self._progress.set()
 
-    def _on_blocked(self, tp: TopicPartition, reason: str) -> None:
-        self._blocked[tp] = reason
-        self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(1)
+    def partition_blocked(self, blocked: Blocked) -> None:
+        """``blocked.tp`` stops at a record that can never succeed: pause it, for good."""
+        tp = blocked.tp
+        since = self._clock() - self.tracker.oldest_unfinished_age(tp, self._clock())
+        self._blocked[tp] = (blocked, since)
+        if tp in self._assigned:
+            self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(1)
 
-    def _flow_control(self, consumer: AIOKafkaConsumer, fetch: bool) -> None:
-        """Pause fetching everywhere (or only on blocked partitions); resume when possible."""
-        # the callbacks' view of ownership: consumer.assignment() lags behind a revocation
-        assigned = self._assigned
-        want_paused = set(assigned) if not fetch else assigned & self._blocked.keys()
-        if want_paused == self._paused:
-            return
-        if to_pause := want_paused - self._paused:
-            consumer.pause(*to_pause)
-        if to_resume := (self._paused - want_paused) & assigned:
-            consumer.resume(*to_resume)
-        self._paused = want_paused
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        self.dead_letters.add(letter)
 
-    # -- offsets ---------------------------------------------------------------------------
+    # -- rebalance callbacks ---------------------------------------------------------------
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
-    ) -> None:
-        positions = self.tracker.to_commit(only)
-        if not positions:
-            return
-        try:
-            await consumer.commit(positions)
-        except KafkaError as exc:
-            self.metrics.commits.labels("failed").inc()
-            log.warning("commit of %s failed: %s", positions, exc)
-            return
-        self.tracker.committed(positions)
-        self.metrics.commits.labels("ok").inc()
-        for tp, pos in positions.items():
-            self.metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(pos)
-
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in sorted(self._assigned):
-            # tansu's ListOffsets(latest) is wrong; the Fetch high watermark is right on both
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), 0.5)
-            except (TimeoutError, KafkaError):
-                continue
-            if tp not in self._assigned:  # revoked meanwhile: its gauge is gone, keep it so
-                continue
-            lag = max(0, highwater - position)
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-
-    async def _drain(self, tps: set[TopicPartition]) -> bool:
-        deadline = time.monotonic() + self.config.delivery.drain_timeout.total_seconds()
-        while self.tracker.in_progress_of(tps) > 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
-        return True
-
-    async def _on_revoked(self, tps: set[TopicPartition]) -> None:
+    async def partitions_revoked(self, tps: set[TopicPartition]) -> None:
+        """Drain and commit what ``tps`` finished, then forget them (a blocked one stays known)."""
         if not tps:
             return
         consumer = self._consumer
@@ -305,15 +341,122 @@ class Bridge:
         self._paused -= tps
         self._assigned -= tps
         for tp in tps:
-            self._blocked.pop(tp, None)
-            labels = (tp.topic, str(tp.partition))
-            for gauge in (self.metrics.consumer_lag, self.metrics.partition_blocked):
+            for gauge in self.metrics.partition_gauges():
                 with contextlib.suppress(KeyError):
-                    gauge.remove(*labels)
+                    gauge.remove(tp.topic, str(tp.partition))
 
-    def _on_assigned(self, tps: set[TopicPartition]) -> None:
+    def partitions_assigned(self, tps: set[TopicPartition]) -> None:
+        """Own ``tps``; a partition blocked earlier in this process stays paused and reported."""
         self._joined = True
         self._assigned = set(tps)
         assert self._dispatcher is not None
         self._dispatcher.resume(tps)
         log.info("partitions assigned: %s", sorted(tps))
+        held = tps & self._blocked.keys()
+        # a fresh assignment has nothing paused; pause the held ones before anything is fetched
+        self._paused = set(held)
+        if held and self._consumer is not None:
+            self._consumer.pause(*held)
+        for tp in sorted(held):
+            blocked, _ = self._blocked[tp]
+            self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(1)
+            log.error(
+                "partition %s-%d stays blocked at offset %d: route %s: %s (assigned again to "
+                "this process; fix the cause or configure a [dead_letter] topic, then restart)",
+                tp.topic, tp.partition, blocked.offset, blocked.route, blocked.reason,
+            )  # fmt: skip
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def _flow_control(self, consumer: AIOKafkaConsumer, fetch: bool) -> None:
+        """Pause fetching everywhere (``fetch`` false), or only on the partitions that are blocked
+        or hold ``max_pending_per_partition`` records not yet committable; resume the rest."""
+        # the callbacks' view of ownership: consumer.assignment() lags behind a revocation
+        assigned = self._assigned
+        if fetch:
+            full = self.tracker.full(self.config.delivery.max_pending_per_partition)
+            want_paused = assigned & (self._blocked.keys() | full)
+        else:
+            want_paused = set(assigned)
+        if want_paused == self._paused:
+            return
+        if to_pause := want_paused - self._paused:
+            consumer.pause(*to_pause)
+        if to_resume := (self._paused - want_paused) & assigned:
+            consumer.resume(*to_resume)
+        self._paused = want_paused
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+    ) -> None:
+        """Commit what finished; a failure is counted, logged and retried at the next interval."""
+        positions = self.tracker.to_commit(only)
+        if not positions:
+            return
+        try:
+            await consumer.commit(positions)
+        except KafkaError as exc:
+            self.metrics.commits.labels("failed").inc()
+            log.warning("commit of %s failed: %s", positions, exc)
+            return
+        except Exception:  # anything else must not end the run loop either
+            self.metrics.commits.labels("failed").inc()
+            log.exception("commit of %s failed unexpectedly", positions)
+            return
+        self.tracker.committed(positions)
+        self.metrics.commits.labels("ok").inc()
+        for tp, pos in positions.items():
+            self.metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(pos)
+
+    async def _update_partition_gauges(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag (from the position and from the committed offset) and the oldest unfinished
+        record's age of every owned partition. A partition revoked meanwhile is skipped."""
+        metrics = self.metrics
+        for tp in sorted(self._assigned):
+            if tp not in self._assigned:  # revoked while an earlier partition was awaited
+                continue
+            labels = (tp.topic, str(tp.partition))
+            now = self._clock()
+            age = self.tracker.oldest_unfinished_age(tp, now)
+            if tp in self._blocked:  # its blocked record stays unfinished, also after revocation
+                age = max(age, now - self._blocked[tp][1])
+            metrics.oldest_unfinished_age.labels(*labels).set(age)
+            if tp not in consumer.assignment():  # aiokafka's view moved on already
+                continue
+            # tansu's ListOffsets(latest) is wrong; the Fetch high watermark is right on both
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), LAG_QUERY_TIMEOUT)
+            except (TimeoutError, KafkaError) as exc:  # IllegalStateError: revoked meanwhile
+                log.debug("no position for %s: %r", tp, exc)
+                continue
+            if tp not in self._assigned:  # revoked meanwhile: its gauges are gone, keep it so
+                continue
+            metrics.consumer_lag.labels(*labels).set(max(0, highwater - position))
+            committed = self._committed_position(tp, position)
+            metrics.committed_lag.labels(*labels).set(max(0, highwater - committed))
+
+    def _committed_position(self, tp: TopicPartition, position: int) -> int:
+        """The group's committed offset as far as this process knows it: what it committed, or
+        where its fetching started (the committed offset it was assigned), or the position."""
+        part = self.tracker.partition(tp)
+        if part is None:
+            return position  # nothing fetched (or paused since assignment): position = committed
+        if part.committed is not None:
+            return part.committed
+        return part.first_fetched if part.first_fetched is not None else position
+
+    async def _drain(self, tps: set[TopicPartition]) -> bool:
+        deadline = time.monotonic() + self.config.delivery.drain_timeout.total_seconds()
+        while self.tracker.in_progress_of(tps) > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
+        return True

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge import __version__
+from bridge import __version__, cli
 from bridge.cli import main
+from bridge.config import BridgeConfig
 
 GOOD = """\
 [kafka]
@@ -52,8 +53,10 @@ delay = "soon"
 
 
 @pytest.fixture(autouse=True)
-def _no_restate_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RESTATE_URL", raising=False)
+def _no_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RESTATE_URL", "KAFKA_BOOTSTRAP_SERVERS", "BRIDGE_METRICS_LISTEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BRIDGE_LOG_LEVEL", raising=False)
 
 
 @pytest.fixture
@@ -99,20 +102,24 @@ def test_check_honours_restate_url(
 ) -> None:
     monkeypatch.setenv("RESTATE_URL", "not-a-url")
     assert main(["check", str(routes)]) == 2
-    assert capsys.readouterr().err == (
-        f"{routes}:5: ingress_url must start with http:// or https://\n"
+    assert (
+        capsys.readouterr().err == "$RESTATE_URL: ingress_url must start with http:// or https://\n"
     )
 
 
 def test_route_fan_out(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
-            "route", str(routes), "--topic", "ledger", "--key", "acct/7 ü",
-            "--header", "kind=credit", "--header", "delay=1001ms", "--header", "x-trace=t-1",
-            "--header", "x-other=o", "--value", '{"payload": {"amount": 5}}',
-            "--partition", "3", "--offset", "42",
+            *f"route {routes} --topic ledger --key".split(),
+            "acct/7 ü",
+            *["--header", "kind=credit", "--header", "delay=1001ms", "--header", "x-trace=t-1"],
+            "--header",
+            "x-other=o",
+            "--value",
+            '{"payload": {"amount": 5}}',
+            *["--partition", "3", "--offset", "42"],
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     out, err = capsys.readouterr()
     assert err == ""
@@ -150,10 +157,11 @@ def test_route_without_delay_header_is_poison_for_that_route(
 ) -> None:
     code = main(
         [
-            "route", str(routes), "--topic", "ledger", "--key", "k",
-            "--header", "kind=credit", "--value", '{"payload": 1}',
+            *f"route {routes} --topic ledger --key k --header kind=credit".split(),
+            "--value",
+            '{"payload": 1}',
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     poison, audit = lines(capsys.readouterr().out)
     assert poison == {"route": "ledger", "dead_letter": "header 'delay' is missing"}
@@ -223,3 +231,129 @@ def test_run_exits_1_with_a_clear_line_when_kafka_is_unreachable(
     )
     assert main(["run", "--routes", str(routes)]) == 1
     assert "Kafka at 127.0.0.1:1: KafkaConnectionError" in caplog.text
+
+
+# -- bad files and environments: exit 2, one line each, never a traceback ----------------------
+
+
+def test_check_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_bytes(GOOD.encode().replace(b'"ledger"', b'"l\xe9dger"', 1))
+    assert main(["check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"{path}:8: the routes file is not UTF-8 text (byte 0xe9)\n"
+
+
+@pytest.mark.parametrize("command", ["check", "run", "route"])
+def test_a_bad_log_level_in_the_environment(
+    command: str,
+    routes: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_LOG_LEVEL", "loud")
+    argv = {
+        "check": ["check", str(routes)],
+        "run": ["run", "--routes", str(routes)],
+        "route": ["route", str(routes), "--topic", "ledger"],
+    }[command]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "$BRIDGE_LOG_LEVEL: log level must be one of debug, info, warning, error, critical, "
+        "not 'loud'\n"
+    )
+
+
+def test_a_bad_log_level_flag(routes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--routes", str(routes), "--log-level", "loud"])
+    assert info.value.code == 2
+    assert "argument --log-level: log level must be one of debug" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_while_loading_is_one_line(
+    routes: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(path: Path, env: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "load_config", explode)
+    for argv in (["check", str(routes)], ["run", "--routes", str(routes)]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"{routes}:1: cannot load the routes file: RuntimeError: boom\n"
+        )
+
+
+class FakeBridge:
+    def __init__(self, config: BridgeConfig, *, token: str | None = None) -> None:
+        seen["config"] = config
+        seen["token"] = token
+
+
+seen: dict[str, Any] = {}
+
+
+@pytest.mark.parametrize(
+    ("env_level", "flag", "level"),
+    [
+        (None, [], "INFO"),
+        ("warning", [], "WARNING"),
+        ("warning", ["--log-level", "Debug"], "DEBUG"),
+    ],
+)
+def test_run_takes_level_and_token_from_the_config(
+    env_level: str | None,
+    flag: list[str],
+    level: str,
+    routes: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if env_level is None:
+        monkeypatch.delenv("BRIDGE_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("BRIDGE_LOG_LEVEL", env_level)
+    monkeypatch.setenv("RESTATE_AUTH_TOKEN", "s3cret")
+    logged: dict[str, Any] = {}
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: logged.update(kw))
+    monkeypatch.setattr(cli, "Bridge", FakeBridge)
+
+    async def serve(bridge: object) -> int:
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    assert main(["run", "--routes", str(routes), *flag]) == 0
+    assert logged["level"] == level
+    assert seen["token"] == "s3cret"
+    assert seen["config"].restate.token == "s3cret"
+
+
+def test_route_key_hex_and_value_file(
+    routes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value = tmp_path / "value.json"
+    value.write_bytes(b'{"payload": 7}')
+    code = main(
+        f"route {routes} --topic ledger --key-hex 616363742f37 --header kind=credit "
+        f"--header delay=1s --value-file {value}".split()
+    )
+    assert code == 0
+    ledger, audit = lines(capsys.readouterr().out)
+    assert ledger["key"] == "acct/7"
+    assert ledger["body"] == '{"payload": 7}'
+    assert audit["body"] == "7"
+
+
+def test_route_bad_key_hex_and_missing_value_file(
+    routes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["route", str(routes), "--topic", "ledger", "--key-hex", "zz"])
+    assert info.value.code == 2
+    assert "argument --key-hex: not hex" in capsys.readouterr().err
+    missing = tmp_path / "absent.json"
+    assert main(["route", str(routes), "--topic", "ledger", "--value-file", str(missing)]) == 2
+    assert capsys.readouterr().err == (f"--value-file {missing}: No such file or directory\n")

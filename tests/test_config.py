@@ -128,7 +128,7 @@ def test_restate_url_env_overrides_the_file(tmp_path: Path) -> None:
 def test_bad_restate_url_from_env_is_reported() -> None:
     with pytest.raises(ConfigError) as info:
         parse(CONTRACT, {"RESTATE_URL": "ftp://x"})
-    assert info.value.problems == ["routes.toml:7: ingress_url must start with http:// or https://"]
+    assert info.value.problems == ["$RESTATE_URL: ingress_url must start with http:// or https://"]
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -442,13 +442,13 @@ DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
         ),
         pytest.param(
             route('ordering = "random"\n'),
-            "routes.toml:9: ordering must be one of ('key', 'partition', 'none')",
+            "routes.toml:9: ordering must be one of key, partition, none, not 'random'",
             id="bad-ordering",
         ),
         pytest.param(
             '[kafka]\nbootstrap_servers = "b:9092"\nauto_offset_reset = "newest"\n'
             + route("")[len(KAFKA) :],
-            "routes.toml:3: auto_offset_reset must be 'earliest' or 'latest', not 'newest'",
+            "routes.toml:3: auto_offset_reset must be one of earliest, latest, not 'newest'",
             id="bad-offset-reset",
         ),
         pytest.param(

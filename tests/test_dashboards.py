@@ -138,6 +138,27 @@ def test_dashboard_uses_the_provisioned_datasource() -> None:
     assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
+def test_stuck_partitions_have_panels_and_alerts() -> None:
+    """Head-of-line blocking and the committed lag are on the dashboard and alerted on."""
+    exprs = [expr for _, expr in panel_queries(dashboard())]
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load(ALERTS.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    for metric, alert in (
+        ("restate_bridge_committed_lag", "CommittedLagGrowing"),
+        ("restate_bridge_oldest_unfinished_age_seconds", "HeadOfLineBlocking"),
+    ):
+        assert any(metric in expr for expr in exprs), f"no panel shows {metric}"
+        assert metric in rules[alert]["expr"], rules[alert]
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
+    for alert in rules:  # every rule has a firing and a non-firing case
+        cases = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
+        assert any(c["exp_alerts"] for c in cases), f"{alert}: no firing case"
+        assert any(not c["exp_alerts"] for c in cases), f"{alert}: no non-firing case"
+
+
 # -- a live Prometheus --------------------------------------------------------------------------
 
 
@@ -241,6 +262,8 @@ async def test_every_dashboard_panel_query_returns_data(
         name="blocked",
     )  # fmt: skip
 
+    stuck_labels = f'{{partition="0",topic="{stuck}"}}'
+
     def done() -> bool:
         s, b = main.metrics(), blocked.metrics()
         accepted = f'{{outcome="accepted",route="orders",topic="{topic}"}}'
@@ -250,6 +273,9 @@ async def test_every_dashboard_panel_query_returns_data(
             and sum(s[k] for k in dead) == 2
             and any(k.startswith("restate_bridge_committed_offset") for k in s)
             and any(k.startswith("restate_bridge_consumer_lag") for k in s)
+            and any(k.startswith("restate_bridge_committed_lag") for k in s)
+            and any(k.startswith("restate_bridge_oldest_unfinished_age_seconds") for k in s)
+            and b.get(f"restate_bridge_oldest_unfinished_age_seconds{stuck_labels}", 0) > 0
             and b.get(f'restate_bridge_partition_blocked{{partition="0",topic="{stuck}"}}') == 1
         )
 

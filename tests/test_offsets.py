@@ -194,7 +194,7 @@ def test_randomized_against_a_brute_force_oracle(seed: int) -> None:
         part = partition(*offsets)
         tracker = OffsetTracker()
         for offset in offsets:
-            tracker.add(C, offset)
+            tracker.add(C, offset, fetched_at=float(offset))
         done: set[int] = set()
         last_committed: int | None = None
         for count, offset in enumerate(order, start=1):
@@ -214,6 +214,13 @@ def test_randomized_against_a_brute_force_oracle(seed: int) -> None:
                 assert expected == offsets[-1] + 1
             assert part.lowest_unfinished == (unfinished[0] if unfinished else None)
             assert part.in_progress == len(offsets) - count
+            committed_prefix = [o for o in offsets if expected is not None and o < expected]
+            assert part.uncommittable == len(offsets) - len(committed_prefix)
+            assert tracker.uncommittable(C) == part.uncommittable
+            # fetched at time == offset: the oldest unfinished is the smallest unfinished offset
+            assert tracker.oldest_unfinished_age(C, 10_000.0) == (
+                10_000.0 - unfinished[0] if unfinished else 0.0
+            )
             assert tracker.in_progress == len(offsets) - count
             commit = tracker.to_commit()
             moved = expected is not None and expected != last_committed
@@ -237,3 +244,75 @@ def test_a_late_finish_from_a_previous_assignment_is_ignored() -> None:
     tracker.finish(tp, 5, new_owner)
     assert tracker.in_progress == 0
     assert tracker.to_commit() == {tp: 6}
+
+
+def test_uncommittable_counts_finished_records_behind_the_oldest_unfinished() -> None:
+    part = partition(0, 1, 2, 3)
+    assert part.uncommittable == 4
+    part.finish(1)
+    part.finish(2)
+    part.finish(3)
+    assert (part.in_progress, part.uncommittable) == (1, 4)  # 1..3 wait behind 0
+    part.finish(0)
+    assert (part.in_progress, part.uncommittable) == (0, 0)
+
+
+def test_full_names_the_partitions_at_the_bound() -> None:
+    tracker = OffsetTracker()
+    for offset in range(5):
+        tracker.add(A, offset)
+    for offset in range(3):
+        tracker.add(B, offset)
+    for offset in range(1, 5):
+        tracker.finish(A, offset)  # finished, but stuck behind offset 0
+    assert tracker.uncommittable(A) == 5
+    assert tracker.uncommittable(C) == 0
+    assert tracker.full(5) == {A}
+    assert tracker.full(3) == {A, B}
+    assert tracker.full(6) == set()
+    tracker.finish(A, 0)
+    assert tracker.full(3) == {B}
+
+
+def test_oldest_unfinished_age_follows_the_head() -> None:
+    tracker = OffsetTracker()
+    assert tracker.oldest_unfinished_age(A, 100.0) == 0.0  # never seen
+    tracker.add(A, 0, fetched_at=10.0)
+    tracker.add(A, 1, fetched_at=20.0)
+    tracker.add(A, 2, fetched_at=30.0)
+    assert tracker.oldest_unfinished_age(A, 100.0) == 90.0
+    tracker.finish(A, 1)  # not the head: the oldest unfinished is still offset 0
+    assert tracker.oldest_unfinished_age(A, 100.0) == 90.0
+    tracker.finish(A, 0)  # 0 and 1 pass; 2 (fetched at 30) is the oldest now
+    assert tracker.oldest_unfinished_age(A, 100.0) == 70.0
+    assert tracker.oldest_unfinished_age(A, 25.0) == 0.0  # a clock behind: never negative
+    tracker.finish(A, 2)
+    assert tracker.oldest_unfinished_age(A, 100.0) == 0.0
+
+
+def test_first_fetched_is_where_the_assignment_started() -> None:
+    part = partition(42, 43)
+    part.finish(42)
+    part.add(50)
+    assert part.first_fetched == 42
+    assert PartitionOffsets().first_fetched is None
+
+
+def test_restart_after_offsets_went_backwards() -> None:
+    tracker = OffsetTracker()
+    owner = tracker.add(A, 10)
+    tracker.add(A, 11)
+    tracker.add(B, 0)
+    tracker.finish(A, 10)
+    tracker.committed(tracker.to_commit())
+    with pytest.raises(ValueError, match=r"^offset 5 fetched after 11"):
+        tracker.add(A, 5)  # the log was truncated, or the group's offset was reset
+    assert tracker.restart(A) == 1  # offset 11 was unfinished
+    assert tracker.in_progress == 1  # B's record
+    fresh = tracker.add(A, 5)
+    assert fresh is not owner
+    tracker.finish(A, 11, owner)  # the old assignment's late finish is ignored
+    assert tracker.to_commit() == {}
+    tracker.finish(A, 5, fresh)
+    assert tracker.to_commit() == {A: 6}  # a commit that moves back, as the reset asked
+    assert tracker.restart(C) == 0

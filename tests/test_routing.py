@@ -443,9 +443,9 @@ def with_max_delay(routes: str, max_delay: timedelta) -> Router:
 @pytest.mark.parametrize(
     ("header", "reason"),
     [
-        (b"1000000000d", "delay: duration '1000000000d' is too long"),
-        (b"1" * 400 + b"s", "delay: duration '" + "1" * 40 + "'... (401 characters) is too long"),
-        (b"P99999999999D", "delay: duration 'P99999999999D' is too long"),
+        (b"1000000000d", "delay: '1000000000d' is too long"),
+        (b"1" * 400 + b"s", "delay: '" + "1" * 40 + "'... (401 characters) is too long"),
+        (b"P99999999999D", "delay: 'P99999999999D' is too long"),
         (b"366d", "delay 366d exceeds max_delay 365d"),
         (b"8760h1ms", "delay 365d1ms exceeds max_delay 365d"),
         (b"-1s", "delay: bad duration '-1s'; write it like '4s', '500ms', '1h30m' or 'PT2S'"),
@@ -578,7 +578,7 @@ def test_idempotency_key_with_control_characters_is_poison(rendered: str) -> Non
 
 def test_default_idempotency_key_of_a_non_ascii_topic_is_poison() -> None:
     # Kafka topic names are ASCII; a record claiming otherwise still cannot break a request
-    verdict = poison(router(service(topic='topic = "ördérs"')), record(topic="ördérs"))
+    verdict = poison(router(service(topic='topic_pattern = ".*"')), record(topic="ördérs"))
     assert verdict.reason.startswith(
         "the idempotency_key template '{topic}-{partition}-{offset}' rendered 'ördérs-2-17:Svc.h'"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import parse_config
+from bridge.dispatch import Blocked
+from bridge.metrics import Metrics
+from bridge.offsets import TopicPartition
+from bridge.status import RecentDeadLetters, snapshot
 from tests.conftest import BridgeFactory, Broker
 from tests.helpers import eventually, messages_total, route, unique
 from tests.stack.kafka_io import Message, create_topics, produce
 
-pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -93,6 +98,34 @@ class Cells(HTMLParser):
                 self.by_id[ident] += data
 
 
+def test_the_page_reads_only_partition_fields_that_status_json_has() -> None:
+    config = parse_config(
+        '[kafka]\nbootstrap_servers = "k:9092"\n[[routes]]\nname = "r"\ntopic = "t"\n'
+        'target = "service"\nservice = "S"\nhandler = "h"\n',
+        Path("routes.toml"),
+        {},
+    )
+    metrics = Metrics()
+    metrics.consumer_lag.labels("t", "0").set(3)
+    metrics.committed_lag.labels("t", "0").set(9)
+    metrics.oldest_unfinished_age.labels("t", "0").set(12.5)
+    metrics.partition_blocked.labels("t", "0").set(1)
+    blocked = {TopicPartition("t", 0): Blocked(TopicPartition("t", 0), 41, "r", "not JSON")}
+    status = snapshot(config, metrics, RecentDeadLetters(), (True, "ok"), blocked)
+    [row] = status["partitions"]
+    assert row == {
+        "topic": "t", "partition": 0, "lag": 3.0, "committed_lag": 9.0,
+        "oldest_unfinished_age": 12.5, "committed": None, "blocked": 1.0, "blocked_at": 41,
+        "blocked_route": "r", "blocked_reason": "not JSON",
+    }  # fmt: skip
+    page = (Path(__file__).resolve().parents[1] / "bridge" / "status_page.html").read_text()
+    partitions_js = page[page.index("const num = ") : page.index('fill("dead"')]
+    used = set(re.findall(r"\bp\.(\w+)", partitions_js))
+    assert used <= set(row), used - set(row)
+    assert {"committed_lag", "oldest_unfinished_age", "blocked_reason"} <= used
+
+
+@pytest.mark.integration
 async def test_status_page_shows_what_metrics_export(
     broker: Broker, bridges: BridgeFactory, tmp_path: Path
 ) -> None:
@@ -148,8 +181,10 @@ async def test_status_page_shows_what_metrics_export(
     for (t, p), row in partitions.items():
         labels = f'{{partition="{p}",topic="{t}"}}'
         assert float(row[2]) == samples[f"restate_bridge_consumer_lag{labels}"]
-        assert float(row[3]) == samples[f"restate_bridge_committed_offset{labels}"]
-        assert row[4] == "ok"
+        assert float(row[3]) == samples[f"restate_bridge_committed_lag{labels}"] == 0
+        assert float(row[4]) == samples[f"restate_bridge_oldest_unfinished_age_seconds{labels}"]
+        assert float(row[5]) == samples[f"restate_bridge_committed_offset{labels}"]
+        assert row[6] == "ok"
 
     [dead_row] = page.rows["dead"]
     assert dead_row[1] == "orders"

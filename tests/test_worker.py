@@ -1,0 +1,466 @@
+"""bridge.worker in-process: a fake consumer and dispatcher around the real run-loop logic.
+
+What the loop does with one partition's records (the per-partition bound, offsets that go back,
+records that break routing), what the rebalance callbacks keep (blocked partitions), what the
+periodic gauges say (their values), and that a failing commit does not end the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import IllegalStateError, KafkaError
+
+from bridge.config import BridgeConfig, parse_config
+from bridge.deadletter import DeadLetter
+from bridge.dispatch import Blocked, PendingRecord
+from bridge.offsets import TopicPartition
+from bridge.record import Record
+from bridge.routing import Invocation, Poison, Skip
+from bridge.status import snapshot
+from bridge.worker import Bridge
+
+A = TopicPartition("orders", 0)
+B = TopicPartition("orders", 1)
+
+
+def config(delivery: str = "") -> BridgeConfig:
+    text = f"""
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+[metrics]
+listen = "127.0.0.1:0"
+[delivery]
+{delivery}
+[[routes]]
+name = "rec"
+topic = "orders"
+target = "object"
+service = "Recorder"
+handler = "record"
+key = "{{key}}"
+"""
+    return parse_config(text, Path("routes.toml"), {})
+
+
+class FakeConsumer:
+    """What the worker asks of aiokafka's consumer, recorded."""
+
+    def __init__(self) -> None:
+        self.assigned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.highwaters: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.commit_error: BaseException | None = None
+        self.while_positioning: Any = None
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        self.seeks.append((tp, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka does
+        return self.highwaters.get(tp)
+
+    async def position(self, tp: TopicPartition) -> int:
+        if self.while_positioning is not None:
+            await self.while_positioning(tp)
+        if tp not in self.assigned:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        return self.positions[tp]
+
+    async def commit(self, positions: dict[TopicPartition, int]) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.commits.append(dict(positions))
+
+
+class FakeDispatcher:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[PendingRecord, Invocation | Poison]] = []
+        self.dropped: set[TopicPartition] = set()
+        self.fail: Exception | None = None
+
+    def submit(self, pending: PendingRecord, item: Invocation | Poison) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.jobs.append((pending, item))
+
+    def drop(self, tps: set[TopicPartition]) -> None:
+        self.dropped |= tps
+
+    def resume(self, tps: set[TopicPartition]) -> None:
+        self.dropped -= tps
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    """A bridge wired to the fakes, owning ``assigned``."""
+
+    def __init__(self, delivery: str = "", assigned: Iterable[TopicPartition] = (A, B)) -> None:
+        self.clock = Clock()
+        self.bridge = Bridge(config(delivery), clock=self.clock)
+        self.consumer = FakeConsumer()
+        self.dispatcher = FakeDispatcher()
+        self.bridge._consumer = self.consumer  # type: ignore[assignment]
+        self.bridge._dispatcher = self.dispatcher  # type: ignore[assignment]
+        self.assign(*assigned)
+
+    def assign(self, *tps: TopicPartition) -> None:
+        self.consumer.assigned = set(tps)
+        self.consumer.paused = set()  # a new assignment starts unpaused, as in aiokafka
+        self.bridge.partitions_assigned(set(tps))
+
+    async def revoke(self, *tps: TopicPartition) -> None:
+        await self.bridge.partitions_revoked(set(tps))
+        self.consumer.assigned -= set(tps)
+
+    def take(self, tp: TopicPartition, *offsets: int) -> None:
+        self.bridge._take(self.consumer, tp, [msg(tp, o) for o in offsets])  # type: ignore[arg-type]
+        self.bridge._flow_control(self.consumer, True)  # type: ignore[arg-type]
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        for pending, _ in self.dispatcher.jobs:
+            if pending.tp == tp and pending.record.offset == offset:
+                self.bridge.record_finished(pending)
+                return
+        raise AssertionError(f"{tp}@{offset} was never submitted")
+
+    def gauge(self, name: str, tp: TopicPartition) -> float | None:
+        labels = {"topic": tp.topic, "partition": str(tp.partition)}
+        return self.bridge.metrics.registry.get_sample_value(name, labels)
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.bridge.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def msg(tp: TopicPartition, offset: int, key: bytes | None = b"k", value: bytes = b"{}") -> Any:
+    return SimpleNamespace(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        timestamp=0,
+        key=key,
+        value=value,
+        headers=(),
+    )
+
+
+def submitted(world: World, tp: TopicPartition) -> list[int]:
+    return [p.record.offset for p, _ in world.dispatcher.jobs if p.tp == tp]
+
+
+# -- the per-partition bound ---------------------------------------------------------------------
+
+
+def test_a_partition_pauses_alone_at_max_pending_per_partition_and_resumes_below_it() -> None:
+    w = World("max_pending_per_partition = 3")
+    w.take(A, 0, 1, 2, 3, 4)
+    assert submitted(w, A) == [0, 1, 2]
+    assert w.consumer.seeks == [(A, 3)]  # offsets 3 and 4 stay in Kafka, fetched again later
+    assert w.consumer.paused == {A}
+    w.take(B, 0, 1)  # the other partition keeps flowing
+    assert submitted(w, B) == [0, 1]
+    assert w.consumer.paused == {A}
+    w.finish(A, 1)
+    w.finish(A, 2)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {A}, "finished behind an unfinished head still count"
+    w.finish(A, 0)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == set()
+    w.take(A, 3, 4)
+    assert submitted(w, A) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_per_partition_bound_holds_whatever_the_fetches_and_finishes(seed: int) -> None:
+    rng = random.Random(seed)
+    bound = rng.randrange(1, 12)
+    w = World(f"max_pending_per_partition = {bound}")
+    next_offset = {A: 0, B: 0}
+    done: set[int] = set()
+    for _ in range(200):
+        tp = rng.choice((A, B))
+        if tp not in w.consumer.paused and rng.random() < 0.6:
+            start = next_offset[tp]
+            w.take(tp, *range(start, start + rng.randrange(1, 2 * bound + 2)))
+            taken = submitted(w, tp)
+            next_offset[tp] = (taken[-1] + 1) if taken else start
+            for seek_tp, offset in w.consumer.seeks:
+                assert seek_tp != tp or offset == next_offset[tp]
+            w.consumer.seeks.clear()
+        else:
+            candidates = [p for p, _ in w.dispatcher.jobs if p.tp == tp and id(p) not in done]
+            if candidates:
+                chosen = rng.choice(candidates)
+                done.add(id(chosen))
+                w.bridge.record_finished(chosen)
+            w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+        for each in (A, B):
+            held = w.bridge.tracker.uncommittable(each)
+            assert held <= bound, (each, held, bound)
+            assert (each in w.consumer.paused) == (held >= bound)
+
+
+# -- records that must not stop the loop ---------------------------------------------------------
+
+
+def test_a_record_that_breaks_routing_is_dead_lettered_with_its_coordinates(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = World()
+
+    def explode(record: Record) -> list[Any]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(w.bridge.router, "plan", explode)
+    with caplog.at_level(logging.ERROR, logger="bridge.worker"):
+        w.take(A, 5)
+    [(pending, item)] = w.dispatcher.jobs
+    assert item == Poison("", "internal error while routing: RuntimeError: boom")
+    assert (pending.tp, pending.record.offset, pending.remaining) == (A, 5, 1)
+    assert "orders-0@5: internal error while routing" in caplog.text
+    assert "RuntimeError: boom" in caplog.text  # the traceback is logged
+
+
+def test_a_failing_submit_blocks_the_partition_visibly(caplog: pytest.LogCaptureFixture) -> None:
+    w = World()
+    w.dispatcher.fail = RuntimeError("lane bug")
+    with caplog.at_level(logging.ERROR, logger="bridge.worker"):
+        w.take(A, 7)
+    assert "orders-0@7: internal error while submitting" in caplog.text
+    blocked = w.bridge.blocked[A]
+    assert (blocked.offset, blocked.route) == (7, "")
+    assert "lane bug" in blocked.reason
+    assert w.gauge("restate_bridge_partition_blocked", A) == 1
+    assert w.consumer.paused == {A}
+    assert w.bridge.tracker.to_commit() == {}  # nothing past it is committed
+
+
+def test_skipped_records_are_counted_and_finish_without_a_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = World()
+    plans: list[list[Any]] = [[Skip("rec")], [Skip("rec"), Poison("rec", "bad")], []]
+    monkeypatch.setattr(w.bridge.router, "plan", lambda record: plans.pop(0))
+    w.take(A, 0, 1, 2)
+    skipped = w.counter(
+        "restate_bridge_messages_total", topic="orders", route="rec", outcome="skipped"
+    )
+    assert skipped == 2
+    assert (
+        w.counter("restate_bridge_messages_total", topic="orders", route="", outcome="unrouted")
+        == 1
+    )
+    [(pending, item)] = w.dispatcher.jobs  # only the poison is submitted
+    assert (pending.record.offset, pending.remaining, item) == (1, 1, Poison("rec", "bad"))
+    # offset 0 (all skipped) finished at once; 1 waits for its dead letter; 2 (unrouted) is done
+    assert w.bridge.tracker.to_commit() == {A: 1}
+    w.finish(A, 1)
+    assert w.bridge.tracker.to_commit() == {A: 3}
+
+
+def test_an_offset_that_goes_backwards_restarts_the_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = World()
+    w.take(A, 10, 11)
+    w.finish(A, 10)
+    with caplog.at_level(logging.WARNING, logger="bridge.worker"):
+        w.take(A, 4, 5)  # the log was truncated, or the group's offset reset
+    assert "orders-0@4: offset 4 fetched after 11" in caplog.text
+    assert "went backwards" in caplog.text
+    assert submitted(w, A) == [10, 11, 4, 5]
+    assert w.bridge.tracker.in_progress == 2  # 11 is forgotten; 4 and 5 are tracked
+    w.finish(A, 11)  # the old record's late finish changes nothing
+    assert w.bridge.tracker.to_commit() == {}
+    w.finish(A, 4)
+    assert w.bridge.tracker.to_commit() == {A: 5}
+
+
+# -- blocked partitions across rebalances --------------------------------------------------------
+
+
+async def test_a_blocked_partition_stays_blocked_when_a_rebalance_gives_it_back() -> None:
+    w = World()
+    w.take(A, 0, 1)
+    w.finish(A, 0)
+    w.bridge.partition_blocked(Blocked(A, 1, "rec", "not JSON"))
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {A}
+    assert w.gauge("restate_bridge_partition_blocked", A) == 1
+
+    await w.revoke(A, B)
+    assert w.consumer.commits == [{A: 1}]  # what finished before the block is committed
+    assert w.gauge("restate_bridge_partition_blocked", A) is None  # not owned: no series
+    assert A in w.bridge.blocked
+
+    w.assign(B)  # owned elsewhere for a while: still no series here
+    assert w.gauge("restate_bridge_partition_blocked", A) is None
+    await w.revoke(B)
+
+    w.assign(A, B)
+    assert w.consumer.paused == {A}, "paused before anything is fetched"
+    assert w.gauge("restate_bridge_partition_blocked", A) == 1
+    assert w.bridge.blocked[A] == Blocked(A, 1, "rec", "not JSON")
+    w.take(A, 1, 2)  # fetched before the pause took effect: left in Kafka
+    assert submitted(w, A) == [0, 1]
+    assert w.consumer.seeks[-1] == (A, 1)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {A}
+
+
+def test_status_json_names_the_blocked_partitions_reason() -> None:
+    w = World()
+    w.bridge.partition_blocked(Blocked(A, 15, "rec", "value is not JSON"))
+    w.bridge.dead_lettered(DeadLetter(Record("orders", 1, 3, 0, None, b"x"), "rec", "bad"))
+    status = snapshot(
+        w.bridge.config, w.bridge.metrics, w.bridge.dead_letters, (True, "ok"), w.bridge.blocked
+    )
+    [row] = [p for p in status["partitions"] if p["partition"] == 0]
+    assert (row["blocked"], row["blocked_at"], row["blocked_route"], row["blocked_reason"]) == (
+        1.0, 15, "rec", "value is not JSON",
+    )  # fmt: skip
+    [letter] = status["dead_letters"]
+    assert (letter["partition"], letter["offset"], letter["reason"]) == (1, 3, "bad")
+
+
+# -- the per-partition gauges --------------------------------------------------------------------
+
+
+async def test_partition_gauges_have_the_right_values() -> None:
+    w = World()
+    c = w.consumer
+    w.take(A, 100, 101, 102)  # the group had committed 100: fetching starts there
+    c.highwaters = {A: 150, B: 40}
+    c.positions = {A: 103, B: 40}
+    w.clock.now += 7.5
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    assert w.gauge("restate_bridge_consumer_lag", A) == 47  # 150 - 103
+    assert w.gauge("restate_bridge_committed_lag", A) == 50  # 150 - 100, before any commit
+    assert w.gauge("restate_bridge_oldest_unfinished_age_seconds", A) == 7.5
+    assert w.gauge("restate_bridge_consumer_lag", B) == 0
+    assert w.gauge("restate_bridge_committed_lag", B) == 0  # nothing fetched: the position
+    assert w.gauge("restate_bridge_oldest_unfinished_age_seconds", B) == 0
+
+    w.finish(A, 100)
+    w.finish(A, 102)
+    await w.bridge._commit(c)  # type: ignore[arg-type]
+    assert c.commits == [{A: 101}]
+    w.clock.now += 2.5
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    assert w.gauge("restate_bridge_committed_lag", A) == 49  # 150 - 101
+    assert (
+        w.gauge("restate_bridge_oldest_unfinished_age_seconds", A) == 10.0
+    )  # 101, fetched 10s ago
+    w.finish(A, 101)
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    assert w.gauge("restate_bridge_oldest_unfinished_age_seconds", A) == 0
+
+    # a blocked partition's age keeps growing, also after a rebalance gave it back
+    w.take(A, 103)
+    w.clock.now += 5
+    w.bridge.partition_blocked(Blocked(A, 103, "rec", "bad"))
+    await w.revoke(A, B)
+    for gauge in ("consumer_lag", "committed_lag", "oldest_unfinished_age_seconds"):
+        assert w.gauge(f"restate_bridge_{gauge}", A) is None
+    w.assign(A)
+    w.clock.now += 60
+    c.highwaters = {}  # paused since the assignment: nothing fetched, no high watermark
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    assert w.gauge("restate_bridge_oldest_unfinished_age_seconds", A) == 65
+    assert w.gauge("restate_bridge_consumer_lag", A) is None
+
+
+async def test_a_rebalance_during_the_gauge_update_does_not_crash_or_leave_series() -> None:
+    w = World()
+    c = w.consumer
+    c.highwaters = {A: 10, B: 10}
+    c.positions = {A: 5, B: 5}
+
+    async def revoke_everything(tp: TopicPartition) -> None:
+        c.while_positioning = None
+        await w.revoke(A, B)  # runs in the coordinator's task while the loop awaits position()
+
+    c.while_positioning = revoke_everything
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    for tp in (A, B):
+        for gauge in ("consumer_lag", "committed_lag", "oldest_unfinished_age_seconds"):
+            assert w.gauge(f"restate_bridge_{gauge}", tp) is None, (gauge, tp)
+
+    # aiokafka already dropped a partition the callbacks still hold: skipped, no assertion error
+    w.assign(A, B)
+    c.assigned = {B}
+    c.highwaters = {B: 10}
+    await w.bridge._update_partition_gauges(c)  # type: ignore[arg-type]
+    assert w.gauge("restate_bridge_consumer_lag", B) == 5
+    assert w.gauge("restate_bridge_consumer_lag", A) is None
+
+
+# -- commits -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [KafkaError("coordinator moved"), RuntimeError("bug")])
+async def test_a_failing_commit_is_counted_and_retried_next_time(error: Exception) -> None:
+    w = World()
+    c = w.consumer
+    w.take(A, 0)
+    w.finish(A, 0)
+    c.commit_error = error
+    await w.bridge._commit(c)  # type: ignore[arg-type]
+    assert w.counter("restate_bridge_commits_total", result="failed") == 1
+    assert w.gauge("restate_bridge_committed_offset", A) is None
+    c.commit_error = None
+    await w.bridge._commit(c)  # type: ignore[arg-type]
+    assert c.commits == [{A: 1}]
+    assert w.counter("restate_bridge_commits_total", result="ok") == 1
+    assert w.gauge("restate_bridge_committed_offset", A) == 1
+
+
+async def test_a_cancelled_commit_is_not_swallowed() -> None:
+    w = World()
+    w.take(A, 0)
+    w.finish(A, 0)
+    w.consumer.commit_error = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
+        await w.bridge._commit(w.consumer)  # type: ignore[arg-type]
+
+
+def test_the_token_comes_from_the_config() -> None:
+    cfg = config()
+    from dataclasses import replace
+
+    with_token = replace(cfg, restate=replace(cfg.restate, token="s3cr3t"))
+    assert Bridge(with_token)._token == "s3cr3t"
+    assert Bridge(with_token, token="override")._token == "override"
+    assert "s3cr3t" not in repr(with_token)
