@@ -171,7 +171,7 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    bridge = Bridge(config, token=config.restate.token)
+    bridge = Bridge(config)
     return asyncio.run(_serve(bridge))
 
 

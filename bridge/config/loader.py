@@ -1,0 +1,191 @@
+"""Loading a routes file: the TOML document, the environment, and rules across a table's fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import ssl
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from .reading import Problems, bare, human, locate, read_section
+from .routes import FILE_RULES, read_routes
+from .schema import (
+    LOG_LEVELS,
+    SECTIONS,
+    BridgeConfig,
+    ConfigError,
+    DeadLetterConfig,
+    DeliveryConfig,
+    KafkaConfig,
+    MetricsConfig,
+    RestateConfig,
+)
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read and validate a routes file, with the environment overrides and secrets in ``env``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"{path}:1: cannot read the routes file: {reason}"]) from exc
+    except ValueError as exc:  # e.g. a NUL in the path
+        raise ConfigError([f"{path}:1: cannot read the routes file: {exc}"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [f"{path}:{line}: the routes file is not UTF-8 text (byte {raw[exc.start]:#04x})"]
+        ) from None
+    return parse_config(text, path, env or {})
+
+
+def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = found.group(1) if found else "1"
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError([f"{path}:{line}: TOML syntax error: {message}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}:1: TOML syntax error: nested too deeply"]) from None
+    problems = Problems(path, locate(text))
+    known = {*SECTIONS, "routes"}
+    for name in doc:
+        if name not in known:
+            problems.add((name,), f"unknown table [{bare(name)}]; expected one of {sorted(known)}")
+    if "kafka" not in doc:
+        problems.add((), "missing table [kafka] with bootstrap_servers and group_id")
+    sections: dict[str, Any] = {}
+    clean: set[str] = set()  # read without a problem: rules across their fields can run
+    for name, cls in SECTIONS.items():
+        before = len(problems.items)
+        if name in doc or name != "kafka":
+            sections[name] = read_section(cls, name, doc.get(name, {}), env, problems)
+        if len(problems.items) == before:
+            clean.add(name)
+    kafka = cast(KafkaConfig | None, sections.get("kafka"))
+    restate = cast(RestateConfig, sections["restate"] or RestateConfig())
+    metrics = cast(MetricsConfig, sections["metrics"] or MetricsConfig())
+    dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
+    delivery = cast(DeliveryConfig, sections["delivery"] or DeliveryConfig())
+    if kafka is not None and "kafka" in clean:
+        kafka = _kafka_rules(kafka, problems, env)
+    if "delivery" in clean:
+        _delivery_rules(delivery, problems)
+    indexed = read_routes(doc.get("routes"), problems)
+    for rule in FILE_RULES:
+        rule(indexed, dead_letter, delivery, problems)
+    restate = dataclasses.replace(restate, token=env.get("RESTATE_AUTH_TOKEN") or None)
+    log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
+    if problems.items or kafka is None:
+        raise ConfigError(problems.items)
+    routes = tuple(route for _, route in indexed)
+    return BridgeConfig(path, kafka, restate, metrics, dead_letter, delivery, routes, log_level)
+
+
+def check_log_level(value: str) -> str | None:
+    """What is wrong with a log level name (any case), or ``None``."""
+    if value.upper() not in LOG_LEVELS:
+        return f"log level must be one of {', '.join(n.lower() for n in LOG_LEVELS)}, not {value!r}"
+    return None
+
+
+def _log_level(value: str, problems: Problems) -> str:
+    wrong = check_log_level(value)
+    if wrong is not None:
+        problems.env("BRIDGE_LOG_LEVEL", wrong)
+        return "INFO"
+    return value.upper()
+
+
+# -- rules across fields of one table ---------------------------------------------------------
+
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_SSL_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
+def _kafka_rules(kafka: KafkaConfig, problems: Problems, env: Mapping[str, str]) -> KafkaConfig:
+    """SASL and TLS settings that only make sense together; resolves the SASL password."""
+    at = ("kafka",)
+    sasl = kafka.security_protocol in _SASL_PROTOCOLS
+    if kafka.sasl_mechanism is not None and not sasl:
+        problems.add(
+            (*at, "sasl_mechanism"),
+            f"sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL, "
+            f"not {kafka.security_protocol}",
+        )
+    if sasl and kafka.sasl_mechanism is None:
+        problems.add(
+            (*at, "security_protocol"),
+            f"security_protocol {kafka.security_protocol} needs sasl_mechanism "
+            "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+        )
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        problems.add(
+            (*at, "sasl_mechanism"),
+            "sasl_mechanism OAUTHBEARER needs a token provider, which the bridge does not have; "
+            "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        )
+    for key in ("sasl_username", "sasl_password_env"):
+        if getattr(kafka, key) is not None and kafka.sasl_mechanism is None:
+            problems.add((*at, key), f"{key} is only used with sasl_mechanism")
+    password = None
+    if kafka.sasl_mechanism is not None and kafka.sasl_mechanism != "OAUTHBEARER":
+        for key in ("sasl_username", "sasl_password_env"):
+            if getattr(kafka, key) is None:
+                problems.add(
+                    (*at, "sasl_mechanism"), f"sasl_mechanism {kafka.sasl_mechanism} needs {key}"
+                )
+    if kafka.sasl_password_env is not None:
+        password = env.get(kafka.sasl_password_env) or None
+        if password is None:
+            problems.env(
+                kafka.sasl_password_env,
+                "unset or empty, but [kafka] sasl_password_env names it as the SASL password",
+            )
+    _ssl_files(kafka, problems)
+    return dataclasses.replace(kafka, sasl_password=password)
+
+
+def _ssl_files(kafka: KafkaConfig, problems: Problems) -> None:
+    files = {k: getattr(kafka, k) for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
+    before = len(problems.items)
+    for key, name in files.items():
+        if name is None:
+            continue
+        if kafka.security_protocol not in _SSL_PROTOCOLS:
+            problems.add(
+                ("kafka", key),
+                f"{key} is only used with security_protocol SSL or SASL_SSL, "
+                f"not {kafka.security_protocol}",
+            )
+        elif not os.path.isfile(name):
+            problems.add(("kafka", key), f"{key}: no such file {name!r}")
+    if files["ssl_keyfile"] is not None and files["ssl_certfile"] is None:
+        problems.add(("kafka", "ssl_keyfile"), "ssl_keyfile needs ssl_certfile (the certificate)")
+    if kafka.security_protocol in _SSL_PROTOCOLS and len(problems.items) == before:
+        try:
+            context = ssl.create_default_context(cafile=files["ssl_cafile"])
+            if files["ssl_certfile"] is not None:
+                context.load_cert_chain(files["ssl_certfile"], files["ssl_keyfile"])
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.add(("kafka", "security_protocol"), f"TLS files do not load: {exc}")
+
+
+def _delivery_rules(delivery: DeliveryConfig, problems: Problems) -> None:
+    if delivery.retry_initial > delivery.retry_max:
+        problems.add(
+            ("delivery", "retry_initial"),
+            f"retry_initial ({human(delivery.retry_initial)}) must not be longer than "
+            f"retry_max ({human(delivery.retry_max)})",
+        )

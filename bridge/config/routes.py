@@ -1,0 +1,386 @@
+"""``[[routes]]``: each entry read by small named rules, then rules across the whole file."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, cast
+
+from ..durations import DurationError, parse_duration
+from ..record import FieldPath, http_token, reserved_header
+from ..template import Template, TemplateError
+from .reading import Problems, human, label, read_value, short
+from .schema import (
+    DEFAULT_IDEMPOTENCY_KEY,
+    HINTS,
+    ROUTE_KEYS,
+    TARGETS,
+    WORKFLOW_MAIN_HANDLERS,
+    Body,
+    DeadLetterConfig,
+    DeliveryConfig,
+    Match,
+    Ordering,
+    RouteConfig,
+    TargetKind,
+    topic_name_problem,
+)
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Route:
+    """One ``[[routes]]`` entry while the rules read it into ``values`` (RouteConfig's fields)."""
+
+    table: dict[str, Any]
+    where: tuple[Any, ...]
+    p: Problems
+    values: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+    def problem(self, key: str | None, message: str) -> None:
+        self.failed = True
+        self.p.add((*self.where, key) if key else self.where, message)
+
+    def template(self, key: str, source: Any) -> Template | None:
+        if not isinstance(source, str) or not source:
+            self.problem(key, f"{key!r} must be a non-empty template string")
+            return None
+        try:
+            return Template.parse(source)
+        except TemplateError as exc:
+            self.problem(key, f"{key!r}: {exc}")
+            return None
+
+    def scalar(self, key: str, default: Any = None) -> Any:
+        """Read ``key`` by RouteConfig's type hint for it; ``default`` when absent or wrong."""
+        if key not in self.table:
+            return default
+        read, wrong = read_value(self.table[key], _ROUTE_HINTS[key], key)
+        if wrong is not None:
+            self.problem(key, wrong)
+            return default
+        return read
+
+    @property
+    def target(self) -> TargetKind | None:
+        return cast(TargetKind | None, self.values.get("target"))
+
+
+def read_routes(value: Any, problems: Problems) -> list[tuple[int, RouteConfig]]:
+    if value is None:
+        problems.add((), "no [[routes]]: add at least one route")
+        return []
+    if not isinstance(value, list):
+        problems.add(("routes",), "routes must be an array of tables: [[routes]]")
+        return []
+    routes: list[tuple[int, RouteConfig]] = []
+    names: dict[str, int] = {}
+    seen: dict[str, tuple[int, int]] = {}
+    reported: set[int] = set()
+    for index, item in enumerate(value):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name:
+            if name in names:
+                problems.add(
+                    ("routes", index, "name"),
+                    f"duplicate route name {name!r} (first at line {names[name]})",
+                )
+                reported.add(index)
+            names.setdefault(name, problems.line("routes", index, "name"))
+        route = _route(item, index, problems)
+        if route is None:
+            continue
+        routes.append((index, route))
+        first, seen_at = seen.setdefault(route.name, (index, route.line))
+        if first != index and index not in reported:
+            # default names (service.handler) must be unique too
+            problems.add(
+                ("routes", index),
+                f"two routes are both called {route.name!r} (first at line {seen_at}); "
+                "give them distinct names",
+            )
+    return routes
+
+
+def _route(value: Any, index: int, problems: Problems) -> RouteConfig | None:
+    where: tuple[Any, ...] = ("routes", index)
+    if not isinstance(value, dict):
+        problems.add(where, "each [[routes]] entry must be a table")
+        return None
+    for key in value:
+        if key not in ROUTE_KEYS:
+            problems.add(
+                (*where, key),
+                f"unknown key {key!r} in {label(where)}; "
+                f"expected one of {', '.join(sorted(ROUTE_KEYS))}",
+            )
+    before = len(problems.items)
+    route = _Route(value, where, problems)
+    for rule in _ROUTE_RULES:
+        rule(route)
+    if route.failed or len(problems.items) > before:
+        return None
+    values = route.values
+    values.setdefault("name", f"{values['service']}.{values['handler']}")
+    return RouteConfig(line=problems.line(*where), **values)
+
+
+def _topic_source(r: _Route) -> None:
+    """Exactly one of ``topic``, ``topics`` or ``topic_pattern``; names Kafka accepts."""
+    given = [k for k in ("topic", "topics", "topic_pattern") if k in r.table]
+    if len(given) != 1:
+        r.problem(None, "a route needs exactly one of topic, topics or topic_pattern")
+        return
+    raw = r.table[given[0]]
+    if given[0] == "topic_pattern":
+        r.values["topic_pattern"] = _pattern(r, raw)
+        return
+    if given[0] == "topic":
+        if not isinstance(raw, str) or not raw:
+            r.problem("topic", "'topic' must be a non-empty string")
+            return
+        raw = [raw]
+    elif not isinstance(raw, list) or not raw or not all(isinstance(t, str) and t for t in raw):
+        r.problem("topics", "topics must be a non-empty list of topic names")
+        return
+    for topic in raw:
+        wrong = topic_name_problem(topic)
+        if wrong is not None:
+            r.problem(given[0], f"{given[0]}: {wrong}")
+    r.values["topics"] = tuple(raw)
+
+
+def _pattern(r: _Route, raw: Any) -> re.Pattern[str] | None:
+    if not isinstance(raw, str) or not raw:
+        r.problem("topic_pattern", "'topic_pattern' must be a non-empty string")
+        return None
+    try:
+        pattern = re.compile(raw)
+        re.compile(f"(?:{raw})")  # how it is combined with the other routes' topics
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        r.problem("topic_pattern", f"bad topic_pattern regex: {exc}")
+        return None
+    return pattern
+
+
+def _target(r: _Route) -> None:
+    target = r.table.get("target")
+    if target not in TARGETS:
+        r.problem(
+            "target" if "target" in r.table else None,
+            f"target must be one of {', '.join(TARGETS)}, not {short(target)}",
+        )
+        return
+    r.values["target"] = target
+
+
+def _service_handler(r: _Route) -> None:
+    for key in ("service", "handler"):
+        value = r.table.get(key)
+        if value is None:
+            r.problem(None, f"{label(r.where)} needs {key!r}")
+        elif not isinstance(value, str) or not value:
+            r.problem(key, f"{key!r} must be a non-empty string")
+        else:
+            r.values[key] = value
+
+
+def _key(r: _Route) -> None:
+    """Objects and workflows need a key template; a service has none."""
+    target = r.target
+    if target is None:
+        return  # reported by _target; a key cannot be judged without a target
+    if target == "service":
+        if "key" in r.table:
+            r.problem(
+                "key", "a service has no key; use target = 'object' or 'workflow', or remove 'key'"
+            )
+    elif "key" not in r.table:
+        article = "an" if target == "object" else "a"
+        r.problem(
+            None,
+            f"{article} {target} route needs 'key' (the object key or workflow id), "
+            'for example key = "{key}"',
+        )
+    else:
+        r.values["key"] = r.template("key", r.table["key"])
+
+
+def _match(r: _Route) -> None:
+    value = r.table.get("match")
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        r.problem("match", 'match must be a table such as { "header.kind" = "x" }')
+        return
+    found: list[Match] = []
+    for path_text, expected in value.items():
+        try:
+            path = FieldPath.parse(path_text)
+        except ValueError as exc:
+            r.problem("match", f"match: {exc}")
+            continue
+        if not isinstance(expected, str | int | float | bool):
+            r.problem("match", f"match {path_text!r}: compare with a string, number or boolean")
+        elif isinstance(expected, float) and math.isnan(expected):
+            r.problem("match", f"match {path_text!r}: nan never equals anything")
+        else:
+            found.append(Match(path, expected))
+    r.values["match"] = tuple(found)
+
+
+def _delay(r: _Route) -> None:
+    """A duration or a template; never on a workflow."""
+    value = r.table.get("delay")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        r.problem("delay", "delay must be a duration such as '4s' or a template")
+        return
+    if "{" in value:
+        r.values["delay"] = r.template("delay", value)
+    else:
+        try:
+            r.values["delay"] = parse_duration(value)
+        except DurationError as exc:
+            r.problem("delay", f"delay: {exc}")
+    if r.target == "workflow":
+        r.problem("delay", "Restate does not support delays for workflows")
+
+
+def _headers(r: _Route) -> None:
+    """Kafka header names forwarded as HTTP headers: tokens, never one the bridge sets."""
+    value = r.table.get("headers")
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        r.problem("headers", "headers must be a list of Kafka header names")
+        return
+    for name in value:
+        if not http_token(name):
+            r.problem("headers", f"headers: {short(name)} is not a valid HTTP header name")
+        elif reserved_header(name):
+            r.problem(
+                "headers",
+                f"headers: {name!r} is set by the bridge or the HTTP connection and cannot be "
+                "forwarded from a record",
+            )
+    r.values["headers"] = tuple(dict.fromkeys(value))
+
+
+def _idempotency_key(r: _Route) -> None:
+    """The default key, ``"none"``, or a template; none for a workflow's main handler."""
+    default_main = r.target == "workflow" and r.values.get("handler") in WORKFLOW_MAIN_HANDLERS
+    workflow_main = r.table.get("workflow_main", default_main)
+    if not isinstance(workflow_main, bool):
+        r.problem("workflow_main", "workflow_main must be true or false")
+        workflow_main = False
+    raw = r.table.get("idempotency_key")
+    if workflow_main:
+        if raw not in (None, "none"):
+            r.problem(
+                "idempotency_key",
+                "a workflow's main handler takes no idempotency key: the workflow id "
+                "already makes it run once; remove idempotency_key",
+            )
+        r.values["idempotency_key"] = None
+    elif raw == "none":
+        r.values["idempotency_key"] = None
+    else:
+        source = DEFAULT_IDEMPOTENCY_KEY if raw is None else raw
+        r.values["idempotency_key"] = r.template("idempotency_key", source)
+
+
+def _body(r: _Route) -> None:
+    value = r.table.get("body")
+    if value is None or value == "{value}":
+        r.values["body"] = Body("value")
+        return
+    if value == "none":
+        r.values["body"] = Body("none")
+        return
+    template = r.template("body", value)
+    if template is None:
+        return
+    single = template.single_field
+    kind: Literal["json_field", "template"] = (
+        "json_field" if single is not None and single.needs_json else "template"
+    )
+    r.values["body"] = Body(kind, template)
+
+
+def _ordering(r: _Route) -> None:
+    """``key`` for objects and workflows by default, ``none`` for services (which have no key)."""
+    default: Ordering = "none" if r.target == "service" else "key"
+    ordering = r.scalar("ordering", default)
+    if ordering == "key" and r.target == "service":
+        r.problem("ordering", "a service has no key: use 'partition' or 'none'")
+    r.values["ordering"] = ordering
+
+
+def _plain_options(r: _Route) -> None:
+    """Options read by their type hint alone: name, content_type, max_in_flight, on_null."""
+    for key in ("name", "content_type", "max_in_flight", "on_null"):
+        value = r.scalar(key)
+        if value is not None:
+            r.values[key] = value
+
+
+_ROUTE_HINTS = HINTS[RouteConfig]
+_ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
+    _topic_source,
+    _target,
+    _service_handler,
+    _key,
+    _match,
+    _delay,
+    _headers,
+    _idempotency_key,
+    _body,
+    _ordering,
+    _plain_options,
+)
+
+
+# -- rules across the file --------------------------------------------------------------------
+
+_Indexed = list[tuple[int, RouteConfig]]
+
+
+def _dead_letter_loop(
+    routes: _Indexed, dead_letter: DeadLetterConfig, delivery: DeliveryConfig, p: Problems
+) -> None:
+    """A route may not read the dead-letter topic: its records would come back forever."""
+    topic = dead_letter.topic
+    if topic is None:
+        return
+    for index, route in routes:
+        if route.matches_topic(topic):
+            key = "topic_pattern" if route.topic_pattern else "topics"
+            if ("routes", index, "topic") in p.lines:
+                key = "topic"
+            p.add(
+                ("routes", index, key),
+                f"route {route.name!r} reads the dead-letter topic {topic!r}; "
+                "its dead letters would be routed again",
+            )
+
+
+def _delays_within_max(
+    routes: _Indexed, dead_letter: DeadLetterConfig, delivery: DeliveryConfig, p: Problems
+) -> None:
+    for index, route in routes:
+        if isinstance(route.delay, timedelta) and route.delay > delivery.max_delay:
+            p.add(
+                ("routes", index, "delay"),
+                f"delay {human(route.delay)} is longer than [delivery] max_delay "
+                f"({human(delivery.max_delay)})",
+            )
+
+
+FILE_RULES = (_dead_letter_loop, _delays_within_max)

@@ -1,0 +1,321 @@
+"""The routing file's schema: frozen, typed values, and the markers that narrow a field.
+
+Every option is one annotated field with its docstring; :mod:`bridge.config.reading` reads the
+scalar tables from these hints.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_type_hints
+
+from ..record import FieldPath
+from ..template import Template
+
+TargetKind = Literal["service", "object", "workflow"]
+Ordering = Literal["key", "partition", "none"]
+OnNull = Literal["skip", "send", "dead_letter"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+TARGETS: tuple[TargetKind, ...] = get_args(TargetKind)
+ORDERINGS: tuple[Ordering, ...] = get_args(Ordering)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_IDEMPOTENCY_KEY = "{topic}-{partition}-{offset}"
+WORKFLOW_MAIN_HANDLERS = frozenset({"run", "Run"})
+INT32_MAX = 2**31 - 1
+
+
+class ConfigError(Exception):
+    """Every problem found in a routes file, one ``PATH:LINE: message`` per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# -- field markers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of an ``int`` or ``timedelta`` field (the defaults are positive ones)."""
+
+    low: Any
+    high: Any
+
+
+@dataclass(frozen=True)
+class Check:
+    """A rule of one field: ``rule(value)`` says what is wrong with a read value, or ``None``."""
+
+    rule: Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Hint:
+    """How to write the field, for its "missing" and "wrong type" messages."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CommaList:
+    """A ``str`` field that may also be written as a list of strings (joined with commas)."""
+
+
+FROM_ENV = {"from_env": True}
+"""Field metadata: resolved from the environment, never written in the file."""
+
+POSITIVE_INT = Range(1, INT32_MAX)
+POSITIVE_DURATION = Range(timedelta(microseconds=1), timedelta(days=3650))
+"""Ten years: longer is a typo, and it keeps every timer far from ``timedelta``'s limits."""
+
+
+def host_port_problem(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()):
+        return f"listen must be 'host:port', not {value!r}"
+    if int(port) > 65535:
+        return f"listen port must be from 0 to 65535 (0 picks a free port), not {port}"
+    return None
+
+
+def http_url_problem(value: str) -> str | None:
+    if not re.match(r"^https?://", value):
+        return "ingress_url must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises for a bad port)
+    except ValueError as exc:
+        return f"ingress_url {value!r}: {exc}"
+    if not parts.hostname:
+        return f"ingress_url {value!r} has no host"
+    return None
+
+
+def bootstrap_servers_problem(value: str) -> str | None:
+    for server in value.split(","):
+        server = server.strip()
+        if server.startswith("["):
+            host, _, rest = server[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+            bad_rest = bool(rest) and port is None
+        elif server.count(":") == 1:
+            host, _, port = server.partition(":")
+            bad_rest = False
+        else:  # a bare name or IPv6 address: the default port
+            host, port, bad_rest = server, None, False
+        if not host or bad_rest or any(c.isspace() for c in host):
+            return f"bootstrap_servers: bad server {server!r}; write 'host:port[,host:port]'"
+        if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+            return f"bootstrap_servers: bad port in {server!r}; a port is 1 to 65535"
+    return None
+
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(value: str) -> str | None:
+    if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+        return f"{value!r} is not a Kafka topic name (1 to 249 of the characters a-z A-Z 0-9 . _ -)"
+    return None
+
+
+def variable_name_problem(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        return f"{value!r} is not an environment variable name such as 'KAFKA_PASSWORD'"
+    return None
+
+
+def header_value_problem(value: str) -> str | None:
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        return f"{value!r} holds control characters, which an HTTP header cannot carry"
+    return None
+
+
+# -- the tables -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: Annotated[
+        str,
+        CommaList(),
+        Hint("a string 'host:port[,host:port]' or a list"),
+        Check(bootstrap_servers_problem),
+    ]
+    """Overridden by ``KAFKA_BOOTSTRAP_SERVERS``."""
+    group_id: str = "restate-bridge"
+    """The consumer group; replicas with the same id share the partitions."""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a group without a committed offset starts."""
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    """``read_committed`` never hands over records of aborted (or still open) transactions."""
+    client_id: str = "restate-bridge"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    """Required with (and only with) a ``SASL_*`` protocol."""
+    sasl_username: str | None = None
+    sasl_password_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The name of the environment variable holding the SASL password (never the password)."""
+    ssl_cafile: str | None = None
+    """PEM files, only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
+    """The group session timeout; heartbeats every third of it."""
+    fetch_max_bytes: int = 16 * 1024 * 1024
+    max_partition_fetch_bytes: int = 1024 * 1024
+    """Fetch sizes: with the delivery limits they bound memory."""
+    sasl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from the variable ``sasl_password_env`` names."""
+
+
+@dataclass(frozen=True)
+class RestateConfig:
+    ingress_url: Annotated[str, Check(http_url_problem)] = "http://127.0.0.1:8080"
+    """Overridden by ``RESTATE_URL``."""
+    request_timeout: timedelta = timedelta(seconds=30)
+    """Per ``/send``; a timeout is retried."""
+    max_connections: int = 128
+    """The connection pool size."""
+    token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """``RESTATE_AUTH_TOKEN``, sent as ``Authorization: Bearer``."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: Annotated[str, Check(host_port_problem)] = "127.0.0.1:9464"
+    """``host:port`` of the status page and ``/metrics``; port 0 picks a free one. Overridden by
+    ``BRIDGE_METRICS_LISTEN``."""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class DeadLetterConfig:
+    topic: Annotated[str | None, Check(topic_name_problem)] = None
+    """Where records that can never succeed go; without it such a record blocks its partition."""
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How much is in flight and how failures are retried (table ``[delivery]``)."""
+
+    max_in_flight: int = 256
+    """Sends under way at once, all routes together."""
+    max_pending_records: int = 4096
+    """Records fetched but not finished; fetching pauses at this bound."""
+    commit_interval: timedelta = timedelta(seconds=1)
+    """How often the contiguous watermark is committed (also on revoke and shutdown)."""
+    drain_timeout: timedelta = timedelta(seconds=30)
+    """How long shutdown and revocation wait for sends under way."""
+    retry_initial: timedelta = timedelta(milliseconds=100)
+    """The first backoff of a retryable failure; at most ``retry_max``."""
+    retry_max: timedelta = timedelta(seconds=10)
+    """The longest backoff, and the cap of any ``Retry-After``."""
+    unknown_target_grace: Annotated[timedelta, Range(timedelta(0), timedelta(days=3650))] = (
+        timedelta(seconds=60)
+    )
+    """How long a 404 for an unknown service/handler is retried before dead-lettering (0: never)."""
+    max_delay: timedelta = timedelta(days=365)
+    """The longest delay a record may ask for; a longer one is a dead letter."""
+    max_pending_per_partition: int = 10_000
+    """Records of one partition fetched but not yet committable (unfinished, or finished behind
+    an unfinished one); that partition's fetching pauses at this bound."""
+
+
+@dataclass(frozen=True)
+class Match:
+    field: FieldPath
+    expected: str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Body:
+    """What a route sends: the raw value, a JSON sub-document, a rendered string, or nothing."""
+
+    kind: Literal["value", "json_field", "template", "none"]
+    template: Template | None = None
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    line: int
+    target: TargetKind
+    service: str
+    handler: str
+    topics: tuple[str, ...] = ()
+    topic_pattern: re.Pattern[str] | None = None
+    key: Template | None = None
+    match: tuple[Match, ...] = ()
+    delay: timedelta | Template | None = None
+    headers: tuple[str, ...] = ()
+    idempotency_key: Template | None = None
+    body: Body = field(default_factory=lambda: Body("value"))
+    content_type: Annotated[str, Check(header_value_problem)] = "application/json"
+    ordering: Ordering = "none"
+    max_in_flight: int | None = None
+    on_null: OnNull = "send"
+    """What a record with a null value (a tombstone) does: sent without a body, skipped (counted
+    as ``skipped``) or dead-lettered."""
+
+    def matches_topic(self, topic: str) -> bool:
+        if topic in self.topics:
+            return True
+        return self.topic_pattern is not None and self.topic_pattern.fullmatch(topic) is not None
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    path: Path
+    kafka: KafkaConfig
+    restate: RestateConfig
+    metrics: MetricsConfig
+    dead_letter: DeadLetterConfig
+    delivery: DeliveryConfig
+    routes: tuple[RouteConfig, ...]
+    log_level: str = "INFO"
+    """From ``BRIDGE_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for r in self.routes for t in r.topics))
+
+    @property
+    def topic_pattern(self) -> str | None:
+        """One regex for every route's topics, when any route uses ``topic_pattern``."""
+        patterns = [r.topic_pattern.pattern for r in self.routes if r.topic_pattern]
+        if not patterns:
+            return None
+        patterns += [re.escape(t) for t in self.topics]
+        return "^(?:" + "|".join(f"(?:{p})" for p in patterns) + ")$"
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "kafka": KafkaConfig,
+    "restate": RestateConfig,
+    "metrics": MetricsConfig,
+    "dead_letter": DeadLetterConfig,
+    "delivery": DeliveryConfig,
+}
+HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.values(), RouteConfig)}
+ENV_OVERRIDES: dict[tuple[str, str], str] = {
+    ("kafka", "bootstrap_servers"): "KAFKA_BOOTSTRAP_SERVERS",
+    ("restate", "ingress_url"): "RESTATE_URL",
+    ("metrics", "listen"): "BRIDGE_METRICS_LISTEN",
+}
+ROUTE_KEYS = frozenset(
+    {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
+    | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
+    | {"max_in_flight", "workflow_main", "on_null"}
+)
