@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import BridgeConfig
+from .deadletter import DeadLetter
 from .metrics import Metrics
 
 
@@ -27,8 +28,12 @@ class RecentDeadLetters:
     def __init__(self, size: int = 20) -> None:
         self._items: deque[DeadLetterNote] = deque(maxlen=size)
 
-    def add(self, topic: str, partition: int, offset: int, route: str, reason: str) -> None:
-        self._items.appendleft(DeadLetterNote(time.time(), topic, partition, offset, route, reason))
+    def add(self, letter: DeadLetter) -> None:
+        rec = letter.record
+        note = DeadLetterNote(
+            time.time(), rec.topic, rec.partition, rec.offset, letter.route, letter.reason
+        )
+        self._items.appendleft(note)
 
     def __iter__(self) -> Any:
         return iter(self._items)

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from .config import BridgeConfig, KafkaConfig
 from .deadletter import DeadLetterSink
-from .dispatch import Dispatcher, PendingRecord
+from .dispatch import Blocked, Dispatcher, PendingRecord
 from .health import IngressHealth
 from .ingress import Client
 from .metrics import Metrics
@@ -223,8 +223,9 @@ class Bridge:
         self.tracker.finish(pending.tp, pending.record.offset, pending.owner)
         self._progress.set()
 
-    def _on_blocked(self, tp: TopicPartition, reason: str) -> None:
-        self._blocked[tp] = reason
+    def _on_blocked(self, blocked: Blocked) -> None:
+        tp = blocked.tp
+        self._blocked[tp] = blocked.reason
         self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(1)
 
     def _flow_control(self, consumer: AIOKafkaConsumer, fetch: bool) -> None:
@@ -309,6 +310,4 @@ class Bridge:
     def _on_assigned(self, tps: set[TopicPartition]) -> None:
         self._joined = True
         self._assigned = set(tps)
-        assert self._dispatcher is not None
-        self._dispatcher.resume(tps)
         log.info("partitions assigned: %s", sorted(tps))
