@@ -168,6 +168,7 @@ class FakeProducer:
 
     async def send_and_wait(self, topic: str, **kwargs: Any) -> None:
         self.calls += 1
+        await asyncio.sleep(0)  # a real producer yields
         if (exc := self.fail(self.calls, kwargs["value"])) is not None:
             raise exc
         self.sent.append({"topic": topic, **kwargs})
@@ -182,6 +183,13 @@ class Harness:
     finished: list[PendingRecord] = field(default_factory=list)
     blocked: list[Blocked] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    broken_callbacks: set[int] = field(default_factory=set)
+    """Offsets whose ``on_dead_letter`` raises (a bug in the worker)."""
+
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        if letter.record.offset in self.broken_callbacks:
+            raise RuntimeError("bug in on_dead_letter")
+        self.dead.append(letter)
 
     def send(
         self,
@@ -242,6 +250,11 @@ class Harness:
 HarnessFactory = Callable[..., Harness]
 
 
+async def idle(h: Harness) -> None:
+    """Every job ended, quickly (a job spinning after its partition was revoked fails here)."""
+    await until(lambda: h.dispatcher.busy, lambda n: n == 0, "no job left", 1.0, 0.002)
+
+
 @pytest.fixture
 async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
     made: list[tuple[Harness, Client]] = []
@@ -275,7 +288,7 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             dead_letters=DeadLetterSink(producer, "dlq") if dead_letter else None,
             on_finished=lambda p: box[0].finished.append(p),
             on_blocked=lambda b: box[0].blocked.append(b),
-            on_dead_letter=lambda d: box[0].dead.append(d),
+            on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
         )
         box.append(Harness(dispatcher, metrics, health, producer))
@@ -623,7 +636,7 @@ async def test_a_revoked_partition_stops_retrying(
     h.send(1, "a")
     await until(lambda: len(ingress.requests("a")), lambda n: n > 3, "retrying", interval=0.002)
     h.dispatcher.drop({TP})
-    await until(lambda: h.dispatcher.busy, lambda n: n == 0, "dropped jobs ended", interval=0.002)
+    await idle(h)
     count = len(ingress.requests("a"))
     await asyncio.sleep(RETRY_MAX * 2)
     assert len(ingress.requests("a")) == count
@@ -680,7 +693,7 @@ async def test_dead_letter_refused_even_without_value_blocks_visibly(
     assert h.dead == []
     assert [s.seq for s in ingress.requests("a")] == [4]  # 5 waits behind it
     h.dispatcher.drop({TP})
-    await until(lambda: h.dispatcher.busy, lambda n: n == 0, "released", interval=0.002)
+    await idle(h)
     assert [s.seq for s in ingress.requests("a")] == [4]
 
 
@@ -705,7 +718,7 @@ async def test_dead_lettering_stops_when_the_partition_is_revoked(
     h.poison(9, "bad")
     await until(lambda: producer.calls, lambda n: n > 2, "dead letter retried", interval=0.002)
     h.dispatcher.drop({TP})
-    await until(lambda: h.dispatcher.busy, lambda n: n == 0, "released", interval=0.002)
+    await idle(h)
     calls = producer.calls
     await asyncio.sleep(RETRY_MAX * 2)
     assert producer.calls == calls
@@ -722,3 +735,44 @@ async def test_a_producer_bug_blocks_instead_of_ending_the_lane(
     h.poison(1, "bad")
     await until(lambda: h.blocked, bool, "blocked", timeout=3, interval=0.002)
     assert h.blocked[0].reason.startswith("dead-letter produce failed: AssertionError")
+
+
+# -- bugs and revocations around the edges ----------------------------------------------------
+
+
+async def test_a_bug_in_a_callback_blocks_the_record_visibly_and_the_lane_survives(
+    ingress: FakeIngress, harness: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness()
+    h.broken_callbacks.add(1)
+    ingress.script("a", 200, 400)  # 200 is no 202: "unexpected answer" -> dead letter
+    h.send(0, "a")
+    h.send(1, "a")
+    h.send(2, "a")
+    await until(lambda: h.blocked, bool, "blocked", timeout=3, interval=0.002)
+    (blocked,) = h.blocked
+    assert blocked.offset == 1
+    assert blocked.reason == "internal error: RuntimeError: bug in on_dead_letter"
+    assert "orders-0@1: internal error: RuntimeError" in caplog.text
+    assert h.dispatcher.busy == 2  # 1 holds the lane, 2 waits behind it
+    assert [s.seq for s in ingress.requests("a")] == [0, 1]
+    h.dispatcher.drop({TP})
+    await idle(h)
+    assert "dispatch task failed" not in caplog.text
+
+
+@pytest.mark.parametrize("dead_letter", [True, False])
+async def test_jobs_of_a_partition_revoked_before_they_start_do_nothing(
+    ingress: FakeIngress, harness: HarnessFactory, dead_letter: bool
+) -> None:
+    h = harness(dead_letter=dead_letter)
+    h.poison(0, "bad")
+    h.send(1, "a")
+    h.send(2, "b", lane=False)
+    h.dispatcher.drop({TP})
+    await idle(h)
+    await asyncio.sleep(0.02)
+    assert ingress.seen == []
+    assert h.blocked == []
+    assert h.producer.calls == 0
+    assert h.finished == []
