@@ -228,17 +228,23 @@ class Dispatcher:
             if isinstance(decision, GiveUp):
                 if decision.unexpected:
                     log.error(
-                        "%s: route %s: %s", job.pending.coordinates, route, decision.reason,
+                        "%s: route %s: %s",
+                        job.pending.coordinates,
+                        route,
+                        decision.reason,
                         exc_info=error,
-                    )  # fmt: skip
+                    )
                 return decision.reason
             if decision.ingress_down:
                 self._health.mark_down(f"{decision.label}: {error}")
             if decision.grace_started:
                 log.warning(
                     "%s: route %s: %s; retrying for %.0fs (unknown_target_grace)",
-                    job.pending.coordinates, route, error, self._policy.unknown_target_grace,
-                )  # fmt: skip
+                    job.pending.coordinates,
+                    route,
+                    error,
+                    self._policy.unknown_target_grace,
+                )
             metrics.retries.labels(route).inc()
             attempts = decision.attempts
             await self._pause(job, decision.delay)
@@ -297,8 +303,11 @@ class Dispatcher:
                 await self._block(job, route, f"{decision.reason} (dead letter for: {reason})")
                 return
             if isinstance(decision, DropValue):
-                log.warning("%s: dead letter refused (%s); sending it without the value",
-                            coords, decision.why)  # fmt: skip
+                log.warning(
+                    "%s: dead letter refused (%s); sending it without the value",
+                    coords,
+                    decision.why,
+                )
                 drop_value = decision.why
                 continue
             log.warning("%s: dead-letter produce failed (%s); retrying", coords, error)
@@ -319,8 +328,13 @@ class Dispatcher:
         log.error(
             "%s: partition %s-%d blocked at offset %d: route %s: %s (fix the cause or configure "
             "a [dead_letter] topic, then restart)",
-            pending.coordinates, tp.topic, tp.partition, pending.record.offset, route, reason,
-        )  # fmt: skip
+            pending.coordinates,
+            tp.topic,
+            tp.partition,
+            pending.record.offset,
+            route,
+            reason,
+        )
         try:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
         except Exception:  # the log line above still says it; the job must hold its lane

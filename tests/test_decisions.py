@@ -75,26 +75,54 @@ RETRIED: list[tuple[str, IngressError, str, bool]] = [
 ]
 
 GIVEN_UP: list[tuple[str, IngressError, str, str]] = [
-    ("400", ResponseError(400, "bad delay", source="ingress"), "http_400",
-     "ingress answered 400 (ingress): bad delay"),
+    (
+        "400",
+        ResponseError(400, "bad delay", source="ingress"),
+        "http_400",
+        "ingress answered 400 (ingress): bad delay",
+    ),
     ("409", ResponseError(409, "conflict"), "http_409", "ingress answered 409: conflict"),
     ("413", ResponseError(413, "too large"), "http_413", "ingress answered 413: too large"),
     ("415", ResponseError(415, "media"), "http_415", "ingress answered 415: media"),
     ("422", ResponseError(422, "unprocessable"), "http_422", "ingress answered 422: unprocessable"),
     ("470", NotReady(470, "not ready"), "http_470", "ingress answered 470: not ready"),
-    ("invocation 400", InvocationError(400, "no such account", source="invocation"), "http_400",
-     "ingress answered 400 (invocation): no such account"),
-    ("invocation 404", InvocationError(404, "not found", source="invocation"), "http_404",
-     "ingress answered 404 (invocation): not found"),
-    ("invocation 503", InvocationError(503, "handler said so", source="invocation"), "http_5xx",
-     "ingress answered 503 (invocation): handler said so"),
-    ("invocation 429", InvocationError(429, "handler said so", source="invocation"), "http_429",
-     "ingress answered 429 (invocation): handler said so"),
-    ("invalid request", InvalidRequest("POST /x: invalid request: Forbidden control character"),
-     "invalid_request", "POST /x: invalid request: Forbidden control character"),
-    ("unexpected answer", IngressError("unexpected answer to a send: b'<html>'"), "other",
-     "unexpected answer to a send: b'<html>'"),
-]  # fmt: skip
+    (
+        "invocation 400",
+        InvocationError(400, "no such account", source="invocation"),
+        "http_400",
+        "ingress answered 400 (invocation): no such account",
+    ),
+    (
+        "invocation 404",
+        InvocationError(404, "not found", source="invocation"),
+        "http_404",
+        "ingress answered 404 (invocation): not found",
+    ),
+    (
+        "invocation 503",
+        InvocationError(503, "handler said so", source="invocation"),
+        "http_5xx",
+        "ingress answered 503 (invocation): handler said so",
+    ),
+    (
+        "invocation 429",
+        InvocationError(429, "handler said so", source="invocation"),
+        "http_429",
+        "ingress answered 429 (invocation): handler said so",
+    ),
+    (
+        "invalid request",
+        InvalidRequest("POST /x: invalid request: Forbidden control character"),
+        "invalid_request",
+        "POST /x: invalid request: Forbidden control character",
+    ),
+    (
+        "unexpected answer",
+        IngressError("unexpected answer to a send: b'<html>'"),
+        "other",
+        "unexpected answer to a send: b'<html>'",
+    ),
+]
 
 ATTEMPTS = [0, 1, 2, 5, 7, 50, 10_000]
 

@@ -561,8 +561,18 @@ async def test_an_unexpected_exception_is_an_internal_error_with_coordinates(
     h = harness()
     rec = Record(TOPIC, 0, 5, 0, b"k", b"{}")
     pending = PendingRecord(rec, TP, 1, PartitionOffsets())
-    bad = Invocation("Ledger", "object", "Ledger", "append", b"bytes-key", None, None, None,  # type: ignore[arg-type]
-                     None, lane=("Ledger", "a"))  # fmt: skip
+    bad = Invocation(
+        "Ledger",
+        "object",
+        "Ledger",
+        "append",
+        b"bytes-key",
+        None,
+        None,
+        None,  # type: ignore[arg-type]
+        None,
+        lane=("Ledger", "a"),
+    )
     h.dispatcher.submit(pending, bad)
     h.send(6, "a")
     with caplog.at_level(logging.ERROR, logger="bridge.dispatch"):
@@ -615,8 +625,13 @@ async def test_aclose_releases_blocked_retrying_and_queued_jobs(
         h.send(n, key)
     h.send(10, "free", lane=False)
     ingress.script("free", Answer(gate=asyncio.Event()))
-    await until(lambda: h.blocked and len(ingress.requests("b")) > 2 and ingress.requests("c"),
-                bool, "blocked, retrying and waiting jobs", timeout=3, interval=0.002)  # fmt: skip
+    await until(
+        lambda: h.blocked and len(ingress.requests("b")) > 2 and ingress.requests("c"),
+        bool,
+        "blocked, retrying and waiting jobs",
+        timeout=3,
+        interval=0.002,
+    )
     assert h.dispatcher.busy == 6
     before = asyncio.all_tasks()
     await asyncio.wait_for(h.dispatcher.aclose(), 1)
@@ -665,9 +680,14 @@ async def test_dead_letter_too_large_is_sent_without_its_value(
     assert (sent["key"], sent["value"]) == (b"k", None)
     headers = sent["headers"]
     assert [n for n, _ in headers] == [
-        "bridge.error", "bridge.route", "bridge.topic", "bridge.partition", "bridge.offset",
-        "bridge.original_value_size", "bridge.value_dropped",
-    ]  # fmt: skip
+        "bridge.error",
+        "bridge.route",
+        "bridge.topic",
+        "bridge.partition",
+        "bridge.offset",
+        "bridge.original_value_size",
+        "bridge.value_dropped",
+    ]
     assert dict(headers)["bridge.original_value_size"] == b"8"
     assert dict(headers)["bridge.value_dropped"].startswith(b"too large: MessageSizeTooLargeError")
     assert h.outcome("dead_lettered") == 1
