@@ -37,7 +37,7 @@ from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets, TopicPartition
 from bridge.record import Record
 from bridge.routing import Invocation, Poison
-from tests.helpers import until
+from tests.helpers import answer_cut_short, until
 
 TOPIC = "orders"
 TP = TopicPartition(TOPIC, 0)
@@ -130,13 +130,7 @@ class FakeIngress:
                 self.applied[key].append(seq)
             doc = b'{"invocationId": "inv_1", "status": "%s"}' % status.encode()
             if answer.close_midway:  # applied, but the answer never arrives whole
-                resp = web.StreamResponse(status=202)
-                resp.content_length = len(doc)
-                await resp.prepare(request)
-                await resp.write(doc[:10])
-                assert request.transport is not None
-                request.transport.close()
-                return resp
+                return await answer_cut_short(request, 202, doc)
             return web.Response(status=202, body=doc, content_type="application/json")
         finally:
             for counter in (route, "*"):
@@ -323,19 +317,24 @@ async def test_accepted(ingress: FakeIngress, harness: HarnessFactory) -> None:
     assert h.dispatcher.busy == 0
 
 
-async def test_429_without_retry_after_is_retried_and_leaves_the_ingress_up(
-    ingress: FakeIngress, harness: HarnessFactory
+@pytest.mark.parametrize(
+    ("status", "label", "up_seen"),
+    [(429, "http_429", [True, True, True]), (503, "http_5xx", [True, False, False])],
+)
+async def test_429_is_retried_and_503_marks_the_ingress_down_until_it_answers(
+    ingress: FakeIngress, harness: HarnessFactory, status: int, label: str, up_seen: list[bool]
 ) -> None:
     h = harness()
-    down_seen: list[bool] = []
-    ingress.on_request = lambda s: down_seen.append(h.health.up)
-    ingress.script("a", 429, 429)
+    seen: list[bool] = []
+    ingress.on_request = lambda s: seen.append(h.health.up)
+    ingress.script("a", status, status)  # without Retry-After
     h.send(0, "a")
     await h.finished_offsets(0)
-    assert len(ingress.requests("a")) == 3
-    assert down_seen == [True, True, True]
+    assert seen == up_seen
+    assert h.health.up
     assert h.counter("restate_bridge_retries_total", route="Ledger") == 2
-    assert h.counter("restate_bridge_ingress_errors_total", route="Ledger", reason="http_429") == 2
+    assert h.counter("restate_bridge_ingress_errors_total", route="Ledger", reason=label) == 2
+    assert h.outcome("accepted") == 1
 
 
 async def test_retry_after_is_honoured(ingress: FakeIngress, harness: HarnessFactory) -> None:
@@ -389,20 +388,6 @@ async def test_404_past_the_grace_is_dead_lettered(
     (sent,) = h.producer.sent
     assert dlq_headers(sent)["bridge.error"] == b"ingress answered 404 (ingress): scripted 404"
     assert len(ingress.requests("a")) > 2
-
-
-async def test_503_marks_the_ingress_down_then_up(
-    ingress: FakeIngress, harness: HarnessFactory
-) -> None:
-    h = harness()
-    up_seen: list[bool] = []
-    ingress.on_request = lambda s: up_seen.append(h.health.up)
-    ingress.script("a", 503, 503)
-    h.send(0, "a")
-    await h.finished_offsets(0)
-    assert up_seen == [True, False, False]
-    assert h.health.up
-    assert "http_5xx" in h.health.reason
 
 
 async def test_connection_closed_mid_response_is_retried_without_a_second_effect(

@@ -20,6 +20,7 @@ from bridge.ingress import (
     InvalidRequest,
     ResponseError,
 )
+from tests.helpers import answer_cut_short
 
 
 @dataclass
@@ -33,13 +34,7 @@ class Server:
         self.requests.append(dict(request.headers))
         doc = b'{"invocationId": "inv_1", "status": "Accepted"}'
         if self.mode == "close_midway":
-            resp = web.StreamResponse(status=202)
-            resp.content_length = len(doc)
-            await resp.prepare(request)
-            await resp.write(doc[:5])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
+            return await answer_cut_short(request, 202, doc)
         if self.mode == "close_before":
             assert request.transport is not None
             request.transport.close()
@@ -119,23 +114,15 @@ async def test_an_invalid_url_is_an_invalid_request(url: str) -> None:
     assert not info.value.retryable
 
 
-async def test_a_connection_closed_mid_response_is_a_retryable_connect_error(
-    server: Server, client: Client
+@pytest.mark.parametrize("mode", ["close_midway", "close_before"])
+async def test_a_connection_closed_before_the_whole_answer_is_a_retryable_connect_error(
+    server: Server, client: Client, mode: str
 ) -> None:
-    server.mode = "close_midway"
+    server.mode = mode
     with pytest.raises(ConnectError) as info:
         await client.service("S", "h").send()
     assert info.value.retryable
     assert info.value.reason == "connect"
-
-
-async def test_a_connection_closed_before_the_answer_is_a_retryable_connect_error(
-    server: Server, client: Client
-) -> None:
-    server.mode = "close_before"
-    with pytest.raises(ConnectError) as info:
-        await client.service("S", "h").send()
-    assert info.value.retryable
 
 
 async def test_a_slow_answer_is_a_timeout(server: Server, client: Client) -> None:
