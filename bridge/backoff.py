@@ -1,7 +1,8 @@
-"""Exponential backoff with jitter, honouring a server's Retry-After. Pure."""
+"""Exponential backoff with jitter, honouring a server's Retry-After up to the cap. Pure."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -15,7 +16,10 @@ class Backoff:
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based): full jitter in the upper half
-        of ``initial * 2**attempt`` (capped), and never less than ``retry_after``."""
-        ceiling = min(self.maximum, self.initial * (2 ** min(attempt, 32)))
-        jittered = ceiling * (0.5 + 0.5 * (rng or random).random())
-        return float(max(jittered, retry_after or 0.0))
+        of ``initial * 2**attempt`` (capped), at least ``retry_after``, and never more than
+        ``maximum`` whatever ``retry_after`` says (infinite, NaN, a year away)."""
+        ceiling = min(self.maximum, self.initial * (2 ** min(max(attempt, 0), 32)))
+        delay = ceiling * (0.5 + 0.5 * (rng or random).random())
+        if retry_after is not None and not math.isnan(retry_after):
+            delay = max(delay, retry_after)
+        return float(min(delay, self.maximum))

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from aiokafka import AIOKafkaProducer
+from typing import Any, Protocol
 
 from .record import Record
 
 ERROR_HEADER = "bridge.error"
+VALUE_DROPPED_HEADER = "bridge.value_dropped"
+"""Why the dead letter carries no value (the broker refused the record with it)."""
+ORIGINAL_VALUE_SIZE_HEADER = "bridge.original_value_size"
+"""The size in bytes of the value that was dropped."""
+VALUE_NULL_HEADER = "bridge.value_null"
+"""``true`` when the original record had neither key nor value: its dead letter's value is ``b""``
+(Kafka needs one of the two), and this header says the original value was null."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that went to the dead-letter topic, for which route, and why."""
+    """A record that can never succeed for ``route``, and why."""
 
     record: Record
     route: str
     reason: str
+
+    @property
+    def coordinates(self) -> str:
+        """``topic-partition@offset``, as every log line about one record names it."""
+        rec = self.record
+        return f"{rec.topic}-{rec.partition}@{rec.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    """What is produced to the dead-letter topic for one :class:`DeadLetter`."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 def dead_letter_headers(record: Record, route: str, reason: str) -> list[tuple[str, bytes]]:
@@ -33,17 +54,52 @@ def dead_letter_headers(record: Record, route: str, reason: str) -> list[tuple[s
     ]
 
 
-class DeadLetterSink:
-    """Produces to ``topic`` with acks from all in-sync replicas; the caller retries failures."""
+def dead_letter_message(letter: DeadLetter, *, drop_value: str | None = None) -> DeadLetterMessage:
+    """The record's key, value and headers plus the ``bridge.*`` headers.
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    ``drop_value`` (why) leaves the value out and says so in ``bridge.value_dropped``, with the
+    original size in ``bridge.original_value_size``. A Kafka record needs a key or a value: one
+    with neither gets the value ``b""`` and ``bridge.value_null: true``.
+    """
+    rec = letter.record
+    headers = dead_letter_headers(rec, letter.route, letter.reason)
+    value = rec.value
+    if drop_value is not None:
+        size = 0 if value is None else len(value)
+        headers.append((ORIGINAL_VALUE_SIZE_HEADER, str(size).encode()))
+        headers.append((VALUE_DROPPED_HEADER, drop_value.encode()))
+        value = None
+    if rec.key is None and value is None:
+        if rec.value is None:
+            headers.append((VALUE_NULL_HEADER, b"true"))
+        value = b""
+    return DeadLetterMessage(rec.key, value, headers)
+
+
+class Producer(Protocol):
+    """The part of ``aiokafka.AIOKafkaProducer`` the sink uses."""
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any: ...
+
+
+class DeadLetterSink:
+    """Produces to ``topic`` (the producer is created with acks from all in-sync replicas); the
+    caller decides what to do with failures (:func:`bridge.decisions.after_dead_letter_failure`)."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self.topic = topic
 
-    async def send(self, record: Record, route: str, reason: str) -> None:
+    async def send(self, letter: DeadLetter, *, drop_value: str | None = None) -> None:
+        msg = dead_letter_message(letter, drop_value=drop_value)
         await self._producer.send_and_wait(
-            self.topic,
-            value=record.value,
-            key=record.key,
-            headers=dead_letter_headers(record, route, reason),
+            self.topic, value=msg.value, key=msg.key, headers=msg.headers
         )

@@ -349,8 +349,6 @@ class Bridge:
         """Own ``tps``; a partition blocked earlier in this process stays paused and reported."""
         self._joined = True
         self._assigned = set(tps)
-        assert self._dispatcher is not None
-        self._dispatcher.resume(tps)
         log.info("partitions assigned: %s", sorted(tps))
         held = tps & self._blocked.keys()
         # a fresh assignment has nothing paused; pause the held ones before anything is fetched

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from bridge.ingress import Client
 
 T = TypeVar("T")
@@ -73,3 +75,14 @@ def messages_total(samples: dict[str, float], topic: str, route_name: str, outco
         f'restate_bridge_messages_total{{outcome="{outcome}",route="{route_name}",topic="{topic}"}}'
     )
     return samples.get(key, 0.0)
+
+
+async def answer_cut_short(request: web.Request, status: int, body: bytes) -> web.StreamResponse:
+    """For fake HTTP servers: announce ``body``, send only part of it, close the connection."""
+    resp = web.StreamResponse(status=status)
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return resp

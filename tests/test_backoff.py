@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -50,10 +51,24 @@ def test_default_rng_is_used_without_one() -> None:
 
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
-    [(None, 0.2), (0.0, 0.2), (0.1, 0.2), (3.0, 3.0), (30.0, 30.0)],
+    [(None, 0.2), (0.0, 0.2), (0.1, 0.2), (3.0, 3.0), (9.5, 9.5), (10.0, 10.0)],
 )
 def test_retry_after_is_a_floor(retry_after: float | None, expected: float) -> None:
-    # retry_after beyond the cap is honoured too: the server knows best
     delay = Backoff(initial=0.1, maximum=10.0).delay(1, retry_after, rng=FixedRandom(1.0))
     assert delay == pytest.approx(expected)
     assert isinstance(delay, float)
+
+
+@pytest.mark.parametrize("retry_after", [10.001, 30.0, 1e12, 1e308, math.inf])
+def test_retry_after_beyond_the_cap_waits_the_cap(retry_after: float) -> None:
+    # a proxy asking for a year (or forever) must not stop a key for longer than retry_max
+    assert Backoff(initial=0.1, maximum=10.0).delay(0, retry_after) == 10.0
+
+
+def test_nan_retry_after_is_ignored() -> None:
+    delay = Backoff(initial=0.1, maximum=10.0).delay(1, math.nan, rng=FixedRandom(1.0))
+    assert delay == pytest.approx(0.2)
+
+
+def test_negative_attempt_is_the_first() -> None:
+    assert Backoff(0.1, 10.0).delay(-5, rng=FixedRandom(1.0)) == pytest.approx(0.1)

@@ -137,6 +137,15 @@ def test_parse_timestamp(text: str, expected: datetime) -> None:
         ("0", 0.0),
         ("-3", 0.0),
         ("not a date", None),
+        ("1e12", 1e12),  # huge but finite: the caller caps it (the bridge at retry_max)
+        ("inf", None),
+        ("-inf", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("1e400", None),  # overflows to infinity
+        ("Mon, 32 Foo 99999 25:61:61 GMT", None),
+        ("Fri, 31 Dec 9999 23:59:59 +9999", None),  # offset out of range
+        ("Sat, 01 Jan 10000 00:00:00 GMT", None),  # year out of range
     ],
 )
 def test_parse_retry_after_seconds(value: str | None, expected: float | None) -> None:
@@ -147,6 +156,12 @@ def test_parse_retry_after_http_date() -> None:
     now = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 30.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now=now) == 0.0  # in the past
+
+
+def test_parse_retry_after_year_9999_is_finite_seconds() -> None:
+    seconds = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT")
+    assert seconds is not None
+    assert 2e11 < seconds < 3e11
 
 
 def test_parse_retry_after_http_date_without_now_is_in_the_future() -> None:

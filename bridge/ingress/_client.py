@@ -21,7 +21,7 @@ from ._codec import (
     parse_timestamp,
     segment,
 )
-from ._errors import ConnectError, IngressError, IngressTimeout
+from ._errors import ConnectError, IngressError, IngressTimeout, InvalidRequest
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 DEFAULT_URL = "http://localhost:8080"
@@ -221,8 +221,16 @@ class Client:
                 resp_headers = resp.headers
         except TimeoutError as exc:
             raise IngressTimeout(f"{method} {path}: no answer within the timeout") from exc
+        except aiohttp.InvalidURL as exc:  # a ClientError, but no retry would help
+            raise InvalidRequest(f"{method} {path}: invalid URL: {exc}") from exc
         except aiohttp.ClientError as exc:
+            # includes a connection closed mid-response (ClientPayloadError): retryable
             raise ConnectError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        except (ValueError, TypeError) as exc:
+            # raised while building the request, before anything is written: a header value with
+            # CR, LF or NUL ("Forbidden control character"), a bad port, a value that cannot be
+            # encoded (UnicodeEncodeError is a ValueError)
+            raise InvalidRequest(f"{method} {path}: invalid request: {exc}") from exc
         if status >= 400:
             raise error_from_response(
                 status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -65,19 +66,26 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: either a number or an HTTP date."""
+    """``Retry-After`` as seconds (``None`` when absent or unreadable): a number, or an HTTP date.
+
+    Never raises, and never returns NaN, infinity or a negative number: ``inf``, ``nan``,
+    ``1e400`` and malformed dates are ignored (``None``), a date in the past is 0. How long the
+    caller actually waits is its own cap's business (the bridge's is ``retry_max``).
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        now = now or datetime.now(when.tzinfo)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    now = now or datetime.now(when.tzinfo)
-    return max(0.0, (when - now).total_seconds())
 
 
 def error_from_response(

@@ -3,6 +3,7 @@
     IngressError                 base: .status, .code, .message, .retryable, .retry_after, .reason
     ├── ConnectError             the ingress could not be reached          (retryable)
     ├── IngressTimeout           no answer within the timeout              (retryable)
+    ├── InvalidRequest           no request could be built from the input  (never retryable)
     └── ResponseError            the ingress answered with an error status
         ├── InvocationError      the handler itself failed terminally      (never retryable)
         └── NotReady             output asked before the invocation ended  (470; poll or attach)
@@ -37,7 +38,7 @@ class IngressError(Exception):
     @property
     def reason(self) -> str:
         """A short, low-cardinality label for metrics: ``connect``, ``timeout``, ``http_404``,
-        ``http_5xx``, ``other``."""
+        ``http_5xx``, ``invalid_request``, ``other``."""
         return "other"
 
 
@@ -62,6 +63,17 @@ class IngressTimeout(IngressError):
     @property
     def reason(self) -> str:
         return "timeout"
+
+
+class InvalidRequest(IngressError):
+    """The request could not be built: a header value with CR, LF or NUL, an invalid URL, ...
+
+    Nothing was sent, and the same input would fail the same way again. Never retryable.
+    """
+
+    @property
+    def reason(self) -> str:
+        return "invalid_request"
 
 
 class ResponseError(IngressError):

@@ -1,0 +1,165 @@
+"""What the dispatcher does after a failure, as data. Pure: no I/O, no asyncio, no clock reads.
+
+Two questions, two functions:
+
+    after_send_failure(error, attempts, now, policy)  ->  Retry | GiveUp
+    after_dead_letter_failure(error, attempt, value_dropped, policy)  ->  Retry | DropValue | Block
+
+The dispatcher applies the answer (sleep, mark the ingress down, dead-letter, block); every rule
+about *which* answer lives here and is tested as a table.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
+from .backoff import Backoff
+from .config import DeliveryConfig
+from .ingress import IngressError
+
+DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx"})
+"""Failures that say the ingress itself is unwell: fetching pauses until it answers again."""
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+"""The producer's own size check and the broker's answers for a record it will not store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The delivery settings the decisions need."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    """Retry delays, capped at ``retry_max`` whatever a ``Retry-After`` says."""
+    unknown_target_grace: float = 60.0
+    """Seconds a 404 for an unknown service or handler is retried."""
+
+    @classmethod
+    def from_config(cls, delivery: DeliveryConfig) -> Policy:
+        return cls(
+            Backoff(delivery.retry_initial.total_seconds(), delivery.retry_max.total_seconds()),
+            delivery.unknown_target_grace.total_seconds(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What is remembered about one invocation's failed sends so far."""
+
+    count: int = 0
+    unknown_target_since: float | None = None
+    """When the ingress first answered 404 for the target (a deployment may be registering)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Wait ``delay`` seconds, then try again with ``attempts``."""
+
+    delay: float
+    attempts: Attempts
+    label: str
+    """The metric reason (``ingress_errors_total{reason}``)."""
+    ingress_down: bool = False
+    """The ingress looks unreachable: mark it down (fetching pauses, ``/readyz`` fails)."""
+    grace_started: bool = False
+    """First 404 for this target: say once that it is retried for the grace period."""
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The invocation can never succeed: dead-letter the record (or block without a topic)."""
+
+    reason: str
+    label: str
+    unexpected: bool = False
+    """Not an ingress answer but an exception nobody expected (log it with its traceback)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DropValue:
+    """Produce the dead letter again without the record's value, saying ``why``."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The dead letter cannot be written: stop the partition at this record, visibly."""
+
+    reason: str
+
+
+def after_send_failure(
+    error: Exception,
+    attempts: Attempts,
+    now: float,
+    policy: Policy,
+    rng: random.Random | None = None,
+) -> Retry | GiveUp:
+    """What to do after a send of one invocation failed with ``error`` at monotonic time ``now``.
+
+    - retryable ingress errors (connection, timeout, 408, 425, 429, 5xx): retry forever with
+      backoff, honouring ``retry_after`` up to ``retry_max``; connection, timeout and 5xx mark the
+      ingress down;
+    - 404 not from the handler: retry until ``unknown_target_grace`` has passed since the first
+      404, then give up;
+    - any other ingress error: give up, with the answer as the reason;
+    - anything else (a bug, a value the client could not handle): give up as an internal error.
+    """
+    if not isinstance(error, IngressError):
+        return GiveUp(f"internal error: {type(error).__name__}: {error}", "internal", True)
+    label = error.reason
+    if error.retryable:
+        return Retry(
+            policy.backoff.delay(attempts.count, error.retry_after, rng),
+            Attempts(attempts.count + 1, attempts.unknown_target_since),
+            label,
+            ingress_down=label in DOWN_REASONS,
+        )
+    if error.status == 404 and error.source != "invocation":
+        since = attempts.unknown_target_since
+        if since is None or now - since < policy.unknown_target_grace:
+            return Retry(
+                policy.backoff.delay(attempts.count, error.retry_after, rng),
+                Attempts(attempts.count + 1, now if since is None else since),
+                label,
+                grace_started=since is None,
+            )
+    if error.status is None:
+        return GiveUp(str(error), label)
+    return GiveUp(f"ingress answered {error}", label)
+
+
+def after_dead_letter_failure(
+    error: Exception,
+    attempt: int,
+    value_dropped: bool,
+    policy: Policy,
+    rng: random.Random | None = None,
+) -> Retry | DropValue | Block:
+    """What to do after producing a dead letter failed (``attempt`` counts the failures so far,
+    ``value_dropped`` says whether that dead letter was already the one without the value).
+
+    Retriable Kafka errors (and the producer's own timeout, which aiokafka marks non-retriable
+    although it only means no broker answered in time) are retried with backoff. A record the
+    broker refuses as too large, or any other non-retriable error, is tried once more without
+    its value; when that fails too, the partition blocks. An exception that is not a Kafka
+    error blocks at once: retrying a bug would never end.
+    """
+    if not isinstance(error, KafkaError):
+        return Block(f"dead-letter produce failed: {type(error).__name__}: {error}")
+    name = type(error).__name__
+    if error.retriable or isinstance(error, KafkaTimeoutError):
+        return Retry(policy.backoff.delay(attempt, None, rng), Attempts(attempt + 1), name)
+    if not value_dropped:
+        why = "too large" if isinstance(error, TOO_LARGE) else "refused"
+        return DropValue(f"{why}: {name}: {error}")
+    return Block(f"dead-letter produce failed without the value too: {name}: {error}")
