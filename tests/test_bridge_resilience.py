@@ -22,11 +22,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bridge.ingress import Client, IngressError
-from tests.conftest import LOGS_KEY, BridgeFactory, Broker
-from tests.helpers import unique, until
+from tests.helpers import hold_for, unique, until
 from tests.stack import kafka_io
-from tests.stack.bridge_process import BridgeProcess
+from tests.stack.bridge_process import BridgeFactory, BridgeProcess
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics
+from tests.stack.logs import keep_log
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 
@@ -151,11 +152,8 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def samples(bridge: BridgeProcess, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of metric ``name`` with their labels ([] while the process does not answer)."""
-    try:
-        everything = bridge.metrics()
-    except OSError:
-        return []
+    """The samples of metric ``name`` with their labels (a dead bridge fails the test)."""
+    everything = bridge.metrics()
     out = []
     for sample, value in everything.items():
         base, _, labels = sample.partition("{")
@@ -274,7 +272,7 @@ def own_restate(
     """A Restate server for one test, which may stop and restart it."""
     server = RestateServer(tmp_path / "restate")
     server.start()
-    request.config.stash.setdefault(LOGS_KEY, []).append(server.workdir / "restate.log")
+    keep_log(request.config, server.workdir / "restate.log")
     try:
         handlers.register_with(server)
         yield server
@@ -353,11 +351,13 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
     )
     assert "Restate ingress unreachable" in body["detail"], body
     assert gauge(bridge, "restate_bridge_ingress_up") == 0
+
     # nothing is committed past what Restate accepted, however long the outage lasts
-    for _ in range(10):
+    def still_down() -> None:
         assert committed_metric(bridge, topic) == part1_ends
         assert bridge.readyz()[0] == 503
-        await asyncio.sleep(0.3)
+
+    await until(still_down, hold_for(3), "watched for 3 s", interval=0.3)
     assert outcome(bridge, topic, "accepted") == 200
 
     await asyncio.to_thread(server.restart)
@@ -409,11 +409,20 @@ async def test_survivor_takes_over_a_killed_group_member(
         interval=0.02,
     )
     victim.kill()
-    # more batches while the group notices and rebalances
+
+    def delivered_by_survivor() -> int:
+        return outcome(survivor, topic, "accepted") + outcome(survivor, topic, "duplicate")
+
+    # more batches while the group notices and rebalances, each once the survivor moved on
     for _ in range(3):
+        before = delivered_by_survivor()
         await produce_keyed(bootstrap, ledger, keys, sent, 200)
         sent += 200
-        await asyncio.sleep(0.5)
+        await until(
+            delivered_by_survivor,
+            lambda n, before=before: n > before,  # type: ignore[misc]
+            "the survivor delivering during the takeover",
+        )
 
     await wait_committed(bootstrap, group, ledger, "after the takeover")
     await until(
