@@ -112,3 +112,24 @@ def proxy(restate: RestateServer) -> Iterator[IngressProxy]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+def own_restate(
+    request: pytest.FixtureRequest, tmp_path: Path, handlers: HandlerServer
+) -> Iterator[RestateServer]:
+    """A Restate server for one test, which may stop and restart it."""
+    server = RestateServer(tmp_path / "restate")
+    server.start()
+    keep_log(request.config, server.workdir / "restate.log")
+    try:
+        handlers.register_with(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
+    async with Client(own_restate.ingress_url, timeout=10) as c:
+        yield c

@@ -33,11 +33,17 @@ async def test_retryable_answers_are_retried_in_order(
     await create_topics(broker.bootstrap_servers, [topic])
     proxy.refuse_status, proxy.retry_after = status, retry_after
     bridge = bridges.start(
-        route(name="shed", topic=topic, target="object", service="Recorder",
-              handler="record", key="{key}"),
+        route(
+            name="shed",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key="{key}",
+        ),
         group_id=unique("g"),
         ingress_url=proxy.url,
-    )  # fmt: skip
+    )
     proxy.refuse = 3
     await produce(
         broker.bootstrap_servers, topic, [Message(key.encode(), str(i).encode()) for i in range(5)]

@@ -39,16 +39,24 @@ async def test_pending_records_never_exceed_max_pending_records(
     await create_topics(broker.bootstrap_servers, [topic], partitions=2)
     # one key per record: every fetched record is sent at once, so the ingress holds them all
     await produce(
-        broker.bootstrap_servers, topic,
+        broker.bootstrap_servers,
+        topic,
         [Message(f"{tag}-{i}".encode(), str(i).encode()) for i in range(total)],
-    )  # fmt: skip
+    )
     proxy.hold()
     bridge = bridges.start(
-        route(name="rec", topic=topic, target="object", service="Recorder", handler="record",
-              key="{key}"),
-        group_id=unique("g"), ingress_url=proxy.url,
+        route(
+            name="rec",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key="{key}",
+        ),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
         delivery=f"max_pending_records = {bound}",
-    )  # fmt: skip
+    )
     seen: list[float] = []
 
     def pending() -> float:
@@ -60,8 +68,9 @@ async def test_pending_records_never_exceed_max_pending_records(
     await until(lambda: len(proxy.held()), lambda n: n == bound, f"{bound} sends held")
     await until(
         lambda: bridge.per_partition("restate_bridge_consumer_lag", topic),
-        lambda lag: sum(lag.values()) == total - bound, "the lag updated to the unfetched rest",
-    )  # fmt: skip
+        lambda lag: sum(lag.values()) == total - bound,
+        "the lag updated to the unfetched rest",
+    )
 
     def bounded() -> None:
         assert pending() <= bound, seen
@@ -72,8 +81,12 @@ async def test_pending_records_never_exceed_max_pending_records(
 
     await until(bounded, hold_for(1.5), "the bound holding for 1.5 s", interval=0.1)
     proxy.release()
-    await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == total, "all accepted",
-                interval=0.1)  # fmt: skip
+    await until(
+        lambda: outcome(bridge, topic, "accepted"),
+        lambda n: n == total,
+        "all accepted",
+        interval=0.1,
+    )
     await until(pending, lambda v: v == 0, "nothing pending", interval=0.05)
     assert max(seen) == bound, "the bound was never reached: nothing was tested"
     assert max_overlap(proxy.snapshot()) == bound
@@ -87,22 +100,35 @@ async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
     ends = {0: 100, 1: 60}
     await create_topics(broker.bootstrap_servers, [topic], partitions=2)
     await produce(
-        broker.bootstrap_servers, topic,
-        [Message(f"{tag}-{p}-{i}".encode(), b"1", partition=p)
-         for p, n in ends.items() for i in range(n)],
-    )  # fmt: skip
+        broker.bootstrap_servers,
+        topic,
+        [
+            Message(f"{tag}-{p}-{i}".encode(), b"1", partition=p)
+            for p, n in ends.items()
+            for i in range(n)
+        ],
+    )
     # Restate "down" behind a load balancer: every /send answers 503, fetching pauses
     proxy.refuse = -1
     bridge = bridges.start(
-        route(name="rec", topic=topic, target="object", service="Recorder", handler="record",
-              key="{key}"),
-        group_id=unique("g"), ingress_url=proxy.url, wait_ready=False,
+        route(
+            name="rec",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key="{key}",
+        ),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+        wait_ready=False,
         delivery=f"max_pending_records = {bound}",
-    )  # fmt: skip
+    )
     await until(
-        lambda: bridge.value("restate_bridge_pending_records"), lambda v: v == bound,
+        lambda: bridge.value("restate_bridge_pending_records"),
+        lambda v: v == bound,
         f"{bound} records fetched and stuck",
-    )  # fmt: skip
+    )
 
     def fetched() -> dict[int, int]:
         """Per partition, how many records the bridge fetched (each was sent, and refused)."""
@@ -122,17 +148,20 @@ async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
 
     await until(
         lambda: bridge.per_partition("restate_bridge_consumer_lag", topic).keys() == ends.keys(),
-        bool, "a lag series per partition",
-    )  # fmt: skip
+        bool,
+        "a lag series per partition",
+    )
     await until(lag_is_exact, hold_for(1.5), "the lag exact for 1.5 s", interval=0.2)
 
     proxy.refuse = 0
     await until(
-        lambda: (bridge.per_partition("restate_bridge_consumer_lag", topic),
-                 bridge.per_partition("restate_bridge_committed_offset", topic)),
+        lambda: (
+            bridge.per_partition("restate_bridge_consumer_lag", topic),
+            bridge.per_partition("restate_bridge_committed_offset", topic),
+        ),
         lambda lc: lc == ({0: 0, 1: 0}, ends),
         "lag 0 and everything committed once the ingress is back",
-    )  # fmt: skip
+    )
 
 
 async def test_route_max_in_flight_caps_that_route_only(
@@ -143,13 +172,22 @@ async def test_route_max_in_flight_caps_that_route_only(
     await produce(broker.bootstrap_servers, topic, [Message(None, b"1") for _ in range(total)])
     proxy.delay = 0.1
     routes = route(
-        name="capped", topic=topic, target="service", service="Greeter", handler="ping",
-        body="none", max_in_flight=cap,
-    ) + route(name="free", topic=topic, target="service", service="Greeter", handler="ping",
-              body="none")  # fmt: skip
+        name="capped",
+        topic=topic,
+        target="service",
+        service="Greeter",
+        handler="ping",
+        body="none",
+        max_in_flight=cap,
+    ) + route(
+        name="free", topic=topic, target="service", service="Greeter", handler="ping", body="none"
+    )
     bridge = bridges.start(routes, group_id=unique("g"), ingress_url=proxy.url)
-    await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == 2 * total,
-                "every record accepted on both routes")  # fmt: skip
+    await until(
+        lambda: outcome(bridge, topic, "accepted"),
+        lambda n: n == 2 * total,
+        "every record accepted on both routes",
+    )
     capped = proxy.snapshot(lambda s: s.idempotency_key.endswith(":capped"))
     free = proxy.snapshot(lambda s: s.idempotency_key.endswith(":free"))
     assert (len(capped), len(free)) == (total, total)
@@ -163,17 +201,29 @@ async def test_partition_ordering_sends_one_at_a_time_per_partition_in_offset_or
     topic, per_partition = unique("ordp"), 25
     await create_topics(broker.bootstrap_servers, [topic], partitions=2)
     await produce(
-        broker.bootstrap_servers, topic,
+        broker.bootstrap_servers,
+        topic,
         [Message(None, b"1", partition=p) for p in (0, 1) for _ in range(per_partition)],
-    )  # fmt: skip
+    )
     proxy.delay = 0.03
     bridge = bridges.start(
-        route(name="seq", topic=topic, target="service", service="Greeter", handler="ping",
-              body="none", ordering="partition"),
-        group_id=unique("g"), ingress_url=proxy.url,
-    )  # fmt: skip
-    await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == 2 * per_partition,
-                "every record accepted")  # fmt: skip
+        route(
+            name="seq",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="ping",
+            body="none",
+            ordering="partition",
+        ),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+    )
+    await until(
+        lambda: outcome(bridge, topic, "accepted"),
+        lambda n: n == 2 * per_partition,
+        "every record accepted",
+    )
     parts = by_partition(proxy.snapshot())
     for p, sends in parts.items():
         assert [s.partition_offset[1] for s in sends] == list(range(per_partition)), p
@@ -186,14 +236,25 @@ async def test_no_ordering_sends_one_objects_records_in_parallel(
 ) -> None:
     topic, key, total = unique("ordn"), unique("one"), 20
     await create_topics(broker.bootstrap_servers, [topic])
-    await produce(broker.bootstrap_servers, topic,
-                  [Message(key.encode(), str(i).encode()) for i in range(total)])  # fmt: skip
+    await produce(
+        broker.bootstrap_servers,
+        topic,
+        [Message(key.encode(), str(i).encode()) for i in range(total)],
+    )
     proxy.delay = 0.2
     bridge = bridges.start(
-        route(name="par", topic=topic, target="object", service="Recorder", handler="record",
-              key="{key}", ordering="none"),
-        group_id=unique("g"), ingress_url=proxy.url,
-    )  # fmt: skip
+        route(
+            name="par",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key="{key}",
+            ordering="none",
+        ),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+    )
     await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == total, "all accepted")
     # one object key, yet the sends overlapped: ordering = "none" gives up the per-key lane
     assert max_overlap(proxy.snapshot()) >= total // 2

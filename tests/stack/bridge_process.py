@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -181,6 +182,14 @@ class BridgeProcess:
     def terminate(self, timeout: float = 60) -> int | None:
         """SIGTERM and wait for the exit code."""
         return self.process.stop(timeout=timeout)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if the process still runs after ``timeout`` seconds."""
+        assert self.process.proc is not None
+        try:
+            return self.process.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self) -> None:
         self.process.kill()

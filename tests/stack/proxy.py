@@ -144,8 +144,9 @@ class IngressProxy:
         body = await request.read()
         if not request.path.endswith("/send"):
             return await self._forward(request, body)
-        send = Send(request.path, {k.lower(): v for k, v in request.headers.items()}, body,
-                    time.monotonic())  # fmt: skip
+        send = Send(
+            request.path, {k.lower(): v for k, v in request.headers.items()}, body, time.monotonic()
+        )
         with self._lock:
             index = len(self.sends)
             self.sends.append(send)
