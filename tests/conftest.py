@@ -133,3 +133,13 @@ def own_restate(
 async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
     async with Client(own_restate.ingress_url, timeout=10) as c:
         yield c
+
+
+@pytest.fixture
+def bare_restate(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestateServer]:
+    """A Restate server for one test with nothing registered (the test registers what it needs)."""
+    server = RestateServer(tmp_path / "bare-restate")
+    server.start()
+    keep_log(request.node, server.workdir / "restate.log")
+    yield server
+    server.stop()

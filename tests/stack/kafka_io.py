@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 
 @dataclass
@@ -20,12 +21,20 @@ class Message:
     partition: int | None = None
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+            [
+                NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=configs)
+                for n in names
+            ]
         )
     finally:
         await admin.close()
@@ -64,3 +73,13 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 3
     finally:
         await consumer.stop()
     return out
+
+
+async def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Change topic configs (e.g. ``min.insync.replicas``) with the admin API."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()
