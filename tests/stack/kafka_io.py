@@ -40,9 +40,13 @@ async def create_topics(
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> list[Any]:
+async def produce(
+    bootstrap: str, topic: str, messages: Iterable[Message], timeout: float = 40
+) -> list[Any]:
     """Produce ``messages`` in order; their ``RecordMetadata`` (partition, offset) in that order."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", request_timeout_ms=int(timeout * 1000)
+    )
     await producer.start()
     try:
         futures = [
