@@ -12,7 +12,7 @@ from collections import defaultdict
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import hold_for, recorded, route, unique, until
+from tests.helpers import hold_for, recorded, recorded_as, route, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -90,7 +90,7 @@ async def test_pending_records_never_exceed_max_pending_records(
     await until(pending, lambda v: v == 0, "nothing pending", interval=0.05)
     assert max(seen) == bound, "the bound was never reached: nothing was tested"
     assert max_overlap(proxy.snapshot()) == bound
-    assert await recorded(client, f"{tag}-{total - 1}")() == [total - 1]
+    await recorded_as(client, f"{tag}-{total - 1}", [total - 1])
 
 
 async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
