@@ -14,28 +14,21 @@ from pathlib import Path
 import pytest
 
 from bridge.ingress import Client
-from tests.stack.bridge_process import BridgeProcess, routes_toml
+from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import BROKERS, Broker, BrokerUnavailable, make_broker
+from tests.stack.logs import keep_log, tails
+from tests.stack.proxy import IngressProxy
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 
-LOGS_KEY = pytest.StashKey[list[Path]]()
-
-
-def _keep_log(owner: pytest.Config | pytest.Item, path: Path) -> None:
-    """Show ``path``'s tail when a test fails: every test for the session's servers (owner: the
-    config), only the owning test for its own processes (owner: the test item)."""
-    owner.stash.setdefault(LOGS_KEY, []).append(path)
+__all__ = ["BridgeFactory", "Broker"]  # tests import them from tests.stack; kept for old imports
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
     if report.failed:
-        for path in [*item.config.stash.get(LOGS_KEY, []), *item.stash.get(LOGS_KEY, [])]:
-            if path.exists():
-                tail = "\n".join(path.read_text(errors="replace").splitlines()[-30:])
-                report.sections.append((f"stack log {path}", tail))
+        report.sections.extend(tails(item))
     return report
 
 
@@ -66,7 +59,7 @@ def broker(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Broker]:
             raise
         pytest.skip(f"{name} could not start here: {exc}")
     for log in sorted(workdir.glob("*.log")):
-        _keep_log(request.config, log)
+        keep_log(request.config, log)
     yield instance
     instance.stop()
 
@@ -75,7 +68,7 @@ def broker(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Broker]:
 def handlers(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[HandlerServer]:
     server = HandlerServer(stack_dir / "handlers")
     server.start()
-    _keep_log(request.config, server.workdir / "handlers.log")
+    keep_log(request.config, server.workdir / "handlers.log")
     yield server
     server.stop()
 
@@ -87,7 +80,7 @@ def restate(
     """A Restate server with the test handlers registered, shared by the whole session."""
     server = RestateServer(stack_dir / "restate")
     server.start()
-    _keep_log(request.config, server.workdir / "restate.log")
+    keep_log(request.config, server.workdir / "restate.log")
     handlers.register_with(server)
     yield server
     server.stop()
@@ -97,58 +90,6 @@ def restate(
 async def client(restate: RestateServer) -> AsyncIterator[Client]:
     async with Client(restate.ingress_url, timeout=30) as c:
         yield c
-
-
-class BridgeFactory:
-    """Starts bridge processes for one test; every one is stopped (SIGKILL) at the end."""
-
-    def __init__(
-        self, request: pytest.FixtureRequest, workdir: Path, broker: Broker, restate: RestateServer
-    ) -> None:
-        self.request = request
-        self.workdir = workdir
-        self.broker = broker
-        self.restate = restate
-        self.started: list[BridgeProcess] = []
-
-    def routes(self, routes: str, *, group_id: str, **kwargs: object) -> str:
-        return routes_toml(
-            bootstrap=self.broker.bootstrap_servers,
-            ingress_url=self.restate.ingress_url,
-            group_id=group_id,
-            metrics_port=0,
-            routes=routes,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    def start(
-        self,
-        routes: str,
-        *,
-        group_id: str,
-        name: str = "bridge",
-        ingress_url: str | None = None,
-        wait_ready: bool = True,
-        **kwargs: object,
-    ) -> BridgeProcess:
-        proc = BridgeProcess(self.workdir, f"{name}-{len(self.started)}")
-        text = routes_toml(
-            bootstrap=self.broker.bootstrap_servers,
-            ingress_url=ingress_url or self.restate.ingress_url,
-            group_id=group_id,
-            metrics_port=proc.metrics_port,
-            routes=routes,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        proc.write_routes(text)
-        _keep_log(self.request.node, proc.process.log_path)
-        self.started.append(proc)
-        proc.start(wait_ready=wait_ready)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            proc.kill()
 
 
 @pytest.fixture
@@ -162,3 +103,43 @@ def bridges(
     factory = BridgeFactory(request, tmp_path, broker, restate)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def proxy(restate: RestateServer) -> Iterator[IngressProxy]:
+    """A counting proxy in front of the session's Restate ingress (see tests/stack/proxy.py)."""
+    instance = IngressProxy(restate.ingress_url)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def own_restate(
+    request: pytest.FixtureRequest, tmp_path: Path, handlers: HandlerServer
+) -> Iterator[RestateServer]:
+    """A Restate server for one test, which may stop and restart it."""
+    server = RestateServer(tmp_path / "restate")
+    server.start()
+    keep_log(request.config, server.workdir / "restate.log")
+    try:
+        handlers.register_with(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
+    async with Client(own_restate.ingress_url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def bare_restate(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestateServer]:
+    """A Restate server for one test with nothing registered (the test registers what it needs)."""
+    server = RestateServer(tmp_path / "bare-restate")
+    server.start()
+    keep_log(request.node, server.workdir / "restate.log")
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 import uuid
@@ -24,13 +25,11 @@ def unique(prefix: str) -> str:
 async def eventually(
     probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30
 ) -> Any:
-    """Poll ``probe`` until it returns ``expected``; return the last value either way."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while value != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        value = await probe()
-    return value
+    """Poll ``probe`` until it returns ``expected`` and return it; fail on timeout.
+
+    Kept for old callers (``assert await eventually(p, x) == x``); new code uses :func:`until`.
+    """
+    return await until(probe, lambda v: v == expected, f"equal to {expected!r:.200}", timeout)
 
 
 async def until(
@@ -44,7 +43,7 @@ async def until(
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
-        if asyncio.iscoroutine(value):
+        if inspect.isawaitable(value):
             value = await value
         if done(value):  # type: ignore[arg-type]
             return value  # type: ignore[return-value]
@@ -86,3 +85,16 @@ async def answer_cut_short(request: web.Request, status: int, body: bytes) -> we
     assert request.transport is not None
     request.transport.close()
     return resp
+
+
+async def recorded_as(client: Client, key: str, expected: list[Any], timeout: float = 30) -> None:
+    """The ``Recorder`` object ``key`` ends up holding exactly ``expected``; fail otherwise."""
+    await until(
+        recorded(client, key), lambda got: got == expected, f"{key} = {expected!r:.300}", timeout
+    )
+
+
+def hold_for(seconds: float) -> Callable[[Any], bool]:
+    """A ``done`` for :func:`until` that watches a value for ``seconds`` (the probe asserts)."""
+    end = time.monotonic() + seconds
+    return lambda _: time.monotonic() >= end

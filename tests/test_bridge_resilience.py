@@ -11,281 +11,35 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from bridge.ingress import Client, IngressError
-from tests.conftest import LOGS_KEY, BridgeFactory, Broker
-from tests.helpers import unique, until
-from tests.stack import kafka_io
-from tests.stack.bridge_process import BridgeProcess
+from bridge.ingress import Client
+from tests.helpers import hold_for, unique, until
+from tests.stack.bridge_process import BridgeFactory, BridgeProcess
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics
+from tests.stack.ledger import (
+    PARTITIONS,
+    Ledger,
+    assert_one_invocation_per_record,
+    assert_states,
+    committed_metric,
+    committed_offsets,
+    gauge,
+    outcome,
+    per_partition,
+    produce,
+    produce_keyed,
+    record_invocations,
+    recorder_route,
+    states,
+    wait_committed,
+)
 from tests.stack.restate import RestateServer
-from tests.stack.services import HandlerServer
 
 pytestmark = pytest.mark.integration
-
-PARTITIONS = 4
-
-
-def recorder_route(topic: str, *, key: str = "{key}", name: str = "rec") -> str:
-    return f"""
-[[routes]]
-name = "{name}"
-topic = "{topic}"
-target = "object"
-service = "Recorder"
-handler = "record"
-key = "{key}"
-"""
-
-
-# -- producing, and what must arrive ---------------------------------------------------------
-
-
-@dataclass
-class Ledger:
-    """Produced to a topic: per key the values in offset order; per partition the end."""
-
-    topic: str
-    _rows: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
-    ends: dict[int, int] = field(default_factory=dict)
-    count: int = 0
-
-    def expected(self, keys: Iterable[str] | None = None) -> dict[str, list[Any]]:
-        chosen = self._rows if keys is None else {k: self._rows.get(k, []) for k in keys}
-        return {k: [v for _, v in sorted(rows, key=lambda r: r[0])] for k, rows in chosen.items()}
-
-    @property
-    def keys(self) -> list[str]:
-        return sorted(self._rows)
-
-    def add(self, key: str, partition: int, offset: int, value: Any) -> None:
-        self._rows.setdefault(key, []).append((offset, value))
-        self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
-        self.count += 1
-
-
-async def produce(
-    bootstrap: str, ledger: Ledger, messages: Sequence[Message], *, key_of: Callable[[Any], str]
-) -> None:
-    """Produce ``messages``; record each JSON value under ``key_of(value)`` at its real offset."""
-    metas = await kafka_io.produce(bootstrap, ledger.topic, messages)
-    for m, meta in zip(messages, metas, strict=True):
-        assert m.value is not None
-        try:
-            value = json.loads(m.value)
-        except ValueError:
-            ledger.ends[meta.partition] = max(ledger.ends.get(meta.partition, 0), meta.offset + 1)
-            continue  # poison: never arrives anywhere
-        ledger.add(key_of(value), meta.partition, meta.offset, value)
-
-
-async def produce_keyed(
-    bootstrap: str, ledger: Ledger, keys: Sequence[str], start: int, count: int
-) -> None:
-    """Produce records ``start`` .. ``start + count - 1`` of the :func:`keyed` sequence."""
-    await produce(bootstrap, ledger, keyed(keys, start, count), key_of=by_key(keys))
-
-
-def keyed(keys: Sequence[str], start: int, count: int) -> list[Message]:
-    """``count`` records ``{"n": i}`` round-robin over ``keys`` (the key picks the partition)."""
-    return [
-        Message(keys[i % len(keys)].encode(), json.dumps({"n": i}).encode())
-        for i in range(start, start + count)
-    ]
-
-
-def by_key(keys: Sequence[str]) -> Callable[[Any], str]:
-    """The key :func:`keyed` gave the record with this value."""
-    return lambda value: keys[value["n"] % len(keys)]
-
-
-async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offsets, read with the admin API (joins no group)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return await _committed(admin, group, topic)
-    finally:
-        await admin.close()
-
-
-async def _committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> dict[int, int]:
-    offsets = await admin.list_consumer_group_offsets(
-        group, partitions=[TopicPartition(topic, p) for p in range(PARTITIONS)]
-    )
-    return {tp.partition: om.offset for tp, om in offsets.items() if om.offset >= 0}
-
-
-async def wait_committed(bootstrap: str, group: str, ledger: Ledger, what: str) -> None:
-    """Wait until the group committed the end of every partition that got records.
-
-    The group's offsets, not one bridge's metric: a partition that an earlier bridge finished
-    is never committed again.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await until(
-            lambda: _committed(admin, group, ledger.topic),
-            lambda c: all(c.get(p) == end for p, end in ledger.ends.items()),
-            f"{what}: group committed up to {ledger.ends}",
-            interval=0.3,
-        )
-    finally:
-        await admin.close()
-
-
-# -- polling -----------------------------------------------------------------------------------
-
-
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def samples(bridge: BridgeProcess, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of metric ``name`` with their labels ([] while the process does not answer)."""
-    try:
-        everything = bridge.metrics()
-    except OSError:
-        return []
-    out = []
-    for sample, value in everything.items():
-        base, _, labels = sample.partition("{")
-        if base == name:
-            out.append((dict(_LABEL.findall(labels)), value))
-    return out
-
-
-def outcome(bridge: BridgeProcess, topic: str, which: str) -> int:
-    return int(
-        sum(
-            v
-            for labels, v in samples(bridge, "restate_bridge_messages_total")
-            if labels.get("topic") == topic and labels.get("outcome") == which
-        )
-    )
-
-
-def per_partition(bridge: BridgeProcess, name: str, topic: str) -> dict[int, int]:
-    return {
-        int(labels["partition"]): int(v)
-        for labels, v in samples(bridge, name)
-        if labels.get("topic") == topic
-    }
-
-
-def committed_metric(bridge: BridgeProcess, topic: str) -> dict[int, int]:
-    return per_partition(bridge, "restate_bridge_committed_offset", topic)
-
-
-def gauge(bridge: BridgeProcess, name: str) -> float | None:
-    found = samples(bridge, name)
-    return found[0][1] if found else None
-
-
-# -- what Restate holds ------------------------------------------------------------------------
-
-
-async def states(client: Client, keys: Sequence[str]) -> dict[str, Any]:
-    async def one(key: str) -> Any:
-        try:
-            return await client.object("Recorder", key, "get").request()
-        except IngressError as exc:  # Restate restarting: not there yet
-            return f"unavailable: {exc}"
-
-    return dict(zip(keys, await asyncio.gather(*(one(k) for k in keys)), strict=True))
-
-
-def describe_diff(actual: dict[str, Any], expected: dict[str, list[Any]]) -> str:
-    lines = []
-    for key, want in expected.items():
-        got = actual.get(key)
-        if got == want:
-            continue
-        if not isinstance(got, list):
-            lines.append(f"{key}: {got!r}")
-            continue
-        seen = Counter(json.dumps(v, sort_keys=True) for v in got)
-        dupes = [v for v, n in seen.items() if n > 1]
-        missing = [v for v in want if json.dumps(v, sort_keys=True) not in seen]
-        first = next(
-            (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
-            min(len(got), len(want)),
-        )
-        lines.append(
-            f"{key}: {len(got)} entries, want {len(want)}; duplicates {dupes[:3]}, "
-            f"missing {missing[:3]}, first difference at index {first}"
-        )
-    return "\n".join(lines[:20])
-
-
-async def assert_states(client: Client, expected: dict[str, list[Any]]) -> None:
-    """Every key's state ends up exactly its expected list (exactly once, in offset order)."""
-    keys = sorted(expected)
-    try:
-        await until(lambda: states(client, keys), lambda s: s == expected, "states complete")
-    except AssertionError:
-        actual = await states(client, keys)
-        raise AssertionError(
-            f"Recorder state differs from what was produced:\n{describe_diff(actual, expected)}"
-        ) from None
-
-
-def record_invocations(server: RestateServer, keys: Sequence[str]) -> list[dict[str, Any]]:
-    quoted = ", ".join(f"'{k}'" for k in keys)
-    return server.query(
-        "SELECT target_service_key AS key, idempotency_key AS idem, status FROM sys_invocation "
-        f"WHERE target_service_name = 'Recorder' AND target_handler_name = 'record' "
-        f"AND target_service_key IN ({quoted})"
-    )
-
-
-async def assert_one_invocation_per_record(server: RestateServer, ledger: Ledger) -> None:
-    """Restate holds exactly one ``record`` invocation per produced record, all completed."""
-    rows = await until(
-        lambda: record_invocations(server, ledger.keys),
-        lambda rows: len(rows) >= ledger.count and all(r["status"] == "completed" for r in rows),
-        f"{ledger.count} completed invocations",
-    )
-    idems = Counter(r["idem"] for r in rows)
-    assert len(rows) == ledger.count, f"{len(rows)} invocations for {ledger.count} records"
-    assert len(idems) == ledger.count, [k for k, n in idems.items() if n > 1][:5]
-    per_key = Counter(r["key"] for r in rows)
-    assert per_key == Counter({k: len(v) for k, v in ledger.expected().items()})
-    topic_prefix = f"{ledger.topic}-"
-    assert all(str(k).startswith(topic_prefix) for k in idems), list(idems)[:3]
-
-
-# -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_restate(
-    request: pytest.FixtureRequest, tmp_path: Path, handlers: HandlerServer
-) -> Iterator[RestateServer]:
-    """A Restate server for one test, which may stop and restart it."""
-    server = RestateServer(tmp_path / "restate")
-    server.start()
-    request.config.stash.setdefault(LOGS_KEY, []).append(server.workdir / "restate.log")
-    try:
-        handlers.register_with(server)
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
-    async with Client(own_restate.ingress_url, timeout=10) as c:
-        yield c
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -353,11 +107,13 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
     )
     assert "Restate ingress unreachable" in body["detail"], body
     assert gauge(bridge, "restate_bridge_ingress_up") == 0
+
     # nothing is committed past what Restate accepted, however long the outage lasts
-    for _ in range(10):
+    def still_down() -> None:
         assert committed_metric(bridge, topic) == part1_ends
         assert bridge.readyz()[0] == 503
-        await asyncio.sleep(0.3)
+
+    await until(still_down, hold_for(3), "watched for 3 s", interval=0.3)
     assert outcome(bridge, topic, "accepted") == 200
 
     await asyncio.to_thread(server.restart)
@@ -409,11 +165,20 @@ async def test_survivor_takes_over_a_killed_group_member(
         interval=0.02,
     )
     victim.kill()
-    # more batches while the group notices and rebalances
+
+    def delivered_by_survivor() -> int:
+        return outcome(survivor, topic, "accepted") + outcome(survivor, topic, "duplicate")
+
+    # more batches while the group notices and rebalances, each once the survivor moved on
     for _ in range(3):
+        before = delivered_by_survivor()
         await produce_keyed(bootstrap, ledger, keys, sent, 200)
         sent += 200
-        await asyncio.sleep(0.5)
+        await until(
+            delivered_by_survivor,
+            lambda n, before=before: n > before,  # type: ignore[misc]
+            "the survivor delivering during the takeover",
+        )
 
     await wait_committed(bootstrap, group, ledger, "after the takeover")
     await until(

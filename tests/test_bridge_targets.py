@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -11,8 +10,9 @@ from typing import Any
 import pytest
 
 from bridge.ingress import Client
-from tests.conftest import BridgeFactory, Broker
-from tests.helpers import eventually, messages_total, recorded, route, unique
+from tests.helpers import messages_total, recorded, recorded_as, route, unique, until
+from tests.stack.bridge_process import BridgeFactory
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
 from tests.stack.restate import RestateServer
 
@@ -41,7 +41,7 @@ key = "{{key}}"
     )
     for k, key in enumerate(keys):
         expected = [{"n": i} for i in range(k, 100, 5)]
-        assert await eventually(recorded(client, key), expected) == expected
+        await recorded_as(client, key, expected)
     samples = bridge.metrics()
     accepted = f'restate_bridge_messages_total{{outcome="accepted",route="ledger",topic="{topic}"}}'
     assert samples[accepted] == 100
@@ -71,11 +71,9 @@ async def test_content_routing_fan_out_and_keys_from_header_and_json(
     ]
     await produce(broker.bootstrap_servers, topic, msgs)
     bridge = bridges.start(routes, group_id=unique("g"))
-    assert await eventually(recorded(client, f"{tag}-a1"), [5, 3]) == [5, 3]
-    audit = [{"amount": 5}, {"amount": 3}]
-    assert await eventually(recorded(client, f"{tag}-audit"), audit) == audit
-    order = [{"type": "order", "customer": {"id": "c9"}, "n": 1}]
-    assert await eventually(recorded(client, f"{tag}-c9"), order) == order
+    await recorded_as(client, f"{tag}-a1", [5, 3])
+    await recorded_as(client, f"{tag}-audit", [{"amount": 5}, {"amount": 3}])
+    await recorded_as(client, f"{tag}-c9", [{"type": "order", "customer": {"id": "c9"}, "n": 1}])
     samples = bridge.metrics()
     assert messages_total(samples, topic, "credits", "accepted") == 2
     assert messages_total(samples, topic, "audit", "accepted") == 2
@@ -95,7 +93,7 @@ async def test_odd_kafka_keys_reach_the_object_unchanged(
         route(topic=topic, target="object", service="Recorder", handler="record", key="{key}"),
         group_id=unique("g"),
     )
-    assert await eventually(recorded(client, object_key), ["v"]) == ["v"]
+    await recorded_as(client, object_key, ["v"])
     assert await client.object("Recorder", object_key, "key").request() == object_key
 
 
@@ -115,14 +113,7 @@ async def test_service_route_and_forwarded_headers(
     await produce(broker.bootstrap_servers, topic, [Message(None, b'{"name": "Ada"}', headers)])
     bridges.start(routes, group_id=unique("g"))
 
-    async def entries() -> Any:
-        return await client.object("Recorder", tag, "get").request()
-
-    got = await eventually(entries, None, timeout=1)  # poll until something arrives
-    deadline = time.monotonic() + 30
-    while not got and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        got = await entries()
+    got: Any = await until(recorded(client, tag), bool, "the header record arriving", 30)
     assert len(got) == 1
     assert got[0]["value"] == {"name": "Ada"}
     assert got[0]["headers"]["x-trace"] == "trace-1"
@@ -148,16 +139,17 @@ async def test_workflow_route_runs_once_per_workflow_id(
         group_id=unique("g"),
     )  # fmt: skip
     status = client.workflow("Signup", wf, "status")
-    assert await eventually(status.request, "waiting") == "waiting"
+    await until(status.request, lambda s: s == "waiting", "the workflow waiting")
 
-    async def outcomes() -> tuple[float, float]:
+    def outcomes() -> tuple[float, float]:
         s = bridge.metrics()
         return (
             messages_total(s, topic, "signup", "accepted"),
             messages_total(s, topic, "signup", "duplicate"),
         )
 
-    assert await eventually(outcomes, (1.0, 1.0)) == (1.0, 1.0)
+    # the second record for the same workflow id is PreviouslyAccepted, never a second run
+    await until(outcomes, lambda o: o == (1.0, 1.0), "one accepted and one duplicate")
     await client.workflow("Signup", wf, "approve").request("bridge")
     result = await client.workflow_handle("Signup", wf).attach()
     assert result == "ada@example.com approved by bridge"
@@ -177,13 +169,14 @@ async def test_delay_from_a_header_schedules_the_invocation(
         broker.bootstrap_servers, topic, [Message(key.encode(), b'"late"', [("delay", b"3s")])]
     )
 
-    async def accepted() -> float:
-        return messages_total(bridge.metrics(), topic, "later", "accepted")
-
-    assert await eventually(accepted, 1.0) == 1.0
+    await until(
+        lambda: messages_total(bridge.metrics(), topic, "later", "accepted"),
+        lambda n: n == 1,
+        "the delayed record accepted",
+    )
     accepted_at = time.monotonic()
     assert await client.object("Recorder", key, "get").request() == []
-    assert await eventually(recorded(client, key), ["late"]) == ["late"]
+    await recorded_as(client, key, ["late"])
     assert time.monotonic() - accepted_at > 1.5
 
 
@@ -235,12 +228,13 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_reasons(
     assert "404" in error[b"k4"]
     assert dict(by_key[b"k4"].headers)["bridge.route"] == b"missing-handler"  # type: ignore[attr-defined]
     assert dict(by_key[b"k4"].headers)["trace"] == b"t4"  # type: ignore[attr-defined]
-    assert await eventually(recorded(client, f"{tag}-c1"), [{"customer": "c1"}])
+    await recorded_as(client, f"{tag}-c1", [{"customer": "c1"}])
     samples = bridge.metrics()
     assert messages_total(samples, topic, "by-customer", "dead_lettered") == 2
     assert messages_total(samples, topic, "by-customer", "accepted") == 1
 
-    async def committed() -> float:
-        return bridge.metric(f'restate_bridge_committed_offset{{partition="0",topic="{topic}"}}')
-
-    assert await eventually(committed, 5.0) == 5.0
+    await until(
+        lambda: bridge.per_partition("restate_bridge_committed_offset", topic),
+        lambda c: c == {0: 5.0},
+        "partition 0 committed past every record",
+    )
