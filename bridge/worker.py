@@ -194,6 +194,7 @@ class Bridge:
             auto_offset_reset=cfg.kafka.auto_offset_reset,
             isolation_level=cfg.kafka.isolation_level,
             session_timeout_ms=cfg.kafka.session_timeout_ms,
+            metadata_max_age_ms=cfg.kafka.metadata_max_age_ms,
             heartbeat_interval_ms=max(100, cfg.kafka.session_timeout_ms // 3),
             fetch_max_bytes=cfg.kafka.fetch_max_bytes,
             max_partition_fetch_bytes=cfg.kafka.max_partition_fetch_bytes,

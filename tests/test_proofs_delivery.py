@@ -170,11 +170,6 @@ async def test_topic_pattern_is_a_full_match(
         assert bridge.samples("restate_bridge_consumer_lag", topic=t) == [], t
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the consumer refreshes topic metadata every 5 minutes (aiokafka's default "
-    "metadata_max_age_ms, not set by bridge/worker.py): a topic created later is only seen then",
-)
 async def test_topic_pattern_picks_up_a_topic_created_after_the_start(
     broker: Broker, bridges: BridgeFactory, client: Client
 ) -> None:

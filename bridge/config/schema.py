@@ -169,6 +169,9 @@ class KafkaConfig:
     ssl_keyfile: str | None = None
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """The group session timeout; heartbeats every third of it."""
+    metadata_max_age_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
+    """How often topic metadata is refreshed: a new topic matching a ``topic_pattern`` is consumed
+    within about this long (Kafka's own default, five minutes, is long to wait)."""
     fetch_max_bytes: int = 16 * 1024 * 1024
     max_partition_fetch_bytes: int = 1024 * 1024
     """Fetch sizes: with the delivery limits they bound memory."""
