@@ -136,6 +136,42 @@ async def test_a_refused_dead_letter_is_retried_and_nothing_passes_it(
     assert outcome(bridge, topic, "dead_lettered") == 1
 
 
+async def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    topic, dlq, group, key = unique("dlqbig"), unique("dlq"), unique("g"), unique("k")
+    await create_topics(broker.bootstrap_servers, [topic])
+    await create_topics(broker.bootstrap_servers, [dlq], configs={"max.message.bytes": "2048"})
+    big = b"not json " + b"x" * 8000
+    try:
+        await produce(broker.bootstrap_servers, dlq, [Message(b"probe", big)], timeout=5)
+    except KafkaError:
+        pass  # refused as too large, as wanted
+    else:
+        pytest.skip(f"{broker.name} does not enforce max.message.bytes on a topic")
+    await produce(
+        broker.bootstrap_servers,
+        topic,
+        [Message(key.encode(), big), Message(key.encode(), b'{"n": 1}')],
+    )
+    bridge = bridges.start(recorder(topic, body="{value.n}"), group_id=group, dead_letter_topic=dlq)
+    [dead] = await read_topic(broker.bootstrap_servers, dlq, expect=1, timeout=30)
+    headers = dict(dead.headers)
+    assert dead.key == key.encode()
+    assert dead.value is None
+    assert headers["bridge.original_value_size"] == str(len(big)).encode()
+    assert headers["bridge.value_dropped"]
+    assert b"not JSON" in headers["bridge.error"]
+    await until(
+        lambda: committed_offsets(broker.bootstrap_servers, group, topic),
+        lambda c: c == {0: 2},
+        "committed past both records",
+    )
+    assert await recorded(client, key)() == [1]
+    assert outcome(bridge, topic, "dead_lettered") == 1
+    assert bridge.value("restate_bridge_dead_letter_errors_total") >= 1
+
+
 def pattern_route(prefix: str) -> str:
     return route(
         name="pat",
