@@ -26,8 +26,9 @@ from .backoff import Backoff
 from .config import DeliveryConfig
 from .ingress import IngressError
 
-DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx"})
-"""Failures that say the ingress itself is unwell: fetching pauses until it answers again."""
+DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx", "http_401", "http_403"})
+"""Failures that say the ingress itself is unwell, or refuses the bridge's credentials: fetching
+pauses until it answers again."""
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 """The producer's own size check and the broker's answers for a record it will not store."""
@@ -106,9 +107,9 @@ def after_send_failure(
 ) -> Retry | GiveUp:
     """What to do after a send of one invocation failed with ``error`` at monotonic time ``now``.
 
-    - retryable ingress errors (connection, timeout, 408, 425, 429, 5xx): retry forever with
-      backoff, honouring ``retry_after`` up to ``retry_max``; connection, timeout and 5xx mark the
-      ingress down;
+    - retryable ingress errors (connection, timeout, 401/403 not from a handler, 408, 425, 429,
+      5xx): retry forever with backoff, honouring ``retry_after`` up to ``retry_max``; connection,
+      timeout, 401, 403 and 5xx mark the ingress down;
     - 404 not from the handler: retry until ``unknown_target_grace`` has passed since the first
       404, then give up;
     - any other ingress error: give up, with the answer as the reason;

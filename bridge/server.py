@@ -1,10 +1,21 @@
 """The bridge's HTTP listener: the status page ``/`` (and ``/status.json``), ``/metrics``,
-``/healthz`` (alive) and ``/readyz`` (in the consumer group and the ingress reachable)."""
+``/healthz`` (alive) and ``/readyz`` (in the consumer group and the ingress reachable).
+
+With a token (``[metrics] token_env`` / ``token_file``), every path but ``/healthz``,
+``/metrics`` and the page itself answers 401 without ``Authorization: Bearer <token>``. The page
+``/`` is a static file that holds no data: it asks for the token (or reads it from the URL's
+``#token=`` fragment, which browsers never send) and sends it as that header. A token in a query
+string would land in access logs, proxies and ``Referer`` headers, so none is accepted.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import Any
 
@@ -19,6 +30,32 @@ log = logging.getLogger(__name__)
 Readiness = Callable[[], tuple[bool, str]]
 StatusSnapshot = Callable[[], dict[str, Any]]
 PAGE = files("bridge").joinpath("status_page.html").read_bytes()
+OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
+"""Paths answered without the token: liveness, the metrics scrape, and the page's static shell."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _page_headers(page: bytes) -> dict[str, str]:
+    """The page runs its own inline script and nothing else: even markup that slipped into the
+    DOM could not run a script, load anything or send data anywhere but this listener."""
+    scripts = re.findall(rb"<script>(.*?)</script>", page, re.DOTALL)
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts
+    )
+    policy = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
+
+
+PAGE_HEADERS = _page_headers(PAGE)
 
 
 class StatusServer:
@@ -29,16 +66,22 @@ class StatusServer:
         host: str,
         port: int,
         status: StatusSnapshot | None = None,
+        token: str | None = None,
     ) -> None:
         self._metrics = metrics
+        self._token = token.encode() if token else None
         self._readiness = readiness
         self._status = status
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
 
+    def __repr__(self) -> str:
+        auth = ", token=***" if self._token else ""
+        return f"StatusServer(host={self.host!r}, port={self.port}{auth})"
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize] if self._token else [])
         app.router.add_get("/", self._page)
         app.router.add_get("/status.json", self._status_json)
         app.router.add_get("/metrics", self._export)
@@ -62,8 +105,28 @@ class StatusServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or self._authorized(request):
+            return await handler(request)
+        return web.json_response(
+            {"status": "unauthorized", "detail": "send Authorization: Bearer <[metrics] token>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="restate-bridge"'},
+        )
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._token is not None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest takes as long whatever prefix matches: no timing hint
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self._token
+        )
+
     async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(body=PAGE, content_type="text/html", charset="utf-8")
+        return web.Response(
+            body=PAGE, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+        )
 
     async def _status_json(self, request: web.Request) -> web.Response:
         if self._status is None:

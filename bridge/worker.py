@@ -8,7 +8,7 @@ fetched and not yet committable (a record that stays unfinished holds back every
 
 Lifecycle (:meth:`Bridge.run`)::
 
-    start   status server -> ingress client (+ health probe) -> dead-letter producer
+    start   status server -> ingress client (+ health probe, token file) -> dead-letter producer
             -> dispatcher -> consumer
     run     fetch, plan, submit; commit and update the per-partition gauges every commit_interval
     stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from .config import BridgeConfig, KafkaConfig
+from .config import BridgeConfig, KafkaConfig, ingress_ssl_context
 from .deadletter import DeadLetter, DeadLetterSink
 from .dispatch import Blocked, Dispatcher, PendingRecord
 from .health import IngressHealth
@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record
 from .routing import Invocation, Poison, Router, Skip
+from .secrets import TokenFile
 from .server import StatusServer
 from .status import RecentDeadLetters, snapshot
 
@@ -111,6 +112,7 @@ class Bridge:
             self.metrics,
             self.readiness,
             *config.metrics.host_port,
+            token=config.metrics.token,
             status=lambda: snapshot(
                 config, self.metrics, self.dead_letters, self.readiness(), self.blocked
             ),
@@ -161,8 +163,13 @@ class Bridge:
                 token=self._token,
                 timeout=cfg.restate.request_timeout.total_seconds(),
                 max_connections=cfg.restate.max_connections,
+                ssl_context=ingress_ssl_context(cfg.restate),
             )
         )
+        if cfg.restate.token_file is not None:
+            token_file = TokenFile(cfg.restate.token_file, client.set_token, current=self._token)
+            watch = asyncio.create_task(token_file.watch_forever())
+            stack.push_async_callback(_cancel, watch)
         probe = asyncio.create_task(self.health.probe_forever(client))
         stack.push_async_callback(_cancel, probe)
 

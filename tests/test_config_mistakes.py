@@ -324,7 +324,7 @@ def test_sasl_credentials_are_required_for_plain_and_scram() -> None:
     text = route(kafka='security_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "SCRAM-SHA-512"\n')
     assert problems(text) == [
         "routes.toml:4: sasl_mechanism SCRAM-SHA-512 needs sasl_username",
-        "routes.toml:4: sasl_mechanism SCRAM-SHA-512 needs sasl_password_env",
+        "routes.toml:4: sasl_mechanism SCRAM-SHA-512 needs sasl_password_env or sasl_password_file",
     ]
 
 

@@ -196,3 +196,44 @@ async def test_status_page_shows_what_metrics_export(
     shot.unlink(missing_ok=True)
     headless(url, tmp_path, f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.integration
+async def test_markup_in_a_dead_letter_reason_or_a_route_name_renders_as_text(
+    broker: Broker, bridges: BridgeFactory, tmp_path: Path
+) -> None:
+    topic, dlq = unique("xss"), unique("dlq")
+    await create_topics(broker.bootstrap_servers, [topic, dlq])
+    script = "<script>document.title=1</script>"
+    name = '<img src=x onerror="document.title=2">'
+    # a header value no HTTP header may carry (non-ASCII): the reason quotes it
+    routes = route(
+        name=name, topic=topic, target="object", service="Recorder", handler="record",
+        key="{key}", headers=["x-note"],
+    )  # fmt: skip
+    note = (script + "\u00e9").encode()
+    await produce(broker.bootstrap_servers, topic, [Message(b"k", b"1", [("x-note", note)])])
+    bridge = bridges.start(routes, group_id=unique("g"), dead_letter_topic=dlq)
+
+    async def dead() -> float:
+        return sum(
+            v
+            for k, v in bridge.metrics().items()
+            if k.startswith("restate_bridge_messages_total") and 'outcome="dead_lettered"' in k
+        )
+
+    assert await eventually(dead, 1.0) == 1.0
+    dom = headless(f"http://127.0.0.1:{bridge.metrics_port}/", tmp_path, "--dump-dom").stdout
+    page = Cells()
+    page.feed(dom)
+    [row] = page.rows["dead"]
+    assert row[1] == name
+    assert script in row[3]
+    [route_row] = page.rows["routes"]
+    assert route_row[0] == name
+    # no element came from the data, and neither injected script ran
+    assert "<img" not in dom
+    assert dom.count("<script") == 1  # the page's own
+    title = re.search(r"<title>(.*?)</title>", dom, re.DOTALL)
+    assert title is not None
+    assert title.group(1) == "restate-kafka-bridge"

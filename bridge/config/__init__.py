@@ -13,10 +13,18 @@ whole file (a route reading the dead-letter topic, a delay beyond ``max_delay``)
 
 Environment overrides and secrets are read here and nowhere else, from the injected ``env``:
 ``RESTATE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``, ``BRIDGE_METRICS_LISTEN`` (each overrides the file),
-``BRIDGE_LOG_LEVEL``, ``RESTATE_AUTH_TOKEN`` and the variable ``[kafka] sasl_password_env`` names.
+``BRIDGE_LOG_LEVEL``, ``RESTATE_AUTH_TOKEN``, and every secret: each from the variable its
+``*_env`` option names or the file its ``*_file`` option names (at most one of the two).
 """
 
-from .loader import check_log_level, load_config, parse_config
+from .loader import (
+    SecretFileError,
+    check_log_level,
+    ingress_ssl_context,
+    load_config,
+    parse_config,
+    read_secret_file,
+)
 from .schema import (
     DEFAULT_IDEMPOTENCY_KEY,
     ORDERINGS,
@@ -56,8 +64,11 @@ __all__ = [
     "Ordering",
     "RestateConfig",
     "RouteConfig",
+    "SecretFileError",
     "TargetKind",
     "check_log_level",
+    "ingress_ssl_context",
     "load_config",
     "parse_config",
+    "read_secret_file",
 ]

@@ -7,7 +7,7 @@ import os
 import re
 import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -85,7 +85,11 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     indexed = read_routes(doc.get("routes"), problems)
     for rule in FILE_RULES:
         rule(indexed, dead_letter, delivery, problems)
-    restate = dataclasses.replace(restate, token=env.get("RESTATE_AUTH_TOKEN") or None)
+    if "restate" in clean:
+        restate = _restate_rules(restate, problems, env)
+    if "metrics" in clean:
+        token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
+        metrics = dataclasses.replace(metrics, token=token)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
@@ -136,25 +140,26 @@ def _kafka_rules(kafka: KafkaConfig, problems: Problems, env: Mapping[str, str])
             "sasl_mechanism OAUTHBEARER needs a token provider, which the bridge does not have; "
             "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
         )
-    for key in ("sasl_username", "sasl_password_env"):
+    for key in ("sasl_username", "sasl_password_env", "sasl_password_file"):
         if getattr(kafka, key) is not None and kafka.sasl_mechanism is None:
             problems.add((*at, key), f"{key} is only used with sasl_mechanism")
-    password = None
     if kafka.sasl_mechanism is not None and kafka.sasl_mechanism != "OAUTHBEARER":
-        for key in ("sasl_username", "sasl_password_env"):
-            if getattr(kafka, key) is None:
-                problems.add(
-                    (*at, "sasl_mechanism"), f"sasl_mechanism {kafka.sasl_mechanism} needs {key}"
-                )
-    if kafka.sasl_password_env is not None:
-        password = env.get(kafka.sasl_password_env) or None
-        if password is None:
-            problems.env(
-                kafka.sasl_password_env,
-                "unset or empty, but [kafka] sasl_password_env names it as the SASL password",
+        mechanism = kafka.sasl_mechanism
+        if kafka.sasl_username is None:
+            problems.add((*at, "sasl_mechanism"), f"sasl_mechanism {mechanism} needs sasl_username")
+        if kafka.sasl_password_env is None and kafka.sasl_password_file is None:
+            problems.add(
+                (*at, "sasl_mechanism"),
+                f"sasl_mechanism {mechanism} needs sasl_password_env or sasl_password_file",
             )
+    password = _secret(problems, "kafka", kafka, "sasl_password", "the SASL password", env)
+    for key in ("ssl_password_env", "ssl_password_file"):
+        if getattr(kafka, key) is not None and kafka.ssl_certfile is None:
+            problems.add((*at, key), f"{key} is a client key's passphrase; set ssl_certfile")
+    passphrase = _secret(problems, "kafka", kafka, "ssl_password", "the key passphrase", env)
+    kafka = dataclasses.replace(kafka, sasl_password=password, ssl_password=passphrase)
     _ssl_files(kafka, problems)
-    return dataclasses.replace(kafka, sasl_password=password)
+    return kafka
 
 
 def _ssl_files(kafka: KafkaConfig, problems: Problems) -> None:
@@ -177,9 +182,121 @@ def _ssl_files(kafka: KafkaConfig, problems: Problems) -> None:
         try:
             context = ssl.create_default_context(cafile=files["ssl_cafile"])
             if files["ssl_certfile"] is not None:
-                context.load_cert_chain(files["ssl_certfile"], files["ssl_keyfile"])
+                context.load_cert_chain(
+                    files["ssl_certfile"], files["ssl_keyfile"], _passphrase(kafka.ssl_password)
+                )
         except (ssl.SSLError, OSError, ValueError) as exc:
             problems.add(("kafka", "security_protocol"), f"TLS files do not load: {exc}")
+
+
+def _passphrase(password: str | None) -> Callable[[], str]:
+    """For ``load_cert_chain``: never ``None``, which makes OpenSSL ask on the terminal."""
+    return lambda: password or ""
+
+
+def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str, str]) -> Any:
+    """The ingress token, and the TLS files of an ``https://`` ingress (they must load)."""
+    token = _secret(
+        problems, "restate", restate, "token", "the ingress token", env,
+        default_env="RESTATE_AUTH_TOKEN",
+    )  # fmt: skip
+    files = {k: getattr(restate, k) for k in ("ca_file", "cert_file", "key_file")}
+    before = len(problems.items)
+    for key, name in files.items():
+        if name is None:
+            continue
+        if not restate.ingress_url.startswith("https://"):
+            problems.add(("restate", key), f"{key} is only used with an https:// ingress_url")
+        elif not os.path.isfile(name):
+            problems.add(("restate", key), f"{key}: no such file {name!r}")
+    if files["key_file"] is not None and files["cert_file"] is None:
+        problems.add(("restate", "key_file"), "key_file needs cert_file (the client certificate)")
+    if len(problems.items) == before and any(files.values()):
+        try:
+            ingress_ssl_context(dataclasses.replace(restate, token=None))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.add(("restate", "ca_file"), f"TLS files do not load: {exc}")
+    return dataclasses.replace(restate, token=token)
+
+
+def ingress_ssl_context(restate: RestateConfig) -> ssl.SSLContext | None:
+    """The TLS context of an ``https://`` ingress with ``ca_file`` / ``cert_file``; ``None`` when
+    the defaults (the system's CAs, no client certificate) do."""
+    if restate.ca_file is None and restate.cert_file is None:
+        return None
+    context = ssl.create_default_context(cafile=restate.ca_file)
+    if restate.cert_file is not None:
+        context.load_cert_chain(restate.cert_file, restate.key_file, _passphrase(None))
+    return context
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+class SecretFileError(ValueError):
+    """A secret file that cannot be used; the message says why, never what it holds."""
+
+
+def read_secret_file(path: str) -> str:
+    """A secret kept in a file, as Kubernetes mounts one: the whole file, one trailing newline
+    (``\\n`` or ``\\r\\n``) stripped. Raises :class:`SecretFileError` for a file that is
+    missing, unreadable, empty, not UTF-8 or holds more than one line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SecretFileError(f"cannot read {path!r}: {reason}") from None
+    except ValueError:  # a NUL in the path
+        raise SecretFileError(f"cannot read {path!r}: not a file name") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretFileError(f"{path!r} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise SecretFileError(f"{path!r} is empty")
+    if _control_characters(text):
+        raise SecretFileError(f"{path!r} holds control characters or more than one line")
+    return text
+
+
+def _control_characters(text: str) -> bool:
+    return any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text)
+
+
+def _secret(
+    problems: Problems,
+    section: str,
+    table: Any,
+    name: str,
+    what: str,
+    env: Mapping[str, str],
+    *,
+    default_env: str | None = None,
+) -> str | None:
+    """The secret ``name`` of ``table``: from the variable ``{name}_env`` names, or the file
+    ``{name}_file`` names (at most one), else from ``default_env`` when that is set."""
+    env_key, file_key = f"{name}_env", f"{name}_file"
+    variable, path = getattr(table, env_key), getattr(table, file_key)
+    if variable is not None and path is not None:
+        problems.add((section, file_key), f"set {env_key} or {file_key} ({what}), not both")
+        return None
+    if path is not None:
+        try:
+            return read_secret_file(path)
+        except SecretFileError as exc:
+            problems.add((section, file_key), f"{file_key}: {exc}")
+            return None
+    named = variable or default_env
+    value = env.get(named) or None if named is not None else None
+    if value is None:
+        if variable is not None:
+            problems.env(variable, f"unset or empty, but [{section}] {env_key} names it as {what}")
+        return None
+    if _control_characters(value):
+        problems.env(cast(str, named), f"holds control characters; {what} is one line")
+        return None
+    return value
 
 
 def _delivery_rules(delivery: DeliveryConfig, problems: Problems) -> None:

@@ -163,10 +163,17 @@ class KafkaConfig:
     sasl_username: str | None = None
     sasl_password_env: Annotated[str | None, Check(variable_name_problem)] = None
     """The name of the environment variable holding the SASL password (never the password)."""
+    sasl_password_file: str | None = None
+    """Or a file holding the SASL password (a mounted secret: the whole file, trailing newline
+    stripped)."""
     ssl_cafile: str | None = None
     """PEM files, only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the passphrase of an encrypted ``ssl_keyfile``."""
+    ssl_password_file: str | None = None
+    """Or a file holding that passphrase."""
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """The group session timeout; heartbeats every third of it."""
     metadata_max_age_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
@@ -176,7 +183,9 @@ class KafkaConfig:
     max_partition_fetch_bytes: int = 1024 * 1024
     """Fetch sizes: with the delivery limits they bound memory."""
     sasl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
-    """Resolved from the variable ``sasl_password_env`` names."""
+    """Resolved from ``sasl_password_env`` or ``sasl_password_file``."""
+    ssl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from ``ssl_password_env`` or ``ssl_password_file``."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +196,19 @@ class RestateConfig:
     """Per ``/send``; a timeout is retried."""
     max_connections: int = 128
     """The connection pool size."""
+    token_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the ingress token (default: ``RESTATE_AUTH_TOKEN``, when set)."""
+    token_file: str | None = None
+    """Or a file holding it; re-read when it changes, so a rotated token needs no restart."""
+    ca_file: str | None = None
+    """PEM CA bundle that signed an ``https://`` ingress's certificate (default: the system's)."""
+    cert_file: str | None = None
+    """PEM client certificate (and its key, unless ``key_file``) for an ``https://`` ingress."""
+    key_file: str | None = None
+    """PEM private key of ``cert_file``, unencrypted."""
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
-    """``RESTATE_AUTH_TOKEN``, sent as ``Authorization: Bearer``."""
+    """From ``token_env``, ``token_file`` or ``RESTATE_AUTH_TOKEN``; sent as
+    ``Authorization: Bearer``."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,12 @@ class MetricsConfig:
     listen: Annotated[str, Check(host_port_problem)] = "127.0.0.1:9464"
     """``host:port`` of the status page and ``/metrics``; port 0 picks a free one. Overridden by
     ``BRIDGE_METRICS_LISTEN``."""
+    token_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding a bearer token every path but ``/healthz`` and ``/metrics`` needs."""
+    token_file: str | None = None
+    """Or a file holding it."""
+    token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from ``token_env`` or ``token_file``; ``None``: no token is asked for."""
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -56,7 +57,9 @@ class Client:
             )
 
     ``timeout`` (seconds, ``None`` for none) applies to every request unless a call sets its own.
-    ``token`` is sent as ``Authorization: Bearer``; it never appears in ``repr`` or logs.
+    ``token`` is sent as ``Authorization: Bearer``, over any header a call passes; it never appears
+    in ``repr`` or logs, and :meth:`set_token` replaces it while requests are under way.
+    ``ssl_context`` verifies an ``https://`` ingress (a custom CA, a client certificate).
     """
 
     def __init__(
@@ -67,18 +70,19 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         max_connections: int = 100,
         headers: Headers | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive, or None for no timeout")
         self._base = url.rstrip("/")
-        self._token = token
+        self._authorization: str | None = None
+        self.set_token(token)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
-        self._headers = dict(headers or {})
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._state = _State.UNOPENED
 
@@ -93,8 +97,13 @@ class Client:
     def url(self) -> str:
         return self._base
 
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` from the next request on (``None``: none); requests under way keep the
+        one they were sent with. Safe while other tasks use the client."""
+        self._authorization = f"Bearer {token}" if token else None
+
     def __repr__(self) -> str:
-        auth = ", token=***" if self._token else ""
+        auth = ", token=***" if self._authorization else ""
         return f"Client(url={self._base!r}{auth})"
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -111,7 +120,10 @@ class Client:
             raise RuntimeError("Cannot reopen a client instance, once it has been closed.")
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, keepalive_timeout=30
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=30,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -205,6 +217,10 @@ class Client:
             req_headers["Content-Type"] = content_type
         if idempotency_key is not None:
             req_headers["idempotency-key"] = idempotency_key
+        for name in [n for n in req_headers if n.lower() == "authorization"]:
+            del req_headers[name]  # the client's credentials, never a caller's
+        if self._authorization is not None:
+            req_headers["Authorization"] = self._authorization
         req_timeout = (
             self._timeout if timeout == "default" else aiohttp.ClientTimeout(total=timeout)
         )
@@ -223,6 +239,13 @@ class Client:
             raise IngressTimeout(f"{method} {path}: no answer within the timeout") from exc
         except aiohttp.InvalidURL as exc:  # a ClientError, but no retry would help
             raise InvalidRequest(f"{method} {path}: invalid URL: {exc}") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            raise ConnectError(
+                f"{method} {path}: TLS: the ingress's certificate is not trusted ({why})"
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise ConnectError(f"{method} {path}: TLS handshake failed: {exc}") from exc
         except aiohttp.ClientError as exc:
             # includes a connection closed mid-response (ClientPayloadError): retryable
             raise ConnectError(f"{method} {path}: {exc or type(exc).__name__}") from exc

@@ -9,13 +9,15 @@
         └── NotReady             output asked before the invocation ended  (470; poll or attach)
 
 ``retryable`` follows Restate's own rule: connection failures, timeouts, 408, 425, 429 and 5xx are
-worth retrying; other 4xx (400, 404, 409, 422, ...) and every handler failure are not.
+worth retrying; other 4xx (400, 404, 409, 422, ...) and every handler failure are not. A 401 or
+403 not from a handler is retryable too: it refuses the client's credentials (a token being
+rotated, a proxy's policy), which no record can fix and a new token does.
 ``asyncio.CancelledError`` is never wrapped.
 """
 
 from __future__ import annotations
 
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
+RETRYABLE_STATUSES = frozenset({401, 403, 408, 425, 429})
 
 
 class IngressError(Exception):

@@ -31,8 +31,11 @@ def routes_toml(
     routes: str,
     dead_letter_topic: str | None = None,
     delivery: str = "",
+    restate_extra: str = "",
+    metrics_extra: str = "",
 ) -> str:
-    """A routes file for the test stack; ``routes`` is the ``[[routes]]`` part, verbatim."""
+    """A routes file for the test stack; ``routes`` is the ``[[routes]]`` part, verbatim;
+    ``restate_extra`` and ``metrics_extra`` are lines appended to those tables."""
     dlq = f'\n[dead_letter]\ntopic = "{dead_letter_topic}"\n' if dead_letter_topic else ""
     # the test defaults, each overridable by a line of ``delivery``
     settings = {"commit_interval": '"200ms"', "drain_timeout": '"20s"', "retry_max": '"1s"'}
@@ -52,9 +55,10 @@ session_timeout_ms = 6000
 [restate]
 ingress_url = "{ingress_url}"
 request_timeout = "10s"
-
+{restate_extra}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+{metrics_extra}
 {dlq}
 [delivery]
 {delivery_table}
@@ -84,6 +88,8 @@ class BridgeProcess:
         self.workdir = workdir
         self.name = name
         self.metrics_port = metrics_port or free_port()
+        self.token: str | None = None
+        """The listener's bearer token, sent with every read when set."""
         self.routes_path = workdir / f"{name}.routes.toml"
         self.process = Process(
             name,
@@ -115,8 +121,11 @@ class BridgeProcess:
         from a dead bridge must never look like an empty answer.
         """
         url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers), timeout=5
+            ) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

@@ -12,6 +12,7 @@ It runs its own event loop in a daemon thread, so a test may block (``bridge.met
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -73,6 +74,12 @@ class IngressProxy:
     retry_after: str | None = None
     hold_from: int | None = None
     """Sends from this index on (0-based, in arrival order) wait until :meth:`release`."""
+    tokens: set[str] | None = None
+    """When set, every request needs ``Authorization: Bearer`` one of these, else 401."""
+    ssl_context: ssl.SSLContext | None = None
+    """When set, the proxy terminates TLS (``https://``) and forwards over plain HTTP."""
+    refused_tokens: list[str] = field(default_factory=list)
+    """Every Authorization header the proxy answered 401, as sent."""
     url: str = ""
     sends: list[Send] = field(default_factory=list)
 
@@ -129,10 +136,12 @@ class IngressProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = "localhost" if self.ssl_context is not None else "127.0.0.1"
+        self.url = f"{scheme}://{host}:{port}"
 
     async def _stop(self) -> None:
         if self._runner is not None:
@@ -140,8 +149,28 @@ class IngressProxy:
         if self._session is not None:
             await self._session.close()
 
+    def _refuses(self, request: web.Request) -> bool:
+        with self._lock:
+            tokens = self.tokens
+            if tokens is None:
+                return False
+            given = request.headers.get("Authorization", "")
+            if given.removeprefix("Bearer ") in tokens and given.startswith("Bearer "):
+                return False
+            self.refused_tokens.append(given)
+            return True
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if self._refuses(request):
+            if request.path.endswith("/send"):
+                now = time.monotonic()
+                headers = {k.lower(): v for k, v in request.headers.items()}
+                with self._lock:
+                    self.sends.append(Send(request.path, headers, body, now, now, 401))
+            return web.json_response(
+                {"code": 401, "message": "the test proxy refuses this token"}, status=401
+            )
         if not request.path.endswith("/send"):
             return await self._forward(request, body)
         send = Send(
