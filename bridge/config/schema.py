@@ -177,6 +177,8 @@ class KafkaConfig:
     """Fetch sizes: with the delivery limits they bound memory."""
     sasl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """Resolved from the variable ``sasl_password_env`` names."""
+    ssl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """The passphrase of an encrypted ``ssl_keyfile`` (resolved by the loader)."""
 
 
 @dataclass(frozen=True)
