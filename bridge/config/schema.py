@@ -167,6 +167,9 @@ class KafkaConfig:
     """PEM files, only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    """Whether the broker's certificate must name the host the bridge connects to (the host of
+    ``bootstrap_servers`` and the ones the broker advertises)."""
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """The group session timeout; heartbeats every third of it."""
     metadata_max_age_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
