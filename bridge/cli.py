@@ -1,8 +1,9 @@
 """The ``restate-bridge`` command line: ``run``, ``check`` and ``route``.
 
-Exit codes: 0 success, 2 a bad routes file, environment or arguments, 1 a failure while running.
-A bad file or environment is reported as ``PATH:LINE: message`` / ``$NAME: message`` lines, never
-as a traceback.
+Exit codes: 0 success, 1 a failure while running (an unreachable Kafka included), 2 a bad routes
+file, environment or arguments, 3 Kafka refused the connection's security (authentication or TLS:
+one line ``Kafka at HOST:PORT: <cause>``). A bad file or environment is reported as
+``PATH:LINE: message`` / ``$NAME: message`` lines, never as a traceback.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, check_log_level, load_config
 from .ingress import Client
+from .kafka_client import KafkaRefused
 from .record import Record
 from .routing import Invocation, Poison, Router
 from .worker import Bridge
 
 log = logging.getLogger("bridge")
+
+EXIT_KAFKA_REFUSED = 3
+"""Kafka refused the connection's security (TLS or SASL): retrying cannot help."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +200,9 @@ async def _serve(bridge: Bridge) -> int:
         await bridge.run(stop)
     except asyncio.CancelledError:
         return 1
+    except KafkaRefused as exc:
+        log.error("%s", exc)
+        return EXIT_KAFKA_REFUSED
     except KafkaError as exc:
         log.error("Kafka at %s: %s", bridge.config.kafka.bootstrap_servers, exc)
         return 1

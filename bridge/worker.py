@@ -8,8 +8,8 @@ fetched and not yet committable (a record that stays unfinished holds back every
 
 Lifecycle (:meth:`Bridge.run`)::
 
-    start   status server -> ingress client (+ health probe, token file) -> dead-letter producer
-            -> dispatcher -> consumer
+    start   status server -> ingress client (+ health probe, token file) -> Kafka security check
+            -> dead-letter producer -> dispatcher -> consumer
     run     fetch, plan, submit; commit and update the per-partition gauges every commit_interval
     stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
             -> cancel what is left -> close in reverse start order
@@ -27,11 +27,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from .config import BridgeConfig, KafkaConfig, ingress_ssl_context
+from .config import BridgeConfig, ingress_ssl_context
 from .deadletter import DeadLetter, DeadLetterSink
 from .dispatch import Blocked, Dispatcher, PendingRecord
 from .health import IngressHealth
 from .ingress import Client
+from .kafka_client import KafkaRefused, check_security, kafka_options
 from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record
@@ -44,26 +45,6 @@ log = logging.getLogger(__name__)
 
 LAG_QUERY_TIMEOUT = 0.5
 """Seconds to wait for one partition's position in the lag update (it may need a round trip)."""
-
-
-def kafka_options(kafka: KafkaConfig) -> dict[str, Any]:
-    """Connection options shared by the consumer and the dead-letter producer."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.sasl_mechanism:
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = kafka.sasl_password
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(
-            cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile
-        )
-    return options
 
 
 def coordinates(topic: str, partition: int, offset: int) -> str:
@@ -129,8 +110,11 @@ class Bridge:
         old partitions until a rebalance completes)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._dispatcher: Dispatcher | None = None
+        self._kafka_refused: KafkaRefused | None = None
 
     def readiness(self) -> tuple[bool, str]:
+        if self._kafka_refused is not None:
+            return False, str(self._kafka_refused)
         if not self._joined:
             return False, "not yet in the Kafka consumer group"
         if not self.health.up:
@@ -172,6 +156,12 @@ class Bridge:
             stack.push_async_callback(_cancel, watch)
         probe = asyncio.create_task(self.health.probe_forever(client))
         stack.push_async_callback(_cancel, probe)
+
+        try:  # a refused TLS handshake or SASL login is fatal: say why, once, before any retry
+            await check_security(cfg.kafka)
+        except KafkaRefused as exc:
+            self._kafka_refused = exc
+            raise
 
         dead_letters = None
         if cfg.dead_letter.topic:

@@ -307,7 +307,7 @@ KAFKA_KEYS = (
     "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "
     "max_partition_fetch_bytes, metadata_max_age_ms, sasl_mechanism, sasl_password_env, "
     "sasl_password_file, sasl_username, security_protocol, session_timeout_ms, ssl_cafile, "
-    "ssl_certfile, ssl_keyfile, ssl_password_env, ssl_password_file"
+    "ssl_certfile, ssl_check_hostname, ssl_keyfile, ssl_password_env, ssl_password_file"
 )
 DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
 

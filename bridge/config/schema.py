@@ -174,6 +174,9 @@ class KafkaConfig:
     """The variable holding the passphrase of an encrypted ``ssl_keyfile``."""
     ssl_password_file: str | None = None
     """Or a file holding that passphrase."""
+    ssl_check_hostname: bool = True
+    """Whether the broker's certificate must name the host the bridge connects to (the host of
+    ``bootstrap_servers`` and the ones the broker advertises)."""
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """The group session timeout; heartbeats every third of it."""
     metadata_max_age_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -180,32 +182,64 @@ def group_coordinator_ready(bootstrap_servers: str) -> bool:
     return asyncio.run(asyncio.wait_for(_describe_probe_group(bootstrap_servers), 5))
 
 
+@dataclass(frozen=True)
+class Listener:
+    """A listener besides PLAINTEXT: ``name`` (upper case), its security protocol, and its
+    ``listener.name.<name>.*`` settings (keys without that prefix)."""
+
+    name: str
+    protocol: str
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
 class ApacheKafkaBroker:
-    """Apache Kafka in KRaft combined mode on free ports; log dir and log file in ``workdir``."""
+    """Apache Kafka in KRaft combined mode on free ports; log dir and log file in ``workdir``.
+
+    The PLAINTEXT listener (``bootstrap_servers``) is always there: readiness, admin and setup
+    use it. ``listeners`` adds more on their own free ports (:meth:`address`); ``scram`` are
+    ``kafka-storage format --add-scram`` credentials, e.g. ``SCRAM-SHA-256=[name=a,password=b]``.
+    """
 
     name = "apache-kafka"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, *, listeners: Sequence[Listener] = (), scram: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.controller_port = free_port()
+        self.listeners = tuple(listeners)
+        self.listener_ports = {listener.name: free_port() for listener in self.listeners}
+        self.scram = tuple(scram)
         self.process: Process | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def address(self, listener: str) -> str:
+        """``host:port`` of the extra listener called ``listener``."""
+        return f"127.0.0.1:{self.listener_ports[listener]}"
+
     def _properties(self) -> str:
         controller = f"127.0.0.1:{self.controller_port}"
+        endpoints = "".join(
+            f",{name}://127.0.0.1:{port}" for name, port in self.listener_ports.items()
+        )
+        protocols = "".join(f",{listener.name}:{listener.protocol}" for listener in self.listeners)
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": controller,
             "controller.listener.names": "CONTROLLER",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}{endpoints}",
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://{controller}{endpoints}"
+            ),
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}"
+            ),
             "log.dirs": str(self.workdir / "kafka-logs"),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -229,6 +263,9 @@ class ApacheKafkaBroker:
             "log.index.size.max.bytes": str(1024 * 1024),
             "delete.topic.enable": "true",
         }
+        for listener in self.listeners:
+            prefix = f"listener.name.{listener.name.lower()}."
+            settings.update({prefix + key: value for key, value in listener.settings.items()})
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def _java(self) -> tuple[str, dict[str, str]]:
@@ -258,6 +295,7 @@ class ApacheKafkaBroker:
                     "--config",
                     str(config),
                     "--standalone",
+                    *(arg for credential in self.scram for arg in ("--add-scram", credential)),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

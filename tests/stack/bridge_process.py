@@ -33,9 +33,11 @@ def routes_toml(
     delivery: str = "",
     restate_extra: str = "",
     metrics_extra: str = "",
+    kafka_extra: str = "",
 ) -> str:
     """A routes file for the test stack; ``routes`` is the ``[[routes]]`` part, verbatim;
-    ``restate_extra`` and ``metrics_extra`` are lines appended to those tables."""
+    ``kafka_extra``, ``restate_extra`` and ``metrics_extra`` are lines appended to those tables
+    (TLS, SASL and secret options)."""
     dlq = f'\n[dead_letter]\ntopic = "{dead_letter_topic}"\n' if dead_letter_topic else ""
     # the test defaults, each overridable by a line of ``delivery``
     settings = {"commit_interval": '"200ms"', "drain_timeout": '"20s"', "retry_max": '"1s"'}
@@ -51,7 +53,7 @@ group_id = "{group_id}"
 auto_offset_reset = "earliest"
 # tansu holds a new member's first join for half the session timeout: keep it short
 session_timeout_ms = 6000
-
+{kafka_extra}
 [restate]
 ingress_url = "{ingress_url}"
 request_timeout = "10s"
