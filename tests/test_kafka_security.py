@@ -39,7 +39,7 @@ from tests.stack.kafka_io import Message, create_topics, produce, read_topic
 from tests.stack.logs import keep_log
 from tests.stack.restate import RestateServer
 from tests.stack.secure_kafka import PASSWORDS, USER, secure_broker
-from tests.stack.tls import Certificates
+from tests.stack.tls import KEY_PASSPHRASE, Certificates
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +82,20 @@ class Setup:
     kafka: str
     password: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    secret_file: str | None = None
+    """Written to ``{secret_file}`` (a Kubernetes-style secret file) before the bridge starts."""
 
-    def lines(self, certs: Certificates) -> str:
+    def lines(self, certs: Certificates, secret_file: Path) -> str:
+        if self.secret_file is not None:
+            secret_file.write_text(self.secret_file + "\n")
         return self.kafka.format(
             ca=certs.ca,
             cert=certs.client.cert,
             key=certs.client.key,
+            encrypted_key=certs.client_encrypted_key,
             untrusted_ca=certs.untrusted_ca,
             user=USER,
+            secret_file=secret_file,
         )
 
     def env(self) -> dict[str, str]:
@@ -119,6 +125,19 @@ WORKING = {
         "SASL_SSL", sasl("SASL_SSL", "SCRAM-SHA-512"), PASSWORDS["SCRAM-SHA-512"]
     ),
     "sasl-ssl-plain": Setup("SASL_SSL", sasl("SASL_SSL", "PLAIN"), PASSWORDS["PLAIN"]),
+    # secrets from files: a SASL password, and the passphrase of an encrypted client key
+    "sasl-ssl-scram-sha-512-password-file": Setup(
+        "SASL_SSL",
+        'security_protocol = "SASL_SSL"\nssl_cafile = "{ca}"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+        'sasl_username = "{user}"\nsasl_password_file = "{secret_file}"\n',
+        secret_file=PASSWORDS["SCRAM-SHA-512"],
+    ),
+    "mtls-encrypted-key-passphrase-file": Setup(
+        "MTLS",
+        TLS + 'ssl_certfile = "{cert}"\nssl_keyfile = "{encrypted_key}"\n'
+        'ssl_password_file = "{secret_file}"\n',
+        secret_file=KEY_PASSPHRASE,
+    ),
     # a certificate for another name is fine once the operator turns the check off
     "ssl-check-hostname-off": Setup("WRONGHOST", TLS + "ssl_check_hostname = false\n"),
 }
@@ -196,7 +215,7 @@ def bridge_process(
             metrics_port=proc.metrics_port,
             routes=recorder(topic),
             dead_letter_topic=dlq,
-            kafka_extra=setup.lines(kafka.certs),
+            kafka_extra=setup.lines(kafka.certs, tmp_path / "kafka-secret"),
         )
     )
     request.addfinalizer(proc.kill)
@@ -238,8 +257,9 @@ async def test_the_bridge_delivers_commits_and_dead_letters_over_a_secured_conne
     assert bridge.terminate() == 0
     log = bridge.log()
     assert " ERROR " not in log, log
-    if setup.password is not None:
-        assert setup.password not in log
+    for secret in (setup.password, setup.secret_file):
+        if secret is not None:
+            assert secret not in log
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
