@@ -193,10 +193,8 @@ def run_ceiling(
     )
     first, last = Completions(restate, "c-").wait(len(data), args.timeout)
     n = len(data)
-    return Result(
-        "ceiling (aiohttp)", n, last - first, last - start, cpu * 1000 / n,
-        per_record_ms(cpu0, server_cpu(server), n),
-    )  # fmt: skip
+    server_ms = per_record_ms(cpu0, server_cpu(server), n)
+    return Result("ceiling (aiohttp)", n, last - first, last - start, cpu * 1000 / n, server_ms)
 
 
 def run_bridge(
@@ -251,10 +249,8 @@ key = "{{key}}"
         )
     finally:
         bridge.process.stop(timeout=30)
-    return Result(
-        "bridge", n, last - first, last - start, (done_cpu - ready_cpu) * 1000 / n,
-        per_record_ms(server0, server1, n),
-    )  # fmt: skip
+    cpu_ms, server_ms = (done_cpu - ready_cpu) * 1000 / n, per_record_ms(server0, server1, n)
+    return Result("bridge", n, last - first, last - start, cpu_ms, server_ms)
 
 
 def run_subscription(
@@ -273,10 +269,8 @@ def run_subscription(
     )
     first, last = Completions(restate, "s-").wait(n, args.timeout)
     print(f"subscription: POST to first completion {first - start:.2f} s")
-    return Result(
-        "subscription (Restate)", n, last - first, last - start, None,
-        per_record_ms(cpu0, server_cpu(server), n),
-    )  # fmt: skip
+    server_ms = per_record_ms(cpu0, server_cpu(server), n)
+    return Result("subscription (Restate)", n, last - first, last - start, None, server_ms)
 
 
 def _alive(proc: Process) -> Callable[[], None]:

@@ -28,8 +28,7 @@ class DeadLetter:
     @property
     def coordinates(self) -> str:
         """``topic-partition@offset``, as every log line about one record names it."""
-        rec = self.record
-        return f"{rec.topic}-{rec.partition}@{rec.offset}"
+        return self.record.coordinates
 
 
 @dataclass(frozen=True, slots=True)

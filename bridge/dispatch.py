@@ -57,7 +57,7 @@ class PendingRecord:
     @property
     def coordinates(self) -> str:
         """``topic-partition@offset``."""
-        return f"{self.tp.topic}-{self.tp.partition}@{self.record.offset}"
+        return self.record.coordinates
 
 
 @dataclass(frozen=True, slots=True)

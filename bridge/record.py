@@ -75,6 +75,11 @@ def excerpt(text: str) -> str:
     return f"{text[:_QUOTE_MAX]!r}... ({len(text)} characters)"
 
 
+def coordinates(topic: str, partition: int, offset: int) -> str:
+    """``topic-partition@offset``, how every log line about one record names it."""
+    return f"{topic}-{partition}@{offset}"
+
+
 class FieldError(Exception):
     """A field a template or match needs is absent, or unusable (the value is not JSON, a key is
     not UTF-8, a rendered part is not a legal request part); the message names the field."""
@@ -103,7 +108,7 @@ class Record:
     @property
     def coordinates(self) -> str:
         """``topic-partition@offset``, how logs name a record."""
-        return f"{self.topic}-{self.partition}@{self.offset}"
+        return coordinates(self.topic, self.partition, self.offset)
 
 
 @dataclass(frozen=True, slots=True)

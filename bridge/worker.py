@@ -35,7 +35,7 @@ from .ingress import Client
 from .kafka_client import KafkaRefused, check_security, kafka_options
 from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
-from .record import Record
+from .record import Record, coordinates
 from .routing import Invocation, Poison, Router, Skip
 from .secrets import TokenFile
 from .server import StatusServer
@@ -47,9 +47,10 @@ LAG_QUERY_TIMEOUT = 0.5
 """Seconds to wait for one partition's position in the lag update (it may need a round trip)."""
 
 
-def coordinates(topic: str, partition: int, offset: int) -> str:
-    """How log lines name one record: ``topic-partition@offset``."""
-    return f"{topic}-{partition}@{offset}"
+def _record(msg: Any) -> Record:
+    """aiokafka's ``ConsumerRecord`` as the bridge's :class:`Record`."""
+    headers = tuple(msg.headers or ())
+    return Record(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value, headers)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -261,19 +262,18 @@ class Bridge:
                 "%s: %s: the partition's offsets went backwards (log truncated or offset reset); "
                 "tracking it afresh from here (%d unfinished records before no longer hold its "
                 "commit)",
-                coordinates(tp.topic, tp.partition, offset), exc, forgotten,
-            )  # fmt: skip
+                coordinates(tp.topic, tp.partition, offset),
+                exc,
+                forgotten,
+            )
             return self.tracker.add(tp, offset, self._clock())
 
     def _handle(self, msg: Any) -> None:
         """Plan one record and submit its invocations; nothing a record holds stops the loop."""
         tp = TopicPartition(msg.topic, msg.partition)
-        where = coordinates(msg.topic, msg.partition, msg.offset)
+        record = _record(msg)
+        where = record.coordinates
         owner = self._track(tp, msg.offset)
-        record = Record(
-            msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
-            tuple(msg.headers or ()),
-        )  # fmt: skip
         items: Sequence[Invocation | Poison | Skip]
         try:
             items = self.router.plan(record)
@@ -359,8 +359,12 @@ class Bridge:
             log.error(
                 "partition %s-%d stays blocked at offset %d: route %s: %s (assigned again to "
                 "this process; fix the cause or configure a [dead_letter] topic, then restart)",
-                tp.topic, tp.partition, blocked.offset, blocked.route, blocked.reason,
-            )  # fmt: skip
+                tp.topic,
+                tp.partition,
+                blocked.offset,
+                blocked.route,
+                blocked.reason,
+            )
 
     # -- flow control ----------------------------------------------------------------------
 

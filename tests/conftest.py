@@ -73,17 +73,28 @@ def handlers(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Handle
     server.stop()
 
 
+def _restate(
+    owner: pytest.Config | pytest.Item, workdir: Path, handlers: HandlerServer | None
+) -> Iterator[RestateServer]:
+    """A Restate server in ``workdir``, its log kept for ``owner``'s failure reports, with the
+    test handlers registered unless ``handlers`` is None; stopped at the end."""
+    server = RestateServer(workdir)
+    server.start()
+    keep_log(owner, server.workdir / "restate.log")
+    try:
+        if handlers is not None:
+            handlers.register_with(server)
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def restate(
     request: pytest.FixtureRequest, stack_dir: Path, handlers: HandlerServer
 ) -> Iterator[RestateServer]:
     """A Restate server with the test handlers registered, shared by the whole session."""
-    server = RestateServer(stack_dir / "restate")
-    server.start()
-    keep_log(request.config, server.workdir / "restate.log")
-    handlers.register_with(server)
-    yield server
-    server.stop()
+    yield from _restate(request.config, stack_dir / "restate", handlers)
 
 
 @pytest.fixture
@@ -119,14 +130,7 @@ def own_restate(
     request: pytest.FixtureRequest, tmp_path: Path, handlers: HandlerServer
 ) -> Iterator[RestateServer]:
     """A Restate server for one test, which may stop and restart it."""
-    server = RestateServer(tmp_path / "restate")
-    server.start()
-    keep_log(request.config, server.workdir / "restate.log")
-    try:
-        handlers.register_with(server)
-        yield server
-    finally:
-        server.stop()
+    yield from _restate(request.node, tmp_path / "restate", handlers)
 
 
 @pytest.fixture
@@ -138,8 +142,4 @@ async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
 @pytest.fixture
 def bare_restate(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestateServer]:
     """A Restate server for one test with nothing registered (the test registers what it needs)."""
-    server = RestateServer(tmp_path / "bare-restate")
-    server.start()
-    keep_log(request.node, server.workdir / "restate.log")
-    yield server
-    server.stop()
+    yield from _restate(request.node, tmp_path / "bare-restate", None)

@@ -69,6 +69,47 @@ def route(**fields: object) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorder(topic: str, *, name: str = "rec", key: str = "{key}", **fields: object) -> str:
+    """A route to the ``Recorder`` object ``key`` (a template), which keeps every input it gets."""
+    return route(
+        name=name,
+        topic=topic,
+        target="object",
+        service="Recorder",
+        handler="record",
+        key=key,
+        **fields,
+    )
+
+
+def signup_workflow(topic: str, **fields: object) -> str:
+    """A route named ``signup`` starting the ``Signup`` workflow: its id the value's ``user``,
+    its input the value's ``email``."""
+    return route(
+        name="signup",
+        topic=topic,
+        target="workflow",
+        service="Signup",
+        handler="run",
+        key="{value.user}",
+        body="{value.email}",
+        **fields,
+    )
+
+
+def missing_service(topic: str, kind: str) -> str:
+    """A route named ``missing`` for records with header ``kind``, to a service Restate does not
+    know: its ingress answers 404, retried for ``unknown_target_grace``, then dead-lettered."""
+    return route(
+        name="missing",
+        topic=topic,
+        target="service",
+        service="NoSuchService",
+        handler="run",
+        match={"header.kind": kind},
+    )
+
+
 def messages_total(samples: dict[str, float], topic: str, route_name: str, outcome: str) -> float:
     key = (
         f'restate_bridge_messages_total{{outcome="{outcome}",route="{route_name}",topic="{topic}"}}'

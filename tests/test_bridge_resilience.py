@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import hold_for, unique, until
+from tests.helpers import hold_for, recorder, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics
@@ -25,15 +25,12 @@ from tests.stack.ledger import (
     Ledger,
     assert_one_invocation_per_record,
     assert_states,
-    committed_metric,
     committed_offsets,
     gauge,
     outcome,
-    per_partition,
     produce,
     produce_keyed,
     record_invocations,
-    recorder_route,
     states,
     wait_committed,
 )
@@ -54,13 +51,15 @@ async def test_kill_9_mid_stream_then_restart_has_exactly_once_effects(
     keys = [f"{tag}-{i}" for i in range(50)]
     ledger = Ledger(topic)
     await produce_keyed(bootstrap, ledger, keys, 0, total)
-    routes = recorder_route(topic)
+    routes = recorder(topic)
 
     first = bridges.start(routes, group_id=group, name="first")
     accepted_seen = await until(
-        lambda: outcome(first, topic, "accepted"), lambda n: n >= 700, "700 accepted",
+        lambda: outcome(first, topic, "accepted"),
+        lambda n: n >= 700,
+        "700 accepted",
         interval=0.02,
-    )  # fmt: skip
+    )
     first.kill()
     assert accepted_seen < total, "the first bridge finished before the kill: nothing was tested"
     committed = await committed_offsets(bootstrap, group, topic)
@@ -91,7 +90,7 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
     keys = [f"{tag}-{i}" for i in range(20)]
     ledger = Ledger(topic)
     bridge = bridges.start(
-        recorder_route(topic), group_id=group, ingress_url=server.ingress_url, name="outage"
+        recorder(topic), group_id=group, ingress_url=server.ingress_url, name="outage"
     )
     await produce_keyed(bootstrap, ledger, keys, 0, 200)
     await wait_committed(bootstrap, group, ledger, "part 1")
@@ -110,7 +109,7 @@ async def test_restate_outage_pauses_and_resumes_without_loss(
 
     # nothing is committed past what Restate accepted, however long the outage lasts
     def still_down() -> None:
-        assert committed_metric(bridge, topic) == part1_ends
+        assert bridge.committed(topic) == part1_ends
         assert bridge.readyz()[0] == 503
 
     await until(still_down, hold_for(3), "watched for 3 s", interval=0.3)
@@ -133,12 +132,12 @@ async def test_survivor_takes_over_a_killed_group_member(
     await create_topics(bootstrap, [topic], partitions=PARTITIONS)
     keys = [f"{tag}-{i}" for i in range(40)]
     ledger = Ledger(topic)
-    routes = recorder_route(topic)
+    routes = recorder(topic)
     survivor = bridges.start(routes, group_id=group, name="survivor")
     victim = bridges.start(routes, group_id=group, name="victim")
 
     def lag_partitions(bridge: BridgeProcess) -> set[int]:
-        return set(per_partition(bridge, "restate_bridge_consumer_lag", topic))
+        return set(bridge.per_partition("restate_bridge_consumer_lag", topic))
 
     sent = 0
     # batch 1: both members own partitions and deliver
@@ -199,7 +198,7 @@ async def test_sigterm_drains_in_flight_sends_and_exits_0(
     keys = [f"{tag}-{i}" for i in range(50)]
     ledger = Ledger(topic)
     await produce_keyed(bootstrap, ledger, keys, 0, total)
-    routes = recorder_route(topic)
+    routes = recorder(topic)
 
     first = bridges.start(
         routes, group_id=group, name="first", delivery="max_pending_records = 300"
@@ -262,14 +261,14 @@ async def test_poison_record_without_dead_letter_topic_blocks_only_its_partition
     await produce(bootstrap, ledger, messages, key_of=key_of)
     assert ledger.ends[0] == poison_at + 1 + 15
 
-    bridge = bridges.start(recorder_route(topic, key="{value.id}"), group_id=group, name="poison")
+    bridge = bridges.start(recorder(topic, key="{value.id}"), group_id=group, name="poison")
     others = {p: ledger.ends[p] for p in range(1, PARTITIONS)}
     await until(
-        lambda: committed_metric(bridge, topic),
+        lambda: bridge.committed(topic),
         lambda c: c.get(0) == poison_at and all(c.get(p) == e for p, e in others.items()),
         f"partition 0 committed up to the poison ({poison_at}), the others to {others}",
     )
-    blocked = per_partition(bridge, "restate_bridge_partition_blocked", topic)
+    blocked = bridge.per_partition("restate_bridge_partition_blocked", topic)
     assert blocked.get(0) == 1, blocked
     assert not any(blocked.get(p) for p in others), blocked
     line = re.search(
@@ -285,12 +284,12 @@ async def test_poison_record_without_dead_letter_topic_blocks_only_its_partition
     await produce(bootstrap, ledger, more, key_of=key_of)
     others = {p: ledger.ends[p] for p in range(1, PARTITIONS)}
     await until(
-        lambda: committed_metric(bridge, topic),
+        lambda: bridge.committed(topic),
         lambda c: all(c.get(p) == e for p, e in others.items()),
         f"the other partitions committed up to {others}",
     )
-    assert committed_metric(bridge, topic)[0] == poison_at
-    assert per_partition(bridge, "restate_bridge_partition_blocked", topic).get(0) == 1
+    assert bridge.committed(topic)[0] == poison_at
+    assert bridge.per_partition("restate_bridge_partition_blocked", topic).get(0) == 1
     assert bridge.readyz()[0] == 200  # a blocked partition is an alert, not a dead worker
 
     expected = ledger.expected()
@@ -298,9 +297,8 @@ async def test_poison_record_without_dead_letter_topic_blocks_only_its_partition
     fetched_with_it = {k: v for k, v in expected.items() if k.startswith(f"{tag}-p0after")}
     produced_later = {k: v for k, v in expected.items() if k.startswith(f"{tag}-p0later")}
     healthy = {k: v for k, v in expected.items() if not k.startswith(f"{tag}-p0")}
-    assert (len(before_poison), len(fetched_with_it), len(produced_later), len(healthy)) == (
-        3, 3, 3, 9
-    )  # fmt: skip
+    sizes = [len(before_poison), len(fetched_with_it), len(produced_later), len(healthy)]
+    assert sizes == [3, 3, 3, 9], sizes
     await assert_states(client, {**before_poison, **healthy})
     # records behind the poison in the same fetch may be sent (once, in order); nothing later is
     for key, got in (await states(client, sorted(fetched_with_it))).items():

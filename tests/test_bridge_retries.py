@@ -11,7 +11,7 @@ from itertools import pairwise
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import messages_total, recorded_as, route, unique
+from tests.helpers import messages_total, recorded_as, recorder, unique
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -33,14 +33,7 @@ async def test_retryable_answers_are_retried_in_order(
     await create_topics(broker.bootstrap_servers, [topic])
     proxy.refuse_status, proxy.retry_after = status, retry_after
     bridge = bridges.start(
-        route(
-            name="shed",
-            topic=topic,
-            target="object",
-            service="Recorder",
-            handler="record",
-            key="{key}",
-        ),
+        recorder(topic, name="shed"),
         group_id=unique("g"),
         ingress_url=proxy.url,
     )

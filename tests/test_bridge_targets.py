@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import messages_total, recorded, recorded_as, route, unique, until
+from tests.helpers import (
+    messages_total,
+    recorded,
+    recorded_as,
+    recorder,
+    route,
+    signup_workflow,
+    unique,
+    until,
+)
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
@@ -53,15 +62,18 @@ async def test_content_routing_fan_out_and_keys_from_header_and_json(
     topic, tag = unique("events"), unique("acct")
     await create_topics(broker.bootstrap_servers, [topic])
     routes = (
-        route(name="credits", topic=topic, target="object", service="Recorder",
-              handler="record", key=f"{tag}-{{header.account}}",
-              match={"header.kind": "credit"}, body="{value.amount}")
-        + route(name="audit", topic=topic, target="object", service="Recorder",
-                handler="record", key=f"{tag}-audit", match={"header.kind": "credit"})
-        + route(name="orders", topic=topic, target="object", service="Recorder",
-                handler="record", key=f"{tag}-{{value.customer.id}}",
-                match={"value.type": "order"})
-    )  # fmt: skip
+        recorder(
+            topic,
+            name="credits",
+            key=f"{tag}-{{header.account}}",
+            match={"header.kind": "credit"},
+            body="{value.amount}",
+        )
+        + recorder(topic, name="audit", key=f"{tag}-audit", match={"header.kind": "credit"})
+        + recorder(
+            topic, name="orders", key=f"{tag}-{{value.customer.id}}", match={"value.type": "order"}
+        )
+    )
     msgs = [
         Message(b"x", b'{"amount": 5}', [("kind", b"credit"), ("account", b"a1")]),
         Message(b"x", b'{"amount": 7}', [("kind", b"debit"), ("account", b"a1")]),
@@ -103,12 +115,21 @@ async def test_service_route_and_forwarded_headers(
     topic, tag = unique("svc"), unique("hdr")
     await create_topics(broker.bootstrap_servers, [topic])
     routes = route(
-        name="greet", topic=topic, target="service", service="Greeter", handler="greet",
+        name="greet",
+        topic=topic,
+        target="service",
+        service="Greeter",
+        handler="greet",
         body="{value.name}",
     ) + route(
-        name="trace", topic=topic, target="object", service="Recorder",
-        handler="recordHeaders", key=tag, headers=["x-trace", "x-absent"],
-    )  # fmt: skip
+        name="trace",
+        topic=topic,
+        target="object",
+        service="Recorder",
+        handler="recordHeaders",
+        key=tag,
+        headers=["x-trace", "x-absent"],
+    )
     headers = [("x-trace", b"trace-1"), ("x-secret", b"not forwarded")]
     await produce(broker.bootstrap_servers, topic, [Message(None, b'{"name": "Ada"}', headers)])
     bridges.start(routes, group_id=unique("g"))
@@ -133,11 +154,7 @@ async def test_workflow_route_runs_once_per_workflow_id(
     await create_topics(broker.bootstrap_servers, [topic])
     value = json.dumps({"user": wf, "email": "ada@example.com"}).encode()
     await produce(broker.bootstrap_servers, topic, [Message(None, value), Message(None, value)])
-    bridge = bridges.start(
-        route(name="signup", topic=topic, target="workflow", service="Signup", handler="run",
-              key="{value.user}", body="{value.email}"),
-        group_id=unique("g"),
-    )  # fmt: skip
+    bridge = bridges.start(signup_workflow(topic), group_id=unique("g"))
     status = client.workflow("Signup", wf, "status")
     await until(status.request, lambda s: s == "waiting", "the workflow waiting")
 
@@ -161,10 +178,9 @@ async def test_delay_from_a_header_schedules_the_invocation(
     topic, key = unique("delayed"), unique("later")
     await create_topics(broker.bootstrap_servers, [topic])
     bridge = bridges.start(
-        route(name="later", topic=topic, target="object", service="Recorder", handler="record",
-              key="{key}", delay="{header.delay}"),
+        recorder(topic, name="later", delay="{header.delay}"),
         group_id=unique("g"),
-    )  # fmt: skip
+    )
     await produce(
         broker.bootstrap_servers, topic, [Message(key.encode(), b'"late"', [("delay", b"3s")])]
     )
@@ -185,16 +201,29 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_reasons(
 ) -> None:
     topic, dlq, tag = unique("poison"), unique("dlq"), unique("p")
     await create_topics(broker.bootstrap_servers, [topic, dlq])
-    routes = route(
-        name="by-customer", topic=topic, target="object", service="Recorder", handler="record",
-        key=f"{tag}-{{value.customer}}", match={"header.kind": "order"},
-    ) + route(
-        name="delayed", topic=topic, target="object", service="Recorder", handler="record",
-        key=f"{tag}-delayed", delay="{header.delay}", match={"header.kind": "later"},
-    ) + route(
-        name="missing-handler", topic=topic, target="service", service="Greeter",
-        handler="noSuchHandler", match={"header.kind": "typo"},
-    )  # fmt: skip
+    routes = (
+        recorder(
+            topic,
+            name="by-customer",
+            key=f"{tag}-{{value.customer}}",
+            match={"header.kind": "order"},
+        )
+        + recorder(
+            topic,
+            name="delayed",
+            key=f"{tag}-delayed",
+            delay="{header.delay}",
+            match={"header.kind": "later"},
+        )
+        + route(
+            name="missing-handler",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="noSuchHandler",
+            match={"header.kind": "typo"},
+        )
+    )
     msgs = [
         Message(b"k0", b"not json", [("kind", b"order")]),
         Message(b"k1", b'{"other": 1}', [("kind", b"order")]),
@@ -234,7 +263,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_reasons(
     assert messages_total(samples, topic, "by-customer", "accepted") == 1
 
     await until(
-        lambda: bridge.per_partition("restate_bridge_committed_offset", topic),
+        lambda: bridge.committed(topic),
         lambda c: c == {0: 5.0},
         "partition 0 committed past every record",
     )

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import BridgeFactory, Broker
-from tests.helpers import route, unique
+from tests.helpers import missing_service, recorder, unique
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.procs import Process, free_port, port_open
@@ -246,21 +246,16 @@ async def test_every_dashboard_panel_query_returns_data(
     await produce(broker.bootstrap_servers, stuck, [Message(b"poison", b"not json")])
     # one bridge with a dead-letter topic: accepted, dead-lettered, 404 errors and retries
     main = bridges.start(
-        route(name="orders", topic=topic, target="object", service="Recorder", handler="record",
-              key="{value.id}", match={"header.kind": "order"})
-        + route(name="missing", topic=topic, target="service", service="NoSuchService",
-                handler="run", match={"header.kind": "missing"}),
+        recorder(topic, name="orders", key="{value.id}", match={"header.kind": "order"})
+        + missing_service(topic, "missing"),
         group_id=unique("g"),
         dead_letter_topic=dlq,
         delivery='unknown_target_grace = "3s"',
-    )  # fmt: skip
+    )
     # one without: its partition blocks at the poison record
     blocked = bridges.start(
-        route(name="stuck", topic=stuck, target="object", service="Recorder", handler="record",
-              key="{value.id}"),
-        group_id=unique("g"),
-        name="blocked",
-    )  # fmt: skip
+        recorder(stuck, name="stuck", key="{value.id}"), group_id=unique("g"), name="blocked"
+    )
 
     stuck_labels = f'{{partition="0",topic="{stuck}"}}'
 

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.ingress import Client
 from tests.conftest import BridgeFactory
-from tests.helpers import route, unique, until
+from tests.helpers import recorder, unique, until
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
 
@@ -48,20 +48,16 @@ def keyed(key: str, value: Any, kind: str, **headers: bytes) -> Message:
 
 
 def hostile_routes(topic: str, prefix: str) -> str:
-    common = {"topic": topic, "target": "object", "service": "Recorder", "handler": "record"}
-    return "".join(
-        [
-            route(name="plain", key=f"{prefix}{{key}}", match={"header.kind": "plain"},
-                  headers=["trace"], on_null="dead_letter", **common),
-            route(name="delayed", key=f"{prefix}{{key}}", match={"header.kind": "delayed"},
-                  delay="{header.delay}", **common),
-            route(name="hex", key=f"{prefix}hex-{{key.hex}}", match={"header.kind": "hex"},
-                  **common),
-            route(name="by-field", key="{value.who}", match={"header.kind": "field"}, **common),
-            route(name="skip-null", key=f"{prefix}{{key}}", match={"header.kind": "tomb"},
-                  on_null="skip", **common),
-        ]
-    )  # fmt: skip
+    def by_kind(name: str, kind: str, key: str = f"{prefix}{{key}}", **fields: object) -> str:
+        return recorder(topic, name=name, key=key, match={"header.kind": kind}, **fields)
+
+    return (
+        by_kind("plain", "plain", headers=["trace"], on_null="dead_letter")
+        + by_kind("delayed", "delayed", delay="{header.delay}")
+        + by_kind("hex", "hex", key=f"{prefix}hex-{{key.hex}}")
+        + by_kind("by-field", "field", key="{value.who}")
+        + by_kind("skip-null", "tomb", on_null="skip")
+    )
 
 
 def hostile_records() -> tuple[list[Message], list[Bad]]:
@@ -115,8 +111,8 @@ async def produce_nothing_record(bootstrap: str, topic: str, tag: bytes) -> None
     await producer.start()
     try:
         batch = producer.create_batch()
-        batch.append(key=None, value=None, timestamp=None, headers=[("kind", b"plain"),
-                                                                     ("bad", tag)])  # fmt: skip
+        headers = [("kind", b"plain"), ("bad", tag)]
+        batch.append(key=None, value=None, timestamp=None, headers=headers)
         fut = await producer.send_batch(batch, topic, partition=1)
         await fut
     finally:
@@ -186,21 +182,12 @@ async def test_hostile_topic_never_stops_the_bridge(
     assert bridge.ready()
     ends = await end_offsets(bootstrap, topic)
     await until(
-        lambda: committed(bridge, topic),
+        lambda: bridge.committed(topic),
         lambda c: c == ends,
         f"committed offsets at the partition ends {ends}",
     )
     skipped = bridge.metric('restate_bridge_messages_total{outcome="skipped",route="skip-null"')
     assert skipped == 1
-
-
-def committed(bridge: Any, topic: str) -> dict[int, int]:
-    out = {}
-    for sample, value in bridge.metrics().items():
-        if sample.startswith("restate_bridge_committed_offset{") and f'topic="{topic}"' in sample:
-            partition = int(sample.split('partition="')[1].split('"')[0])
-            out[partition] = int(value)
-    return out
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -249,9 +236,7 @@ async def test_aborted_transactions_never_reach_restate(
     finally:
         await producer.stop()
     await produce(bootstrap, topic, [Message(key.encode(), b'"plain"')])
-    routes = route(
-        name="rec", topic=topic, target="object", service="Recorder", handler="record", key="{key}"
-    )
+    routes = recorder(topic)
     bridge = bridges.start(routes, group_id=unique("g"))
 
     async def state() -> Any:

@@ -26,9 +26,14 @@ pytestmark = pytest.mark.integration
 
 def recorder(topic: str, **extra: object) -> str:
     return route(
-        name="rec", topic=topic, target="object", service="Recorder", handler="record",
-        key="{key}", **extra,
-    )  # fmt: skip
+        name="rec",
+        topic=topic,
+        target="object",
+        service="Recorder",
+        handler="record",
+        key="{key}",
+        **extra,
+    )
 
 
 class Tls:
@@ -114,14 +119,20 @@ async def test_the_bridge_delivers_to_an_https_ingress_with_a_custom_ca(
 
 
 async def test_an_untrusted_ingress_certificate_keeps_the_bridge_not_ready_saying_why(
-    broker: Broker, bridges: BridgeFactory, restate: RestateServer, tls: Tls,
+    broker: Broker,
+    bridges: BridgeFactory,
+    restate: RestateServer,
+    tls: Tls,
     proxies: list[IngressProxy],
-) -> None:  # fmt: skip
+) -> None:
     proxy = start_proxy(proxies, restate, ssl_context=tls.server_context(client_certificates=False))
     bridge = bridges.start(
-        recorder(unique("t")), group_id=unique("g"), ingress_url=proxy.url, wait_ready=False,
+        recorder(unique("t")),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+        wait_ready=False,
         restate_extra=f'ca_file = "{tls.other_ca_file}"\n',
-    )  # fmt: skip
+    )
     status, body = await until(
         bridge.readyz, lambda r: "TLS" in r[1].get("detail", ""), "/readyz naming TLS", 30
     )
@@ -132,14 +143,20 @@ async def test_an_untrusted_ingress_certificate_keeps_the_bridge_not_ready_sayin
 
 
 async def test_a_missing_client_certificate_keeps_the_bridge_not_ready(
-    broker: Broker, bridges: BridgeFactory, restate: RestateServer, tls: Tls,
+    broker: Broker,
+    bridges: BridgeFactory,
+    restate: RestateServer,
+    tls: Tls,
     proxies: list[IngressProxy],
-) -> None:  # fmt: skip
+) -> None:
     proxy = start_proxy(proxies, restate, ssl_context=tls.server_context(client_certificates=True))
     bridge = bridges.start(
-        recorder(unique("t")), group_id=unique("g"), ingress_url=proxy.url, wait_ready=False,
+        recorder(unique("t")),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+        wait_ready=False,
         restate_extra=f'ca_file = "{tls.ca_file}"\n',
-    )  # fmt: skip
+    )
     # TLS 1.3 refuses a missing client certificate after the client's side of the handshake:
     # the client sees the alert or only a reset, depending on timing
     status, body = await until(
@@ -154,9 +171,13 @@ async def test_a_missing_client_certificate_keeps_the_bridge_not_ready(
 
 
 async def test_a_rotated_token_file_takes_effect_without_a_restart_and_loses_nothing(
-    broker: Broker, bridges: BridgeFactory, restate: RestateServer, client: Client,
-    proxies: list[IngressProxy], tmp_path: Path,
-) -> None:  # fmt: skip
+    broker: Broker,
+    bridges: BridgeFactory,
+    restate: RestateServer,
+    client: Client,
+    proxies: list[IngressProxy],
+    tmp_path: Path,
+) -> None:
     old, new = "old-token-" + unique("t"), "new-token-" + unique("t")
     token_file = tmp_path / "token"
     token_file.write_text(old + "\n")
@@ -164,9 +185,11 @@ async def test_a_rotated_token_file_takes_effect_without_a_restart_and_loses_not
     topic, key = unique("rot"), unique("k")
     await create_topics(broker.bootstrap_servers, [topic])
     bridge = bridges.start(
-        recorder(topic), group_id=unique("g"), ingress_url=proxy.url,
+        recorder(topic),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
         restate_extra=f'token_file = "{token_file}"\n',
-    )  # fmt: skip
+    )
     values = list(range(60))
 
     async def produce_slowly() -> None:
@@ -195,9 +218,13 @@ async def test_a_rotated_token_file_takes_effect_without_a_restart_and_loses_not
 
 
 async def test_a_forwarded_authorization_header_never_replaces_the_bridges_token(
-    broker: Broker, bridges: BridgeFactory, restate: RestateServer, client: Client,
-    proxies: list[IngressProxy], tmp_path: Path,
-) -> None:  # fmt: skip
+    broker: Broker,
+    bridges: BridgeFactory,
+    restate: RestateServer,
+    client: Client,
+    proxies: list[IngressProxy],
+    tmp_path: Path,
+) -> None:
     token = "bridge-token-" + unique("t")
     token_file = tmp_path / "token"
     token_file.write_text(token)
@@ -208,13 +235,20 @@ async def test_a_forwarded_authorization_header_never_replaces_the_bridges_token
     await produce(
         broker.bootstrap_servers,
         topic,
-        [Message(key.encode(), b"1", headers=[("authorization", b"Bearer from-the-record"),
-                                               ("x-tenant", b"acme")])],
-    )  # fmt: skip
+        [
+            Message(
+                key.encode(),
+                b"1",
+                headers=[("authorization", b"Bearer from-the-record"), ("x-tenant", b"acme")],
+            )
+        ],
+    )
     bridge = bridges.start(
-        recorder(topic, headers=["x-tenant"]), group_id=unique("g"), ingress_url=proxy.url,
+        recorder(topic, headers=["x-tenant"]),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
         restate_extra=f'token_file = "{token_file}"\n',
-    )  # fmt: skip
+    )
     await until(recorded(client, key), lambda v: v == [1], "the record delivered")
     [send] = proxy.answered(202)
     assert send.headers["authorization"] == f"Bearer {token}"

@@ -21,9 +21,13 @@ TOKEN = "listener-" + "9d1e-unique-token"
 
 async def client_for(token: str | None) -> TestClient[object, object]:
     server = StatusServer(
-        Metrics(), lambda: (True, "consuming"), "127.0.0.1", 0, status=lambda: {"ok": 1},
+        Metrics(),
+        lambda: (True, "consuming"),
+        "127.0.0.1",
+        0,
+        status=lambda: {"ok": 1},
         token=token,
-    )  # fmt: skip
+    )
     client: TestClient[object, object] = TestClient(TestServer(server.app()))
     await client.start_server()
     return client
@@ -35,9 +39,13 @@ async def test_every_path_but_healthz_metrics_and_the_shell_needs_the_token() ->
         for path in ("/healthz", "/metrics", "/"):
             assert (await client.get(path)).status == 200, path
         for path in ("/status.json", "/readyz", "/nope"):
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                            {"Authorization": f"Basic {TOKEN}"},
-                            {"Authorization": f"Bearer {TOKEN}x"}):  # fmt: skip
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": TOKEN},
+                {"Authorization": f"Basic {TOKEN}"},
+                {"Authorization": f"Bearer {TOKEN}x"},
+            ):
                 resp = await client.get(path, headers=headers)
                 assert resp.status == 401, (path, headers)
                 assert resp.headers["WWW-Authenticate"].startswith("Bearer")

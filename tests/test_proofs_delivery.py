@@ -6,7 +6,7 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from bridge.ingress import Client
-from tests.helpers import recorded, route, unique, until
+from tests.helpers import recorded, recorder, route, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, alter_topic, create_topics, produce, read_topic
@@ -15,18 +15,6 @@ from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 
 pytestmark = pytest.mark.integration
-
-
-def recorder(topic: str, **extra: object) -> str:
-    return route(
-        name="rec",
-        topic=topic,
-        target="object",
-        service="Recorder",
-        handler="record",
-        key="{key}",
-        **extra,
-    )
 
 
 def errors(bridge: BridgeProcess, reason: str) -> float:
@@ -48,14 +36,14 @@ async def test_a_target_registered_within_the_grace_is_delivered_not_dead_letter
     )
     # Recorder is not registered yet: the ingress answers 404, the bridge keeps retrying
     await until(lambda: errors(bridge, "http_404"), lambda n: n >= 2, "404s retried")
-    assert bridge.per_partition("restate_bridge_committed_offset", topic) == {}
+    assert bridge.committed(topic) == {}
     handlers.register_with(bare_restate)
     await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == 1, "delivered")
     async with Client(bare_restate.ingress_url) as client:
         assert await recorded(client, key)() == ["early"]
     assert outcome(bridge, topic, "dead_lettered") == 0
     await until(
-        lambda: bridge.per_partition("restate_bridge_committed_offset", topic),
+        lambda: bridge.committed(topic),
         lambda c: c == {0: 1},
         "committed",
     )
@@ -88,7 +76,7 @@ async def test_a_target_still_unknown_after_the_grace_is_dead_lettered_with_the_
     assert errors(bridge, "http_404") >= 3
     assert outcome(bridge, topic, "dead_lettered") == 1
     await until(
-        lambda: bridge.per_partition("restate_bridge_committed_offset", topic),
+        lambda: bridge.committed(topic),
         lambda c: c == {0: 1},
         "committed past the dead letter",
     )
@@ -196,7 +184,7 @@ async def test_topic_pattern_is_a_full_match(
     for t in matching:
         await until(recorded(client, t), lambda got: got == ["v"], f"{t} consumed")
     await until(
-        lambda: bridge.per_partition("restate_bridge_committed_offset", matching[1]),
+        lambda: bridge.committed(matching[1]),
         lambda c: c == {0: 1},
         "the matching topics committed",
     )

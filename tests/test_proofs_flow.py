@@ -12,17 +12,27 @@ from collections import defaultdict
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import hold_for, recorded, recorded_as, route, unique, until
-from tests.stack.bridge_process import BridgeFactory, BridgeProcess
+from tests.helpers import hold_for, recorded, recorded_as, recorder, route, unique, until
+from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
+from tests.stack.ledger import outcome
 from tests.stack.proxy import IngressProxy, Send, max_overlap
 
 pytestmark = pytest.mark.integration
 
 
-def outcome(bridge: BridgeProcess, topic: str, which: str) -> float:
-    return bridge.value("restate_bridge_messages_total", topic=topic, outcome=which)
+def ping(topic: str, *, name: str, **fields: object) -> str:
+    """A route calling the ``Greeter`` service's ``ping`` (no input) once per record."""
+    return route(
+        name=name,
+        topic=topic,
+        target="service",
+        service="Greeter",
+        handler="ping",
+        body="none",
+        **fields,
+    )
 
 
 def by_partition(sends: list[Send]) -> dict[int, list[Send]]:
@@ -45,14 +55,7 @@ async def test_pending_records_never_exceed_max_pending_records(
     )
     proxy.hold()
     bridge = bridges.start(
-        route(
-            name="rec",
-            topic=topic,
-            target="object",
-            service="Recorder",
-            handler="record",
-            key="{key}",
-        ),
+        recorder(topic),
         group_id=unique("g"),
         ingress_url=proxy.url,
         delivery=f"max_pending_records = {bound}",
@@ -111,14 +114,7 @@ async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
     # Restate "down" behind a load balancer: every /send answers 503, fetching pauses
     proxy.refuse = -1
     bridge = bridges.start(
-        route(
-            name="rec",
-            topic=topic,
-            target="object",
-            service="Recorder",
-            handler="record",
-            key="{key}",
-        ),
+        recorder(topic),
         group_id=unique("g"),
         ingress_url=proxy.url,
         wait_ready=False,
@@ -144,7 +140,7 @@ async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
         lag = bridge.per_partition("restate_bridge_consumer_lag", topic)
         assert lag == {p: end - got.get(p, 0) for p, end in ends.items()}, (lag, got)
         assert bridge.value("restate_bridge_ingress_errors_total", reason="http_5xx") > 0
-        assert bridge.per_partition("restate_bridge_committed_offset", topic) == {}
+        assert bridge.committed(topic) == {}
 
     await until(
         lambda: bridge.per_partition("restate_bridge_consumer_lag", topic).keys() == ends.keys(),
@@ -157,7 +153,7 @@ async def test_consumer_lag_is_the_unfetched_count_while_the_ingress_is_down(
     await until(
         lambda: (
             bridge.per_partition("restate_bridge_consumer_lag", topic),
-            bridge.per_partition("restate_bridge_committed_offset", topic),
+            bridge.committed(topic),
         ),
         lambda lc: lc == ({0: 0, 1: 0}, ends),
         "lag 0 and everything committed once the ingress is back",
@@ -171,17 +167,7 @@ async def test_route_max_in_flight_caps_that_route_only(
     await create_topics(broker.bootstrap_servers, [topic])
     await produce(broker.bootstrap_servers, topic, [Message(None, b"1") for _ in range(total)])
     proxy.delay = 0.1
-    routes = route(
-        name="capped",
-        topic=topic,
-        target="service",
-        service="Greeter",
-        handler="ping",
-        body="none",
-        max_in_flight=cap,
-    ) + route(
-        name="free", topic=topic, target="service", service="Greeter", handler="ping", body="none"
-    )
+    routes = ping(topic, name="capped", max_in_flight=cap) + ping(topic, name="free")
     bridge = bridges.start(routes, group_id=unique("g"), ingress_url=proxy.url)
     await until(
         lambda: outcome(bridge, topic, "accepted"),
@@ -207,15 +193,7 @@ async def test_partition_ordering_sends_one_at_a_time_per_partition_in_offset_or
     )
     proxy.delay = 0.03
     bridge = bridges.start(
-        route(
-            name="seq",
-            topic=topic,
-            target="service",
-            service="Greeter",
-            handler="ping",
-            body="none",
-            ordering="partition",
-        ),
+        ping(topic, name="seq", ordering="partition"),
         group_id=unique("g"),
         ingress_url=proxy.url,
     )
@@ -243,15 +221,7 @@ async def test_no_ordering_sends_one_objects_records_in_parallel(
     )
     proxy.delay = 0.2
     bridge = bridges.start(
-        route(
-            name="par",
-            topic=topic,
-            target="object",
-            service="Recorder",
-            handler="record",
-            key="{key}",
-            ordering="none",
-        ),
+        recorder(topic, name="par", ordering="none"),
         group_id=unique("g"),
         ingress_url=proxy.url,
     )

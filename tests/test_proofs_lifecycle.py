@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import recorded, route, unique, until
+from tests.helpers import recorded, recorder, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess, routes_toml
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -34,18 +34,6 @@ from tests.stack.procs import free_port, port_open
 from tests.stack.proxy import IngressProxy
 
 pytestmark = pytest.mark.integration
-
-
-def recorder(topic: str, **extra: object) -> str:
-    return route(
-        name="rec",
-        topic=topic,
-        target="object",
-        service="Recorder",
-        handler="record",
-        key="{key}",
-        **extra,
-    )
 
 
 async def test_revoked_partitions_are_drained_and_committed_before_a_joiner_takes_them(
@@ -124,7 +112,7 @@ def stuck(
         held = await until(proxy.held, lambda h: len(h) == 4, "one send per key held")
         lowest = min(h.partition_offset[1] for h in held)
         await until(
-            lambda: bridge.per_partition("restate_bridge_committed_offset", topic),
+            lambda: bridge.committed(topic),
             lambda c: c == {0: lowest},
             f"committed up to the first held record, {lowest}",
         )

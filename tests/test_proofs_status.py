@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.helpers import route, unique, until
+from tests.helpers import recorder, signup_workflow, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -41,25 +41,8 @@ async def test_status_json_equals_metrics_on_non_zero_values(
     topic, dlq, tag = unique("status"), unique("dlq"), unique("k")
     await create_topics(broker.bootstrap_servers, [topic], partitions=2)
     await create_topics(broker.bootstrap_servers, [dlq])
-    routes = route(
-        name="rec",
-        topic=topic,
-        target="object",
-        service="Recorder",
-        handler="record",
-        key="{key}",
-        body="{value.n}",
-        match={"header.kind": "rec"},
-    ) + route(
-        name="signup",
-        topic=topic,
-        target="workflow",
-        service="Signup",
-        handler="run",
-        key="{value.user}",
-        body="{value.email}",
-        match={"header.kind": "signup"},
-    )
+    routes = recorder(topic, body="{value.n}", match={"header.kind": "rec"})
+    routes += signup_workflow(topic, match={"header.kind": "signup"})
     rec, signup = [("kind", b"rec")], [("kind", b"signup")]
     user = json.dumps({"user": tag, "email": "a@example.com"}).encode()
     proxy.refuse = 2  # two 503s: retries and errors
@@ -112,7 +95,7 @@ async def test_status_json_equals_metrics_on_non_zero_values(
 
     parts = {p["partition"]: p for p in status["partitions"] if p["topic"] == topic}
     lag = metrics.per_partition("restate_bridge_consumer_lag", topic)
-    committed = metrics.per_partition("restate_bridge_committed_offset", topic)
+    committed = metrics.committed(topic)
     assert {p: row["lag"] for p, row in parts.items()} == lag
     assert {p: row["committed"] for p, row in parts.items() if p in committed} == committed
     assert sum(lag.values()) == 30

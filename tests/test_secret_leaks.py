@@ -39,17 +39,23 @@ def sasl_routes(tmp_path: Path, extra: str = "") -> Path:
         f'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "bridge"\n'
         f'sasl_password_file = "{tmp_path / "sasl"}"\n{extra}'
         f'[restate]\ntoken_file = "{tmp_path / "ingress"}"\n'
-        + route(topic="t", target="object", service="S", handler="h", key="{value.k}",
-                headers=["x-a"])
-    )  # fmt: skip
+        + route(
+            topic="t", target="object", service="S", handler="h", key="{value.k}", headers=["x-a"]
+        )
+    )
     return path
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin", "RESTATE_AUTH_TOKEN": INGRESS}, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", "RESTATE_AUTH_TOKEN": INGRESS},
+        timeout=60,
+        check=False,
+    )
 
 
 def test_route_check_reprs_and_errors_hold_no_secret(tmp_path: Path) -> None:
@@ -61,10 +67,11 @@ def test_route_check_reprs_and_errors_hold_no_secret(tmp_path: Path) -> None:
     assert_clean("str(config)", str(config))
     client = Client("http://127.0.0.1:1", token=INGRESS)
     assert_clean("repr(client)", repr(client))
-    for args in (["check", str(path)],
-                 ["route", str(path), "--topic", "t", "--value", '{"k": "a"}', "--header",
-                  "x-a=1"],
-                 ["route", str(path), "--topic", "t", "--value", "not json"]):  # fmt: skip
+    for args in (
+        ["check", str(path)],
+        ["route", str(path), "--topic", "t", "--value", '{"k": "a"}', "--header", "x-a=1"],
+        ["route", str(path), "--topic", "t", "--value", "not json"],
+    ):
         done = cli(*args)
         assert done.returncode == 0, done.stderr
         assert_clean(f"{args[0]} stdout", done.stdout)
@@ -94,12 +101,20 @@ async def test_a_running_bridge_leaks_no_secret_on_success_or_failure(
     proc = bridges.process("bridge", env={"BRIDGE_LOG_LEVEL": "DEBUG"})
     proc.token = LISTENER
     routes = bridges.routes(
-        route(name="rec", topic=topic, target="object", service="Recorder", handler="record",
-              key="{value.k}", headers=["x-note"]),
-        group_id=unique("g"), dead_letter_topic=dlq,
+        route(
+            name="rec",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key="{value.k}",
+            headers=["x-note"],
+        ),
+        group_id=unique("g"),
+        dead_letter_topic=dlq,
         restate_extra=f'token_file = "{tmp_path / "ingress"}"\n',
         metrics_extra=f'token_file = "{tmp_path / "listener"}"\n',
-    )  # fmt: skip
+    )
     routes = routes.replace(bridges.restate.ingress_url, proxy.url)
     routes = routes.replace("127.0.0.1:0", f"127.0.0.1:{proc.metrics_port}")
     proc.write_routes(routes)

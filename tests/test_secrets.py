@@ -55,11 +55,15 @@ def certificate(tmp_path: Path) -> Path:
 # (tables before the secret's own line, the table it is in, the option's stem, the field)
 SECRETS = {
     "sasl": (SASL, "", "sasl_password", lambda c: c.kafka.sasl_password),
-    "ssl": ('security_protocol = "SSL"\nssl_certfile = "{cert}"\n', "", "ssl_password",
-            lambda c: c.kafka.ssl_password),
+    "ssl": (
+        'security_protocol = "SSL"\nssl_certfile = "{cert}"\n',
+        "",
+        "ssl_password",
+        lambda c: c.kafka.ssl_password,
+    ),
     "ingress": ("", "[restate]\n", "token", lambda c: c.restate.token),
     "listener": ("", "[metrics]\n", "token", lambda c: c.metrics.token),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("kind", SECRETS)

@@ -17,7 +17,7 @@ from bridge.metrics import Metrics
 from bridge.offsets import TopicPartition
 from bridge.status import RecentDeadLetters, snapshot
 from tests.conftest import BridgeFactory, Broker
-from tests.helpers import eventually, messages_total, route, unique
+from tests.helpers import eventually, messages_total, recorder, route, unique
 from tests.stack.kafka_io import Message, create_topics, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -114,10 +114,17 @@ def test_the_page_reads_only_partition_fields_that_status_json_has() -> None:
     status = snapshot(config, metrics, RecentDeadLetters(), (True, "ok"), blocked)
     [row] = status["partitions"]
     assert row == {
-        "topic": "t", "partition": 0, "lag": 3.0, "committed_lag": 9.0,
-        "oldest_unfinished_age": 12.5, "committed": None, "blocked": 1.0, "blocked_at": 41,
-        "blocked_route": "r", "blocked_reason": "not JSON",
-    }  # fmt: skip
+        "topic": "t",
+        "partition": 0,
+        "lag": 3.0,
+        "committed_lag": 9.0,
+        "oldest_unfinished_age": 12.5,
+        "committed": None,
+        "blocked": 1.0,
+        "blocked_at": 41,
+        "blocked_route": "r",
+        "blocked_reason": "not JSON",
+    }
     page = (Path(__file__).resolve().parents[1] / "bridge" / "status_page.html").read_text()
     partitions_js = page[page.index("const num = ") : page.index('fill("dead"')]
     used = set(re.findall(r"\bp\.(\w+)", partitions_js))
@@ -131,10 +138,7 @@ async def test_status_page_shows_what_metrics_export(
 ) -> None:
     topic, dlq, tag = unique("status"), unique("dlq"), unique("s")
     await create_topics(broker.bootstrap_servers, [topic, dlq], partitions=2)
-    routes = route(
-        name="orders", topic=topic, target="object", service="Recorder", handler="record",
-        key=f"{tag}-{{value.customer}}",
-    )  # fmt: skip
+    routes = recorder(topic, name="orders", key=f"{tag}-{{value.customer}}")
     messages = [
         Message(b"k", f'{{"customer": "c{i % 3}"}}'.encode(), partition=i % 2) for i in range(30)
     ]
@@ -208,9 +212,14 @@ async def test_markup_in_a_dead_letter_reason_or_a_route_name_renders_as_text(
     name = '<img src=x onerror="document.title=2">'
     # a header value no HTTP header may carry (non-ASCII): the reason quotes it
     routes = route(
-        name=name, topic=topic, target="object", service="Recorder", handler="record",
-        key="{key}", headers=["x-note"],
-    )  # fmt: skip
+        name=name,
+        topic=topic,
+        target="object",
+        service="Recorder",
+        handler="record",
+        key="{key}",
+        headers=["x-note"],
+    )
     note = (script + "\u00e9").encode()
     await produce(broker.bootstrap_servers, topic, [Message(b"k", b"1", [("x-note", note)])])
     bridge = bridges.start(routes, group_id=unique("g"), dead_letter_topic=dlq)

@@ -348,9 +348,8 @@ def test_status_json_names_the_blocked_partitions_reason() -> None:
         w.bridge.config, w.bridge.metrics, w.bridge.dead_letters, (True, "ok"), w.bridge.blocked
     )
     [row] = [p for p in status["partitions"] if p["partition"] == 0]
-    assert (row["blocked"], row["blocked_at"], row["blocked_route"], row["blocked_reason"]) == (
-        1.0, 15, "rec", "value is not JSON",
-    )  # fmt: skip
+    want = (1.0, 15, "rec", "value is not JSON")
+    assert (row["blocked"], row["blocked_at"], row["blocked_route"], row["blocked_reason"]) == want
     [letter] = status["dead_letters"]
     assert (letter["partition"], letter["offset"], letter["reason"]) == (1, 3, "bad")
 

@@ -11,47 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
 
 import pytest
 
 from tests.conftest import BridgeFactory, Broker
-from tests.helpers import route, unique, until
+from tests.helpers import missing_service, recorder, unique, until
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics, produce
+from tests.stack.ledger import outcome
 
 pytestmark = pytest.mark.integration
 
-_LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
-
-def per_partition(bridge: BridgeProcess, name: str, topic: str) -> dict[int, float]:
-    """``{partition: value}`` of a per-partition metric; fails if the process does not answer."""
-    assert bridge.process.alive(), bridge.process.log_tail()
-    out: dict[int, float] = {}
-    for sample, value in bridge.metrics().items():
-        base, _, labels = sample.partition("{")
-        found = dict(_LABELS.findall(labels))
-        if base == name and found.get("topic") == topic:
-            out[int(found["partition"])] = value
-    return out
-
-
-def total(bridge: BridgeProcess, topic: str, outcome: str) -> float:
-    return sum(
-        v
-        for k, v in bridge.metrics().items()
-        if k.startswith("restate_bridge_messages_total{")
-        and f'topic="{topic}"' in k
-        and f'outcome="{outcome}"' in k
-    )
-
-
-def status(bridge: BridgeProcess) -> dict[str, Any]:
-    code, body = bridge._get("/status.json")
-    assert code == 200, (code, body)
-    loaded: dict[str, Any] = json.loads(body)
-    return loaded
+def sent(bridge: BridgeProcess, topic: str) -> int:
+    """Records of ``topic`` Restate accepted, the first time or again (answered as a duplicate)."""
+    return outcome(bridge, topic, "accepted") + outcome(bridge, topic, "duplicate")
 
 
 async def test_a_stuck_record_holds_back_at_most_max_pending_per_partition(
@@ -71,45 +45,42 @@ async def test_a_stuck_record_holds_back_at_most_max_pending_per_partition(
         ]
     await produce(bootstrap, topic, messages)
     bridge = bridges.start(
-        route(name="rec", topic=topic, target="object", service="Recorder", handler="record",
-              key="{key}", match={"header.kind": "ok"})
-        + route(name="missing", topic=topic, target="service", service="NoSuchService",
-                handler="run", match={"header.kind": "stuck"}),
+        recorder(topic, match={"header.kind": "ok"}) + missing_service(topic, "stuck"),
         group_id=unique("g"),
         dead_letter_topic=dlq,
         delivery=f'max_pending_per_partition = {bound}\nunknown_target_grace = "25s"',
-    )  # fmt: skip
+    )
 
     # partition 1 flows to its end; partition 0 stops fetching at the bound
     await until(
-        lambda: per_partition(bridge, "restate_bridge_committed_offset", topic).get(1),
+        lambda: bridge.committed(topic).get(1),
         lambda c: c == 100,
         "partition 1 committed to its end",
     )
     lag = await until(
-        lambda: per_partition(bridge, "restate_bridge_consumer_lag", topic),
+        lambda: bridge.per_partition("restate_bridge_consumer_lag", topic),
         lambda lag: lag.get(0) == 101 - bound,
         f"partition 0 fetched exactly {bound} records (consumer lag {101 - bound})",
     )
     assert lag.get(1) == 0, lag
     # the stuck record plus bound - 1 good ones: no more were sent, however long it lasts
-    assert total(bridge, topic, "accepted") + total(bridge, topic, "duplicate") == 100 + bound - 1
-    assert 0 not in per_partition(bridge, "restate_bridge_committed_offset", topic)
-    committed_lag = per_partition(bridge, "restate_bridge_committed_lag", topic)
+    assert sent(bridge, topic) == 100 + bound - 1
+    assert 0 not in bridge.committed(topic)
+    committed_lag = bridge.per_partition("restate_bridge_committed_lag", topic)
     assert committed_lag == {0: 101, 1: 0}, committed_lag  # nothing of partition 0 committed
     ages = await until(
-        lambda: per_partition(bridge, "restate_bridge_oldest_unfinished_age_seconds", topic),
+        lambda: bridge.per_partition("restate_bridge_oldest_unfinished_age_seconds", topic),
         lambda ages: ages.get(0, 0) > 2,
         "the stuck record's age growing",
     )
     assert ages.get(1) == 0, ages
     later = await until(
-        lambda: per_partition(bridge, "restate_bridge_oldest_unfinished_age_seconds", topic),
+        lambda: bridge.per_partition("restate_bridge_oldest_unfinished_age_seconds", topic),
         lambda later: later.get(0, 0) >= ages[0] + 1,
         "the age still growing",
     )
-    assert total(bridge, topic, "accepted") + total(bridge, topic, "duplicate") == 100 + bound - 1
-    rows = {p["partition"]: p for p in status(bridge)["partitions"] if p["topic"] == topic}
+    assert sent(bridge, topic) == 100 + bound - 1
+    rows = {p["partition"]: p for p in bridge.status_json()["partitions"] if p["topic"] == topic}
     assert rows[0]["committed_lag"] == 101
     assert rows[0]["oldest_unfinished_age"] >= later[0]
     assert rows[0]["lag"] == 101 - bound
@@ -117,18 +88,18 @@ async def test_a_stuck_record_holds_back_at_most_max_pending_per_partition(
 
     # the grace ends: the record is dead-lettered and partition 0 catches up
     await until(
-        lambda: per_partition(bridge, "restate_bridge_committed_offset", topic).get(0),
+        lambda: bridge.committed(topic).get(0),
         lambda c: c == 101,
         "partition 0 committed to its end after the dead letter",
     )
-    assert total(bridge, topic, "dead_lettered") == 1
-    assert total(bridge, topic, "accepted") + total(bridge, topic, "duplicate") == 200
+    assert outcome(bridge, topic, "dead_lettered") == 1
+    assert sent(bridge, topic) == 200
     await until(
-        lambda: per_partition(bridge, "restate_bridge_committed_lag", topic),
+        lambda: bridge.per_partition("restate_bridge_committed_lag", topic),
         lambda c: c == {0: 0, 1: 0},
         "no committed lag left",
     )
-    assert per_partition(bridge, "restate_bridge_oldest_unfinished_age_seconds", topic) == {
+    assert bridge.per_partition("restate_bridge_oldest_unfinished_age_seconds", topic) == {
         0: 0,
         1: 0,
     }
@@ -159,25 +130,22 @@ async def test_a_blocked_partition_stays_blocked_when_a_rebalance_gives_it_back(
             *good(1, 0, 10),
         ],
     )
-    routes = route(
-        name="rec", topic=topic, target="object", service="Recorder", handler="record",
-        key="{value.id}",
-    )  # fmt: skip
+    routes = recorder(topic, key="{value.id}")
     first = bridges.start(routes, group_id=group, name="first")
     await until(
-        lambda: per_partition(first, "restate_bridge_committed_offset", topic),
+        lambda: first.committed(topic),
         lambda c: c == {0: poison_at, 1: 10},
         "partition 0 committed up to the poison, partition 1 to its end",
     )
-    assert per_partition(first, "restate_bridge_partition_blocked", topic).get(0) == 1
-    sent_before = total(first, topic, "accepted") + total(first, topic, "duplicate")
+    assert first.per_partition("restate_bridge_partition_blocked", topic).get(0) == 1
+    sent_before = sent(first, topic)
 
     # a second member joins (a rebalance revokes everything from the first), then leaves
     second = bridges.start(routes, group_id=group, name="second")
     await until(
         lambda: (
-            per_partition(second, "restate_bridge_consumer_lag", topic)
-            or per_partition(second, "restate_bridge_partition_blocked", topic)
+            second.per_partition("restate_bridge_consumer_lag", topic)
+            or second.per_partition("restate_bridge_partition_blocked", topic)
         ),
         bool,
         "the second member owning a partition",
@@ -190,7 +158,7 @@ async def test_a_blocked_partition_stays_blocked_when_a_rebalance_gives_it_back(
         "the first member assigned everything again after the second left",
     )
     await until(
-        lambda: per_partition(first, "restate_bridge_partition_blocked", topic),
+        lambda: first.per_partition("restate_bridge_partition_blocked", topic),
         lambda b: b.get(0) == 1,
         "partition 0 reported blocked again",
     )
@@ -201,13 +169,14 @@ async def test_a_blocked_partition_stays_blocked_when_a_rebalance_gives_it_back(
     # not fetched again: nothing behind the poison was re-sent, no second block
     await produce(bootstrap, topic, good(1, 10, 5))
     await until(
-        lambda: per_partition(first, "restate_bridge_committed_offset", topic).get(1),
+        lambda: first.committed(topic).get(1),
         lambda c: c == 15,
         "partition 1 still flowing",
     )
-    assert total(first, topic, "accepted") + total(first, topic, "duplicate") == sent_before + 5
-    assert per_partition(first, "restate_bridge_committed_offset", topic)[0] == poison_at
-    [row] = [p for p in status(first)["partitions"] if p["topic"] == topic and p["partition"] == 0]
+    assert sent(first, topic) == sent_before + 5
+    assert first.committed(topic)[0] == poison_at
+    partitions = first.status_json()["partitions"]
+    [row] = [p for p in partitions if p["topic"] == topic and p["partition"] == 0]
     assert (row["blocked"], row["blocked_at"], row["blocked_route"]) == (1, poison_at, "rec"), row
     assert "not JSON" in row["blocked_reason"], row
     assert row["oldest_unfinished_age"] > 0, row

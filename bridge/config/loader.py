@@ -197,9 +197,14 @@ def _passphrase(password: str | None) -> Callable[[], str]:
 def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str, str]) -> Any:
     """The ingress token, and the TLS files of an ``https://`` ingress (they must load)."""
     token = _secret(
-        problems, "restate", restate, "token", "the ingress token", env,
+        problems,
+        "restate",
+        restate,
+        "token",
+        "the ingress token",
+        env,
         default_env="RESTATE_AUTH_TOKEN",
-    )  # fmt: skip
+    )
     files = {k: getattr(restate, k) for k in ("ca_file", "cert_file", "key_file")}
     before = len(problems.items)
     for key, name in files.items():

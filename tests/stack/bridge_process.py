@@ -190,6 +190,10 @@ class BridgeProcess:
     def per_partition(self, name: str, topic: str) -> dict[int, float]:
         return {int(lab["partition"]): v for lab, v in self.samples(name, topic=topic)}
 
+    def committed(self, topic: str) -> dict[int, float]:
+        """``{partition: offset}`` the bridge last committed for ``topic``."""
+        return self.per_partition("restate_bridge_committed_offset", topic)
+
     def terminate(self, timeout: float = 60) -> int | None:
         """SIGTERM and wait for the exit code."""
         return self.process.stop(timeout=timeout)

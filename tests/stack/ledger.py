@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,18 +22,6 @@ from .kafka_io import Message
 from .restate import RestateServer
 
 PARTITIONS = 4
-
-
-def recorder_route(topic: str, *, key: str = "{key}", name: str = "rec") -> str:
-    return f"""
-[[routes]]
-name = "{name}"
-topic = "{topic}"
-target = "object"
-service = "Recorder"
-handler = "record"
-key = "{key}"
-"""
 
 
 # -- producing, and what must arrive ---------------------------------------------------------
@@ -134,47 +121,17 @@ async def wait_committed(bootstrap: str, group: str, ledger: Ledger, what: str) 
         await admin.close()
 
 
-# -- polling -----------------------------------------------------------------------------------
-
-
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def samples(bridge: BridgeProcess, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of metric ``name`` with their labels (a dead bridge fails the test)."""
-    everything = bridge.metrics()
-    out = []
-    for sample, value in everything.items():
-        base, _, labels = sample.partition("{")
-        if base == name:
-            out.append((dict(_LABEL.findall(labels)), value))
-    return out
+# -- the bridge's metrics ---------------------------------------------------------------------
 
 
 def outcome(bridge: BridgeProcess, topic: str, which: str) -> int:
-    return int(
-        sum(
-            v
-            for labels, v in samples(bridge, "restate_bridge_messages_total")
-            if labels.get("topic") == topic and labels.get("outcome") == which
-        )
-    )
-
-
-def per_partition(bridge: BridgeProcess, name: str, topic: str) -> dict[int, int]:
-    return {
-        int(labels["partition"]): int(v)
-        for labels, v in samples(bridge, name)
-        if labels.get("topic") == topic
-    }
-
-
-def committed_metric(bridge: BridgeProcess, topic: str) -> dict[int, int]:
-    return per_partition(bridge, "restate_bridge_committed_offset", topic)
+    """How many of ``topic``'s records ended as ``which`` (accepted, dead_lettered, ...)."""
+    return int(bridge.value("restate_bridge_messages_total", topic=topic, outcome=which))
 
 
 def gauge(bridge: BridgeProcess, name: str) -> float | None:
-    found = samples(bridge, name)
+    """The first sample of ``name``; None when the bridge exports none."""
+    found = bridge.samples(name)
     return found[0][1] if found else None
 
 
