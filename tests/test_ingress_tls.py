@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from bridge.ingress import Client
-from tests.helpers import recorded, route, unique, until
+from tests.helpers import recorded, recorder, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -22,18 +22,6 @@ from tests.stack.proxy import IngressProxy
 from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
-
-
-def recorder(topic: str, **extra: object) -> str:
-    return route(
-        name="rec",
-        topic=topic,
-        target="object",
-        service="Recorder",
-        handler="record",
-        key="{key}",
-        **extra,
-    )
 
 
 class Tls:
@@ -118,6 +106,23 @@ async def test_the_bridge_delivers_to_an_https_ingress_with_a_custom_ca(
     assert {s.status for s in proxy.snapshot()} == {202}
 
 
+async def not_ready(
+    bridges: BridgeFactory, proxy: IngressProxy, ca_file: Path, detail: str
+) -> tuple[int, dict[str, str]]:
+    """Start a bridge trusting ``ca_file`` behind ``proxy``; its ``/readyz`` once it names
+    ``detail``."""
+    bridge = bridges.start(
+        recorder(unique("t")),
+        group_id=unique("g"),
+        ingress_url=proxy.url,
+        wait_ready=False,
+        restate_extra=f'ca_file = "{ca_file}"\n',
+    )
+    return await until(
+        bridge.readyz, lambda r: detail in r[1].get("detail", ""), f"/readyz naming {detail}", 30
+    )
+
+
 async def test_an_untrusted_ingress_certificate_keeps_the_bridge_not_ready_saying_why(
     broker: Broker,
     bridges: BridgeFactory,
@@ -126,16 +131,7 @@ async def test_an_untrusted_ingress_certificate_keeps_the_bridge_not_ready_sayin
     proxies: list[IngressProxy],
 ) -> None:
     proxy = start_proxy(proxies, restate, ssl_context=tls.server_context(client_certificates=False))
-    bridge = bridges.start(
-        recorder(unique("t")),
-        group_id=unique("g"),
-        ingress_url=proxy.url,
-        wait_ready=False,
-        restate_extra=f'ca_file = "{tls.other_ca_file}"\n',
-    )
-    status, body = await until(
-        bridge.readyz, lambda r: "TLS" in r[1].get("detail", ""), "/readyz naming TLS", 30
-    )
+    status, body = await not_ready(bridges, proxy, tls.other_ca_file, "TLS")
     assert status == 503
     assert "TLS: the ingress's certificate is not trusted" in body["detail"]
     assert "(unable to get local issuer certificate)" in body["detail"]
@@ -150,21 +146,9 @@ async def test_a_missing_client_certificate_keeps_the_bridge_not_ready(
     proxies: list[IngressProxy],
 ) -> None:
     proxy = start_proxy(proxies, restate, ssl_context=tls.server_context(client_certificates=True))
-    bridge = bridges.start(
-        recorder(unique("t")),
-        group_id=unique("g"),
-        ingress_url=proxy.url,
-        wait_ready=False,
-        restate_extra=f'ca_file = "{tls.ca_file}"\n',
-    )
     # TLS 1.3 refuses a missing client certificate after the client's side of the handshake:
     # the client sees the alert or only a reset, depending on timing
-    status, body = await until(
-        bridge.readyz,
-        lambda r: "GET /restate/health" in r[1].get("detail", ""),
-        "/readyz naming the failed health check",
-        30,
-    )
+    status, body = await not_ready(bridges, proxy, tls.ca_file, "GET /restate/health")
     assert status == 503
     assert "Restate ingress unreachable" in body["detail"]
     assert proxy.snapshot() == []

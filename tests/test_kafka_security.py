@@ -31,7 +31,7 @@ from bridge.kafka_client import (
     HOSTNAME_MISMATCH,
     NOT_TRUSTED,
 )
-from tests.helpers import recorded, route, unique, until
+from tests.helpers import recorded, recorder, unique, until
 from tests.stack import apache_kafka
 from tests.stack.apache_kafka import ApacheKafkaBroker
 from tests.stack.bridge_process import BridgeProcess, routes_toml
@@ -182,18 +182,6 @@ async def committed(bootstrap: str, group: str, topic: str) -> int | None:
     return None if found is None or found.offset < 0 else found.offset
 
 
-def recorder(topic: str) -> str:
-    return route(
-        name="rec",
-        topic=topic,
-        target="object",
-        service="Recorder",
-        handler="record",
-        key="{key}",
-        body="{value.n}",
-    )
-
-
 def bridge_process(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -213,7 +201,7 @@ def bridge_process(
             ingress_url=restate.ingress_url,
             group_id=group,
             metrics_port=proc.metrics_port,
-            routes=recorder(topic),
+            routes=recorder(topic, body="{value.n}"),
             dead_letter_topic=dlq,
             kafka_extra=setup.lines(kafka.certs, tmp_path / "kafka-secret"),
         )

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.config import ConfigError, load_config
 from bridge.ingress import Client
-from tests.helpers import route, unique, until
+from tests.helpers import recorder, route, unique, until
 from tests.stack.bridge_process import REPO_ROOT, BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
@@ -101,15 +101,7 @@ async def test_a_running_bridge_leaks_no_secret_on_success_or_failure(
     proc = bridges.process("bridge", env={"BRIDGE_LOG_LEVEL": "DEBUG"})
     proc.token = LISTENER
     routes = bridges.routes(
-        route(
-            name="rec",
-            topic=topic,
-            target="object",
-            service="Recorder",
-            handler="record",
-            key="{value.k}",
-            headers=["x-note"],
-        ),
+        recorder(topic, key="{value.k}", headers=["x-note"]),
         group_id=unique("g"),
         dead_letter_topic=dlq,
         restate_extra=f'token_file = "{tmp_path / "ingress"}"\n',
