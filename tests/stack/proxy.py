@@ -35,6 +35,8 @@ class Send:
     end: float | None = None
     status: int | None = None
     """The answer given; None while under way, or when the bridge hung up first."""
+    held: bool = False
+    """Whether the proxy held it back (see :meth:`IngressProxy.hold`)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -120,8 +122,8 @@ class IngressProxy:
             return [s for s in self.sends if where is None or where(s)]
 
     def held(self) -> list[Send]:
-        """Sends waiting right now (started, no answer yet)."""
-        return self.snapshot(lambda s: s.end is None)
+        """Sends held back right now (not those merely on their way upstream)."""
+        return self.snapshot(lambda s: s.held and s.end is None)
 
     def answered(self, status: int = 202) -> list[Send]:
         return self.snapshot(lambda s: s.status == status)
@@ -182,7 +184,7 @@ class IngressProxy:
             refused = self.refuse != 0
             if refused and self.refuse > 0:
                 self.refuse -= 1
-            held = self.hold_from is not None and index >= self.hold_from
+            held = send.held = self.hold_from is not None and index >= self.hold_from
         try:
             if refused:
                 headers = {"Retry-After": self.retry_after} if self.retry_after else {}
