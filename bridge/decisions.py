@@ -1,9 +1,11 @@
 """What the dispatcher does after a failure, as data. Pure: no I/O, no asyncio, no clock reads.
 
-Two questions, two functions:
+Four questions, four functions:
 
     after_send_failure(error, attempts, now, policy)  ->  Retry | GiveUp
     after_dead_letter_failure(error, attempt, value_dropped, policy)  ->  Retry | DropValue | Block
+    after_attach_failure(error, attempt, now, deadline, ...)  ->  Retry | Failed | GiveUp
+    after_reply_failure(error, attempt, policy)  ->  Retry | GiveUp
 
 The dispatcher applies the answer (sleep, mark the ingress down, dead-letter, block); every rule
 about *which* answer lives here and is tested as a table.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiokafka.errors import (
     KafkaError,
@@ -24,7 +27,9 @@ from aiokafka.errors import (
 
 from .backoff import Backoff
 from .config import DeliveryConfig
-from .ingress import IngressError
+from .durations import format_duration
+from .ingress import IngressError, InvocationError
+from .replies import Failed, ReplyTopicMissing
 
 DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx", "http_401", "http_403"})
 """Failures that say the ingress itself is unwell, or refuses the bridge's credentials: fetching
@@ -164,3 +169,68 @@ def after_dead_letter_failure(
         why = "too large" if isinstance(error, TOO_LARGE) else "refused"
         return DropValue(f"{why}: {name}: {error}")
     return Block(f"dead-letter produce failed without the value too: {name}: {error}")
+
+
+# -- reply routes -----------------------------------------------------------------------------
+
+
+def wait_exceeded(max_wait: float, invocation_id: str) -> str:
+    """The dead-letter reason of a reply route whose result did not come in time."""
+    waited = format_duration(timedelta(seconds=max_wait))
+    return f"no result within {waited}; the invocation {invocation_id} keeps running in Restate"
+
+
+def after_attach_failure(
+    error: Exception,
+    attempt: int,
+    now: float,
+    deadline: float,
+    max_wait: float,
+    invocation_id: str,
+    policy: Policy,
+    rng: random.Random | None = None,
+) -> Retry | Failed | GiveUp:
+    """What to do after attaching to an accepted invocation failed at ``now`` (monotonic).
+
+    - the handler failed terminally: reply with that error (:class:`Failed`);
+    - past ``deadline`` (the route's maximum wait after acceptance), whatever the error:
+      give up with :func:`wait_exceeded`'s reason (the record is dead-lettered);
+    - retryable ingress errors (connection, timeout, 5xx, ...): retry with backoff, never
+      sleeping past the deadline;
+    - any other ingress answer (404: the invocation is unknown or its result expired): give up;
+    - anything else: give up as an internal error.
+    """
+    if isinstance(error, InvocationError):
+        code = error.code if error.code is not None else error.status
+        return Failed(code, error.message)
+    if now >= deadline:
+        return GiveUp(wait_exceeded(max_wait, invocation_id), "reply_timeout")
+    if not isinstance(error, IngressError):
+        return GiveUp(f"internal error: {type(error).__name__}: {error}", "internal", True)
+    label = f"attach_{error.reason}"
+    if error.retryable:
+        delay = min(policy.backoff.delay(attempt, error.retry_after, rng), deadline - now)
+        return Retry(delay, Attempts(attempt + 1), label)
+    return GiveUp(f"attaching to {invocation_id}: ingress answered {error}", label)
+
+
+def after_reply_failure(
+    error: Exception, attempt: int, policy: Policy, rng: random.Random | None = None
+) -> Retry | GiveUp:
+    """What to do after producing a reply failed (``attempt`` counts the failures so far).
+
+    A missing reply topic, a retriable Kafka error and the producer's own timeout are retried
+    with backoff, without end: the result is known and nothing is lost while the topic is
+    created or the broker recovers (the record stays unfinished, so its offset is not
+    committed). A reply the broker refuses otherwise (too large, not authorized, ...) gives
+    up: the record is dead-lettered with the reason.
+    """
+    delay = policy.backoff.delay(attempt, None, rng)
+    if isinstance(error, ReplyTopicMissing):
+        return Retry(delay, Attempts(attempt + 1), "topic_missing")
+    if not isinstance(error, KafkaError):
+        return GiveUp(f"internal error: {type(error).__name__}: {error}", "internal", True)
+    name = type(error).__name__
+    if error.retriable or isinstance(error, KafkaTimeoutError):
+        return Retry(delay, Attempts(attempt + 1), "produce")
+    return GiveUp(f"the reply could not be produced: {name}: {error}", "produce_refused")

@@ -6,6 +6,13 @@ without a lane go in parallel. What happens after a failure is decided by :mod:`
 this module only does the I/O: take the slots, send, sleep, mark the ingress down, produce the
 dead letter, or block the partition.
 
+Reply routes: after the 202 the lane goes on at once (the next record of the key may be sent) and
+a waiting task of its own attaches to the invocation by its id, produces the reply and only then
+finishes the record. It holds a reply slot (``max_waiting_replies``) from before the send until the
+reply is produced, never a send slot. Past the route's maximum wait the record is dead-lettered
+(the invocation keeps running in Restate); a reply that cannot be produced yet (a missing topic, a
+broker away) is retried without end, visibly, and its record stays unfinished.
+
 Nothing a record holds can end a lane: every exception while handling one job is caught there and
 becomes a dead letter (or a blocked partition) with its reason. A blocked job waits until its
 partition is revoked (:meth:`Dispatcher.drop`) or the dispatcher closes, and then ends without
@@ -21,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .config import DeliveryConfig
 from .deadletter import DeadLetter, DeadLetterSink
@@ -31,7 +38,9 @@ from .decisions import (
     DropValue,
     GiveUp,
     Policy,
+    after_attach_failure,
     after_dead_letter_failure,
+    after_reply_failure,
     after_send_failure,
 )
 from .health import IngressHealth
@@ -39,9 +48,13 @@ from .ingress import NO_INPUT, Client, SendReceipt
 from .metrics import Metrics
 from .offsets import PartitionOffsets, TopicPartition
 from .record import Record
+from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded, output_bytes
 from .routing import Invocation, Poison
 
 log = logging.getLogger(__name__)
+
+_RELEASED = object()
+"""What :meth:`Dispatcher._unless_released` returns when the partition was revoked first."""
 
 
 @dataclass(slots=True)
@@ -103,8 +116,15 @@ class Dispatcher:
         on_blocked: Callable[[Blocked], None],
         on_dead_letter: Callable[[DeadLetter], None],
         request_timeout: float,
+        replies: ReplySink | None = None,
+        attach_client: Client | None = None,
     ) -> None:
         self._client = client
+        self._replies = replies
+        self._attach_client = attach_client or client
+        self._reply_slots = asyncio.Semaphore(delivery.max_waiting_replies)
+        self.missing_reply_topics: dict[str, int] = {}
+        """Reply topics that do not exist, with how many replies wait for each (for /readyz)."""
         self._metrics = metrics
         self._health = health
         self._dead_letters = dead_letters
@@ -191,12 +211,29 @@ class Dispatcher:
 
     async def _run(self, job: _Job) -> None:
         """Take one job to its end: accepted, dead-lettered, blocked, or abandoned because its
-        partition was revoked. Raises nothing but cancellation."""
+        partition was revoked; or, for a reply route, accepted and handed to a waiting task.
+        Raises nothing but cancellation."""
+        item = job.item
+        slot = handed_off = False
         try:
             if job.stale:
                 return
-            item = job.item
-            reason = item.reason if isinstance(item, Poison) else await self._deliver(job, item)
+            if isinstance(item, Invocation) and item.reply is not None:
+                await self._reply_slots.acquire()
+                slot = True
+            if isinstance(item, Poison):
+                reason: str | None = item.reason
+            else:
+                accepted = await self._deliver(job, item)
+                reason = accepted if isinstance(accepted, str) else None
+                if isinstance(accepted, SendReceipt):
+                    outcome = "duplicate" if accepted.duplicate else "accepted"
+                    if item.reply is None:
+                        self._finish(job, item.route, outcome)
+                    else:  # the waiting task owns the job (and its reply slot) from here
+                        self._spawn(self._await_reply(job, item, accepted))
+                        slot, handed_off = False, True
+                        return
             if reason is not None:
                 await self._reject(job, item.route, reason)
         except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
@@ -204,10 +241,14 @@ class Dispatcher:
             log.exception("%s: %s", job.pending.coordinates, reason)
             await self._block(job, job.item.route, reason)
         finally:
-            self._jobs -= 1
+            if slot:
+                self._reply_slots.release()
+            if not handed_off:
+                self._jobs -= 1
 
-    async def _deliver(self, job: _Job, inv: Invocation) -> str | None:
-        """Send until the ingress accepts (``None``) or a decision gives up (the reason)."""
+    async def _deliver(self, job: _Job, inv: Invocation) -> SendReceipt | str | None:
+        """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
+        ``None`` when the partition was revoked meanwhile."""
         metrics, route = self._metrics, inv.route
         attempts = Attempts()
         while not job.stale:
@@ -222,8 +263,7 @@ class Dispatcher:
                     return None
                 metrics.ingress_latency.labels(route).observe(time.perf_counter() - started)
                 self._health.mark_up()
-                self._finish(job, route, "duplicate" if receipt.duplicate else "accepted")
-                return None
+                return receipt
             metrics.ingress_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
                 if decision.unexpected:
@@ -275,6 +315,164 @@ class Dispatcher:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.ownership.released.wait(), seconds)
+
+    # -- replies ---------------------------------------------------------------------------
+
+    async def _await_reply(self, job: _Job, inv: Invocation, receipt: SendReceipt) -> None:
+        """Attach to the accepted invocation, produce its reply, then finish the record; past
+        the maximum wait, or for a reply that can never be produced, dead-letter it (or block).
+        Holds the job's reply slot until then; raises nothing but cancellation."""
+        route = inv.route
+        gauge = self._metrics.waiting_replies
+        gauge.inc()
+        slot = True
+        try:
+            result = await self._attach(job, inv, receipt.invocation_id)
+            reason: str | None = None
+            if isinstance(result, str):
+                reason = result
+            elif result is not None:
+                assert inv.reply is not None
+                reply = Reply(
+                    job.pending.record,
+                    inv.reply.topic,
+                    receipt.invocation_id,
+                    result,
+                    inv.reply.correlation_header,
+                )
+                produced = await self._produce_reply(job, route, reply)
+                if produced is True:
+                    status = "ok" if isinstance(result, Succeeded) else "error"
+                    self._metrics.replies.labels(route, status).inc()
+                    self._finish(job, route, "duplicate" if receipt.duplicate else "accepted")
+                elif produced is not None:
+                    reason = produced
+            if reason is not None:
+                gauge.dec()
+                self._reply_slots.release()  # a dead letter (or a block) needs no reply slot
+                slot = False
+                await self._reject(job, route, reason)
+        except Exception as exc:  # a bug: the record must not finish unanswered
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("%s: %s", job.pending.coordinates, reason)
+            if slot:
+                gauge.dec()
+                self._reply_slots.release()
+                slot = False
+            await self._block(job, route, reason)
+        finally:
+            if slot:
+                gauge.dec()
+                self._reply_slots.release()
+            self._jobs -= 1
+
+    async def _attach(
+        self, job: _Job, inv: Invocation, invocation_id: str
+    ) -> Succeeded | Failed | str | None:
+        """Wait for the invocation's result (or its terminal error) until the route's maximum
+        wait; the dead-letter reason when it does not come; ``None`` when revoked meanwhile."""
+        assert inv.reply is not None
+        route, max_wait = inv.route, inv.reply.max_wait
+        started = time.monotonic()
+        deadline = started + max_wait
+        handle = self._attach_client.invocation(invocation_id)
+        attempt = 0
+        while not job.stale:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError(f"no result within {max_wait}s")
+                output = await self._unless_released(job, handle.attach(timeout=remaining))
+            except Exception as exc:  # every failure goes to the decision, whatever its type
+                error = exc
+                decision = after_attach_failure(
+                    error, attempt, time.monotonic(), deadline, max_wait, invocation_id,
+                    self._policy,
+                )  # fmt: skip
+            else:
+                if output is _RELEASED:
+                    return None
+                self._metrics.reply_wait.labels(route).observe(time.monotonic() - started)
+                return Succeeded(output_bytes(output))
+            if isinstance(decision, Failed):
+                self._metrics.reply_wait.labels(route).observe(time.monotonic() - started)
+                return decision
+            self._metrics.reply_errors.labels(route, decision.label).inc()
+            coords = job.pending.coordinates
+            if isinstance(decision, GiveUp):
+                if decision.unexpected:
+                    log.error("%s: route %s: %s", coords, route, decision.reason, exc_info=error)
+                return decision.reason
+            log.warning(
+                "%s: route %s: attaching to %s failed (%s); retrying", coords, route,
+                invocation_id, error,
+            )  # fmt: skip
+            attempt += 1
+            await self._pause(job, decision.delay)
+        return None
+
+    async def _produce_reply(
+        self, job: _Job, route: str, reply: Reply
+    ) -> Literal[True] | str | None:
+        """Produce the reply until it is written (``True``) or refused for good (the reason);
+        ``None`` when revoked meanwhile. A missing topic is retried and reported."""
+        if self._replies is None:
+            raise RuntimeError("a reply route without a reply producer")
+        attempt = 0
+        missing = False
+        try:
+            while not job.stale:
+                try:
+                    await self._replies.send(reply)
+                except Exception as exc:  # every failure goes to the decision, whatever its type
+                    error = exc
+                    decision = after_reply_failure(error, attempt, self._policy)
+                else:
+                    return True
+                self._metrics.reply_errors.labels(route, decision.label).inc()
+                coords = job.pending.coordinates
+                if isinstance(decision, GiveUp):
+                    if decision.unexpected:
+                        log.error(
+                            "%s: route %s: %s", coords, route, decision.reason, exc_info=error
+                        )
+                    return decision.reason
+                if isinstance(error, ReplyTopicMissing) and not missing:
+                    missing = True
+                    topics = self.missing_reply_topics
+                    topics[reply.topic] = topics.get(reply.topic, 0) + 1
+                if attempt & (attempt - 1) == 0:  # attempts 0, 1, 2, 4, 8, ...: say it, not flood
+                    log.warning(
+                        "%s: route %s: reply to topic %s not produced (%s); retrying, the record "
+                        "stays uncommitted (attempt %d)",
+                        coords, route, reply.topic, error, attempt + 1,
+                    )  # fmt: skip
+                attempt += 1
+                await self._pause(job, decision.delay)
+            return None
+        finally:
+            if missing:
+                left = self.missing_reply_topics[reply.topic] - 1
+                if left:
+                    self.missing_reply_topics[reply.topic] = left
+                else:
+                    del self.missing_reply_topics[reply.topic]
+
+    async def _unless_released(self, job: _Job, work: Coroutine[Any, Any, Any]) -> Any:
+        """``await work``, or :data:`_RELEASED` as soon as the job's partition is revoked."""
+        task = asyncio.ensure_future(work)
+        released = asyncio.ensure_future(job.ownership.released.wait())
+        try:
+            await asyncio.wait({task, released}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return _RELEASED
+        return task.result()
 
     # -- records that can never succeed ----------------------------------------------------
 

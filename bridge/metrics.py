@@ -23,6 +23,23 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 OUTCOMES = ("accepted", "duplicate", "dead_lettered", "skipped", "unrouted")
+REPLY_STATUSES = ("ok", "error")
+REPLY_WAIT_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we register our own, per registry
@@ -122,6 +139,41 @@ class Metrics:
             "Failed attempts to produce to the dead-letter topic (retried).",
             registry=registry,
         )
+
+        self.replies = Counter(
+            "restate_bridge_replies",
+            "Reply records produced, by status (ok: the handler's output, error: its terminal "
+            "error).",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.reply_errors = Counter(
+            "restate_bridge_reply_errors",
+            "Failed attempts on the reply path by reason (attach_connect, attach_timeout, "
+            "attach_http_5xx, reply_timeout, topic_missing, produce, produce_refused, ...).",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.reply_wait = Histogram(
+            "restate_bridge_reply_wait_seconds",
+            "Time from Restate accepting a record of a reply route to its result being known.",
+            ["route"],
+            buckets=REPLY_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.waiting_replies = Gauge(
+            "restate_bridge_waiting_replies",
+            "Accepted invocations of reply routes whose reply is not produced yet (bounded by "
+            "delivery.max_waiting_replies).",
+            registry=registry,
+        )
+
+    def prepare_replies(self, routes: Iterable[str]) -> None:
+        """Create the reply series of the reply routes at 0."""
+        for route in routes:
+            for status in REPLY_STATUSES:
+                self.replies.labels(route, status)
+            self.reply_wait.labels(route)
 
     def prepare(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
         """Create the per-route series at 0, so that ``increase()`` sees the first event.

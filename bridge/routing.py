@@ -56,6 +56,16 @@ MAX_HEADER_VALUE = 8192
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyTo:
+    """Where the result of an invocation goes (a route with ``reply_topic``)."""
+
+    topic: str
+    correlation_header: str | None
+    max_wait: float
+    """Seconds to wait for the result after Restate accepted the invocation."""
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
     """One ``/send`` the bridge will make for one record and one route."""
 
@@ -71,6 +81,8 @@ class Invocation:
     headers: dict[str, str] = field(default_factory=dict)
     lane: tuple[Any, ...] | None = None
     """Invocations with the same lane are sent one after another, in offset order."""
+    reply: ReplyTo | None = None
+    """Produce the result to a reply topic; the record finishes only once the reply is written."""
 
     def target(self, client: Client) -> Target:
         """The handler this invocation goes to, built by ``client``."""
@@ -110,15 +122,27 @@ class Route:
         "_header_problems",
         "_json_matches",
         "_plain_matches",
+        "_reply",
         "config",
         "max_delay",
         "name",
     )
 
-    def __init__(self, config: RouteConfig, max_delay: timedelta) -> None:
+    def __init__(
+        self,
+        config: RouteConfig,
+        max_delay: timedelta,
+        reply_timeout: timedelta = timedelta(minutes=5),
+    ) -> None:
         self.config = config
         self.name = config.name
         self.max_delay = max_delay
+        self._reply: ReplyTo | None = None
+        if config.reply_topic is not None:
+            wait = config.reply_timeout or reply_timeout
+            self._reply = ReplyTo(
+                config.reply_topic, config.reply_correlation_header, wait.total_seconds()
+            )
         # entries that need no JSON first: a record another entry rules out is not poison here
         self._plain_matches = tuple(m for m in config.match if not m.field.needs_json)
         self._json_matches = tuple(m for m in config.match if m.field.needs_json)
@@ -181,6 +205,7 @@ class Route:
             idempotency_key=idem,
             headers=headers,
             lane=lane,
+            reply=self._reply,
         )
 
     def _delay(self, view: RecordView) -> timedelta | None:
@@ -321,8 +346,10 @@ class Router:
     """All routes of a config; caches which routes listen to which topic."""
 
     def __init__(self, config: BridgeConfig) -> None:
-        max_delay = config.delivery.max_delay
-        self.routes = tuple(Route(r, max_delay) for r in config.routes)
+        delivery = config.delivery
+        self.routes = tuple(
+            Route(r, delivery.max_delay, delivery.reply_timeout) for r in config.routes
+        )
         self._by_topic: dict[str, tuple[Route, ...]] = {}
 
     def routes_for(self, topic: str) -> tuple[Route, ...]:

@@ -8,8 +8,9 @@ fetched and not yet committable (a record that stays unfinished holds back every
 
 Lifecycle (:meth:`Bridge.run`)::
 
-    start   status server -> ingress client (+ health probe, token file) -> Kafka security check
-            -> dead-letter producer -> dispatcher -> consumer
+    start   status server -> ingress client (+ health probe, token file) -> attach client (reply
+            routes) -> Kafka security check -> producer (dead letters and replies) -> dispatcher
+            -> consumer
     run     fetch, plan, submit; commit and update the per-partition gauges every commit_interval
     stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
             -> cancel what is left -> close in reverse start order
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +38,7 @@ from .kafka_client import KafkaRefused, check_security, kafka_options
 from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record, coordinates
+from .replies import ReplySink
 from .routing import Invocation, Poison, Router, Skip
 from .secrets import TokenFile
 from .server import StatusServer
@@ -64,6 +67,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._bridge.partitions_assigned(set(assigned))
 
 
+async def _cluster_topics(producer: AIOKafkaProducer) -> set[str]:
+    """Every topic of the cluster, by a metadata request that never creates one."""
+    cluster = await producer.client.fetch_all_metadata()
+    topics: set[str] = cluster.topics()
+    return topics
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -87,6 +97,7 @@ class Bridge:
         self._clock = clock
         self.router = Router(config)
         self.metrics.prepare((r.name, r.topics) for r in config.routes)
+        self.metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics)
         self.dead_letters = RecentDeadLetters()
@@ -120,6 +131,9 @@ class Bridge:
             return False, "not yet in the Kafka consumer group"
         if not self.health.up:
             return False, f"Restate ingress unreachable: {self.health.reason}"
+        missing = self._dispatcher.missing_reply_topics if self._dispatcher else {}
+        if missing:
+            return False, f"reply topic {', '.join(sorted(missing))} does not exist (retrying)"
         return True, "consuming"
 
     @property
@@ -151,8 +165,27 @@ class Bridge:
                 ssl_context=ingress_ssl_context(cfg.restate),
             )
         )
+        attach_client = None
+        if any(r.reply_topic for r in cfg.routes):
+            # waiting for results holds connections for as long as a handler runs: a pool of
+            # their own, so that waiting replies never take the connections sends need
+            attach_client = await stack.enter_async_context(
+                Client(
+                    cfg.restate.ingress_url,
+                    token=self._token,
+                    timeout=None,
+                    max_connections=cfg.delivery.max_waiting_replies,
+                    ssl_context=ingress_ssl_context(cfg.restate),
+                )
+            )
         if cfg.restate.token_file is not None:
-            token_file = TokenFile(cfg.restate.token_file, client.set_token, current=self._token)
+            clients = [c for c in (client, attach_client) if c is not None]
+
+            def set_token(token: str | None) -> None:
+                for each in clients:
+                    each.set_token(token)
+
+            token_file = TokenFile(cfg.restate.token_file, set_token, current=self._token)
             watch = asyncio.create_task(token_file.watch_forever())
             stack.push_async_callback(_cancel, watch)
         probe = asyncio.create_task(self.health.probe_forever(client))
@@ -164,12 +197,15 @@ class Bridge:
             self._kafka_refused = exc
             raise
 
-        dead_letters = None
-        if cfg.dead_letter.topic:
+        dead_letters = replies = None
+        if cfg.dead_letter.topic or attach_client is not None:
             producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
             stack.push_async_callback(producer.stop)
             await producer.start()
-            dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
+            if cfg.dead_letter.topic:
+                dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
+            if attach_client is not None:
+                replies = ReplySink(producer, functools.partial(_cluster_topics, producer))
 
         dispatcher = self._dispatcher = Dispatcher(
             client=client,
@@ -182,6 +218,8 @@ class Bridge:
             on_blocked=self.partition_blocked,
             on_dead_letter=self.dead_lettered,
             request_timeout=cfg.restate.request_timeout.total_seconds(),
+            replies=replies,
+            attach_client=attach_client,
         )
         stack.push_async_callback(dispatcher.aclose)
 

@@ -301,7 +301,8 @@ def test_delivery_and_kafka_options() -> None:
 
 ROUTE_KEYS = (
     "body, content_type, delay, handler, headers, idempotency_key, key, match, max_in_flight, "
-    "name, on_null, ordering, service, target, topic, topic_pattern, topics, workflow_main"
+    "name, on_null, ordering, reply_correlation_header, reply_timeout, reply_topic, service, "
+    "target, topic, topic_pattern, topics, workflow_main"
 )
 KAFKA_KEYS = (
     "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "

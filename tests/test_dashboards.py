@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import BridgeFactory, Broker
-from tests.helpers import missing_service, recorder, unique
+from tests.helpers import missing_service, recorder, route, unique
 from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.procs import Process, free_port, port_open
@@ -234,20 +234,46 @@ async def test_every_dashboard_panel_query_returns_data(
 ) -> None:
     tool("prometheus")  # skip (or fail in CI) before starting anything
     topic, dlq, stuck = unique("dash"), unique("dash-dlq"), unique("dash-stuck")
-    await create_topics(broker.bootstrap_servers, [topic, dlq, stuck])
+    answers = unique("dash-answers")
+    await create_topics(broker.bootstrap_servers, [topic, dlq, stuck, answers])
     order, missing = [("kind", b"order")], [("kind", b"missing")]
+    greet, late = [("kind", b"greet")], [("kind", b"late")]
     await produce(
         broker.bootstrap_servers,
         topic,
         [Message(b"k", json.dumps({"id": f"d{i}"}).encode(), order) for i in range(20)]
         + [Message(b"poison", b"not json", order)]  # bad key template: dead-lettered
-        + [Message(b"missing", b"{}", missing)],  # 404, retried for 3s, dead-lettered
+        + [Message(b"missing", b"{}", missing)]  # 404, retried for 3s, dead-lettered
+        + [Message(b"g", b'"Ada"', greet)]  # replied
+        # a workflow nobody approves: no result within 1s, dead-lettered
+        + [Message(b"w", json.dumps({"id": unique("wf"), "email": "e@x"}).encode(), late)],
     )
     await produce(broker.bootstrap_servers, stuck, [Message(b"poison", b"not json")])
     # one bridge with a dead-letter topic: accepted, dead-lettered, 404 errors and retries
     main = bridges.start(
         recorder(topic, name="orders", key="{value.id}", match={"header.kind": "order"})
-        + missing_service(topic, "missing"),
+        + missing_service(topic, "missing")
+        + route(
+            name="answer",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="greet",
+            match={"header.kind": "greet"},
+            reply_topic=answers,
+        )
+        + route(
+            name="late",
+            topic=topic,
+            target="workflow",
+            service="Signup",
+            handler="run",
+            key="{value.id}",
+            body="{value.email}",
+            match={"header.kind": "late"},
+            reply_topic=answers,
+            reply_timeout="1s",
+        ),
         group_id=unique("g"),
         dead_letter_topic=dlq,
         delivery='unknown_target_grace = "3s"',
@@ -265,7 +291,9 @@ async def test_every_dashboard_panel_query_returns_data(
         dead = [k for k in s if 'outcome="dead_lettered"' in k]
         return (
             s.get(f"restate_bridge_messages_total{accepted}") == 20
-            and sum(s[k] for k in dead) == 2
+            and sum(s[k] for k in dead) == 3
+            and s.get('restate_bridge_replies_total{route="answer",status="ok"}') == 1
+            and any(k.startswith("restate_bridge_reply_errors_total") for k in s)
             and any(k.startswith("restate_bridge_committed_offset") for k in s)
             and any(k.startswith("restate_bridge_consumer_lag") for k in s)
             and any(k.startswith("restate_bridge_committed_lag") for k in s)

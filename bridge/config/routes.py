@@ -41,6 +41,8 @@ class _Route:
     p: Problems
     values: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
+    workflow_main: bool = False
+    """A workflow's main handler: no idempotency key, the workflow id is its idempotency."""
 
     def problem(self, key: str | None, message: str) -> None:
         self.failed = True
@@ -280,6 +282,7 @@ def _idempotency_key(r: _Route) -> None:
     if not isinstance(workflow_main, bool):
         r.problem("workflow_main", "workflow_main must be true or false")
         workflow_main = False
+    r.workflow_main = workflow_main
     raw = r.table.get("idempotency_key")
     if workflow_main:
         if raw not in (None, "none"):
@@ -324,11 +327,32 @@ def _ordering(r: _Route) -> None:
 
 
 def _plain_options(r: _Route) -> None:
-    """Options read by their type hint alone: name, content_type, max_in_flight, on_null."""
-    for key in ("name", "content_type", "max_in_flight", "on_null"):
+    """Options read by their type hint alone: name, content_type, max_in_flight, on_null, and
+    the reply options."""
+    for key in ("name", "content_type", "max_in_flight", "on_null", *_REPLY_OPTIONS):
         value = r.scalar(key)
         if value is not None:
             r.values[key] = value
+
+
+_REPLY_OPTIONS = ("reply_topic", "reply_correlation_header", "reply_timeout")
+
+
+def _reply(r: _Route) -> None:
+    """Reply options need ``reply_topic``; a reply needs a result Restate keeps: an idempotency
+    key, or a workflow's main handler (the workflow id)."""
+    if "reply_topic" not in r.table:
+        for key in _REPLY_OPTIONS[1:]:
+            if key in r.table:
+                r.problem(key, f"{key} is only used with reply_topic")
+        return
+    if r.values.get("idempotency_key") is None and not r.workflow_main and not r.failed:
+        r.problem(
+            "idempotency_key",
+            "a reply route needs an idempotency key: Restate keeps the result of an invocation "
+            "made without one only while it runs, so the reply could not be fetched after it "
+            "completed or after a restart; remove idempotency_key = 'none'",
+        )
 
 
 _ROUTE_HINTS = HINTS[RouteConfig]
@@ -344,6 +368,7 @@ _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _body,
     _ordering,
     _plain_options,
+    _reply,
 )
 
 
@@ -383,4 +408,31 @@ def _delays_within_max(
             )
 
 
-FILE_RULES = (_dead_letter_loop, _delays_within_max)
+def _reply_topics(
+    routes: _Indexed, dead_letter: DeadLetterConfig, delivery: DeliveryConfig, p: Problems
+) -> None:
+    """A reply topic is neither the dead-letter topic nor a topic any route reads (a loop); a
+    constant delay shorter than the wait for the result."""
+    for index, route in routes:
+        topic = route.reply_topic
+        if topic is None:
+            continue
+        where = ("routes", index, "reply_topic")
+        if topic == dead_letter.topic:
+            p.add(where, f"reply_topic {topic!r} is the dead-letter topic; use a topic of its own")
+        for other in [o for _, o in routes if o.matches_topic(topic)]:
+            p.add(
+                where,
+                f"reply_topic {topic!r} is read by route {other.name!r}: every reply would be "
+                "routed again (a loop); reply to a topic no route reads",
+            )
+        wait = route.reply_timeout or delivery.reply_timeout
+        if isinstance(route.delay, timedelta) and route.delay >= wait:
+            p.add(
+                ("routes", index, "delay"),
+                f"delay {human(route.delay)} is not shorter than the reply wait "
+                f"({human(wait)}, reply_timeout): every reply would time out",
+            )
+
+
+FILE_RULES = (_dead_letter_loop, _delays_within_max, _reply_topics)

@@ -132,6 +132,17 @@ def variable_name_problem(value: str) -> str | None:
     return None
 
 
+def correlation_header_problem(value: str) -> str | None:
+    if not re.fullmatch(r"[!-~]{1,255}", value):
+        return (
+            f"{value!r} is not a header name: 1 to 255 visible ASCII characters, no spaces "
+            "(for example 'correlation-id')"
+        )
+    if value.lower().startswith("bridge."):
+        return f"{value!r}: header names starting with 'bridge.' are the bridge's own reply headers"
+    return None
+
+
 def header_value_problem(value: str) -> str | None:
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
         return f"{value!r} holds control characters, which an HTTP header cannot carry"
@@ -263,6 +274,13 @@ class DeliveryConfig:
     max_pending_per_partition: int = 10_000
     """Records of one partition fetched but not yet committable (unfinished, or finished behind
     an unfinished one); that partition's fetching pauses at this bound."""
+    max_waiting_replies: int = 1024
+    """Invocations of reply routes accepted and waiting for their result, all routes together.
+    A waiting reply holds a reply slot (and an attach connection of its own), not a send slot."""
+    reply_timeout: timedelta = timedelta(minutes=5)
+    """The longest a reply route waits for a result after Restate accepted the record (a route's
+    own ``reply_timeout`` wins); then the record is dead-lettered, and the invocation keeps
+    running in Restate."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +318,12 @@ class RouteConfig:
     on_null: OnNull = "send"
     """What a record with a null value (a tombstone) does: sent without a body, skipped (counted
     as ``skipped``) or dead-lettered."""
+    reply_topic: Annotated[str | None, Check(topic_name_problem)] = None
+    """Where the handler's result goes, one reply record per source record; ``None``: no reply."""
+    reply_correlation_header: Annotated[str | None, Check(correlation_header_problem)] = None
+    """A header of the source record copied onto its reply (when the record has it)."""
+    reply_timeout: timedelta | None = None
+    """The longest wait for the result; default ``[delivery] reply_timeout``."""
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
@@ -350,4 +374,5 @@ ROUTE_KEYS = frozenset(
     {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
     | {"max_in_flight", "workflow_main", "on_null"}
+    | {"reply_topic", "reply_correlation_header", "reply_timeout"}
 )
