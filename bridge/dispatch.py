@@ -386,9 +386,14 @@ class Dispatcher:
             except Exception as exc:  # every failure goes to the decision, whatever its type
                 error = exc
                 decision = after_attach_failure(
-                    error, attempt, time.monotonic(), deadline, max_wait, invocation_id,
+                    error,
+                    attempt,
+                    time.monotonic(),
+                    deadline,
+                    max_wait,
+                    invocation_id,
                     self._policy,
-                )  # fmt: skip
+                )
             else:
                 if output is _RELEASED:
                     return None
@@ -404,9 +409,12 @@ class Dispatcher:
                     log.error("%s: route %s: %s", coords, route, decision.reason, exc_info=error)
                 return decision.reason
             log.warning(
-                "%s: route %s: attaching to %s failed (%s); retrying", coords, route,
-                invocation_id, error,
-            )  # fmt: skip
+                "%s: route %s: attaching to %s failed (%s); retrying",
+                coords,
+                route,
+                invocation_id,
+                error,
+            )
             attempt += 1
             await self._pause(job, decision.delay)
         return None
@@ -445,8 +453,12 @@ class Dispatcher:
                     log.warning(
                         "%s: route %s: reply to topic %s not produced (%s); retrying, the record "
                         "stays uncommitted (attempt %d)",
-                        coords, route, reply.topic, error, attempt + 1,
-                    )  # fmt: skip
+                        coords,
+                        route,
+                        reply.topic,
+                        error,
+                        attempt + 1,
+                    )
                 attempt += 1
                 await self._pause(job, decision.delay)
             return None

@@ -76,19 +76,50 @@ async def test_replies_for_every_target_kind_and_a_terminal_error(
     await create_topics(bootstrap, [topic, out])
     wid = unique("wf")
     routes = (
-        route(name="greet", topic=topic, target="service", service="Greeter", handler="greet",
-              body="{value.name}", match={"header.kind": "greet"}, reply_topic=out,
-              reply_correlation_header="correlation-id")
-        + route(name="count", topic=topic, target="object", service="Recorder",
-                handler="record", key=f"{tag}-{{key}}", match={"header.kind": "count"},
-                reply_topic=out)
-        + route(name="signup", topic=topic, target="workflow", service="Signup", handler="run",
-                key="{value.id}", body="{value.email}", match={"header.kind": "signup"},
-                reply_topic=out)
-        + route(name="fail", topic=topic, target="service", service="Greeter", handler="fail",
-                body="{value.why}", match={"header.kind": "fail"}, reply_topic=out,
-                reply_correlation_header="correlation-id")
-    )  # fmt: skip
+        route(
+            name="greet",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="greet",
+            body="{value.name}",
+            match={"header.kind": "greet"},
+            reply_topic=out,
+            reply_correlation_header="correlation-id",
+        )
+        + route(
+            name="count",
+            topic=topic,
+            target="object",
+            service="Recorder",
+            handler="record",
+            key=f"{tag}-{{key}}",
+            match={"header.kind": "count"},
+            reply_topic=out,
+        )
+        + route(
+            name="signup",
+            topic=topic,
+            target="workflow",
+            service="Signup",
+            handler="run",
+            key="{value.id}",
+            body="{value.email}",
+            match={"header.kind": "signup"},
+            reply_topic=out,
+        )
+        + route(
+            name="fail",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="fail",
+            body="{value.why}",
+            match={"header.kind": "fail"},
+            reply_topic=out,
+            reply_correlation_header="correlation-id",
+        )
+    )
     await produce(
         bootstrap,
         topic,
@@ -102,7 +133,7 @@ async def test_replies_for_every_target_kind_and_a_terminal_error(
             ),
             Message(b"g2", b'{"name": "Bob"}', [("kind", b"greet")]),  # no correlation header
         ],
-    )  # fmt: skip
+    )
     bridge = bridges.start(routes, group_id=unique("g"))
     await workflow_waiting(client, wid)
     await approve(client, wid)
@@ -182,10 +213,19 @@ async def test_a_waiting_workflow_holds_neither_its_lane_nor_other_records_but_h
         ],
     )
     bridge = bridges.start(
-        route(name="signup", topic=topic, target="workflow", service="Signup", handler="run",
-              key="{value.id}", body="{value.email}", ordering="partition", reply_topic=out),
+        route(
+            name="signup",
+            topic=topic,
+            target="workflow",
+            service="Signup",
+            handler="run",
+            key="{value.id}",
+            body="{value.email}",
+            ordering="partition",
+            reply_topic=out,
+        ),
         group_id=group,
-    )  # fmt: skip
+    )
     await workflow_waiting(client, slow)
     for w in fast:
         await workflow_waiting(client, w)  # sent although the lane's first record still waits
@@ -221,9 +261,15 @@ async def test_kill_9_while_waiting_then_restart_replies_the_same_result_once_in
         bootstrap, topic, [Message(b"k", json.dumps({"id": wid, "email": "e@x"}).encode())]
     )
     routes = route(
-        name="signup", topic=topic, target="workflow", service="Signup", handler="run",
-        key="{value.id}", body="{value.email}", reply_topic=out,
-    )  # fmt: skip
+        name="signup",
+        topic=topic,
+        target="workflow",
+        service="Signup",
+        handler="run",
+        key="{value.id}",
+        body="{value.email}",
+        reply_topic=out,
+    )
 
     first = bridges.start(routes, group_id=group, name="first")
     await workflow_waiting(client, wid)
@@ -261,11 +307,18 @@ async def test_a_missing_reply_topic_is_visible_and_loses_nothing(
     await create_topics(bootstrap, [topic])
     await produce(bootstrap, topic, [Message(b"k", b'"Ada"', [("correlation-id", b"x1")])])
     bridge = bridges.start(
-        route(name="greet", topic=topic, target="service", service="Greeter", handler="greet",
-              reply_topic=out, reply_correlation_header="correlation-id"),
+        route(
+            name="greet",
+            topic=topic,
+            target="service",
+            service="Greeter",
+            handler="greet",
+            reply_topic=out,
+            reply_correlation_header="correlation-id",
+        ),
         group_id=group,
         wait_ready=False,
-    )  # fmt: skip
+    )
     missing = {"route": "greet", "reason": "topic_missing"}
     await until(
         lambda: bridge.value("restate_bridge_reply_errors_total", **missing),
@@ -305,11 +358,20 @@ async def test_no_result_within_the_maximum_wait_is_dead_lettered_and_keeps_runn
         bootstrap, topic, [Message(b"k", json.dumps({"id": wid, "email": "e@x"}).encode())]
     )
     bridge = bridges.start(
-        route(name="signup", topic=topic, target="workflow", service="Signup", handler="run",
-              key="{value.id}", body="{value.email}", reply_topic=out, reply_timeout="2s"),
+        route(
+            name="signup",
+            topic=topic,
+            target="workflow",
+            service="Signup",
+            handler="run",
+            key="{value.id}",
+            body="{value.email}",
+            reply_topic=out,
+            reply_timeout="2s",
+        ),
         group_id=group,
         dead_letter_topic=dlq,
-    )  # fmt: skip
+    )
     [letter] = await replies(bootstrap, dlq, 1)
     reason = headers_of(letter)["bridge.error"]
     assert reason.startswith("no result within 2s; the invocation inv_"), reason

@@ -81,9 +81,12 @@ def test_a_correlation_header_the_record_lacks_is_left_out() -> None:
     bare = Record("asks", 0, 1, 0, None, b"{}", ())
     msg = reply_message(Reply(bare, "answers", "inv_2", Succeeded(b""), "correlation-id"))
     assert [k for k, _ in msg.headers] == [
-        "bridge.status", "bridge.invocation_id", "bridge.topic", "bridge.partition",
+        "bridge.status",
+        "bridge.invocation_id",
+        "bridge.topic",
+        "bridge.partition",
         "bridge.offset",
-    ]  # fmt: skip
+    ]
     assert msg.key is None
     assert msg.value == b""
 
@@ -148,8 +151,9 @@ def test_our_own_deadline_gives_up_with_the_timeout_reason() -> None:
 
 def test_an_unknown_invocation_and_a_bug_give_up() -> None:
     gone = attach_decision(ResponseError(404, "not found", source="ingress"))
-    assert gone == GiveUp("attaching to inv_7: ingress answered 404 (ingress): not found",
-                          "attach_http_404")  # fmt: skip
+    assert gone == GiveUp(
+        "attaching to inv_7: ingress answered 404 (ingress): not found", "attach_http_404"
+    )
     bug = attach_decision(ValueError("x"))
     assert isinstance(bug, GiveUp)
     assert bug.unexpected
@@ -279,15 +283,22 @@ def test_reply_defaults() -> None:
             "every reply would time out",
         ),
         (
-            '[delivery]\nmax_waiting_replies = 0\n' + reply_route(),
+            "[delivery]\nmax_waiting_replies = 0\n" + reply_route(),
             "routes.toml:4: 'max_waiting_replies' must be a positive integer",
         ),
     ],
     ids=[
-        "loop", "dead-letter-topic", "no-idempotency", "bad-header", "bridge-header",
-        "timeout-without-topic", "bad-topic", "delay-beyond-wait", "zero-slots",
+        "loop",
+        "dead-letter-topic",
+        "no-idempotency",
+        "bad-header",
+        "bridge-header",
+        "timeout-without-topic",
+        "bad-topic",
+        "delay-beyond-wait",
+        "zero-slots",
     ],
-)  # fmt: skip
+)
 def test_reply_config_mistakes(text: str, expected: str) -> None:
     assert problems(text) == [expected]
 
@@ -366,9 +377,18 @@ class Waiting:
         pending = PendingRecord(record, TopicPartition("asks", 0), 1, owner)
         reply = ReplyTo("answers", None, wait) if wait else None
         inv = Invocation(
-            "r", "object", "Recorder", "record", key, b"{}", "application/json", None,
-            f"idem-{offset}", lane=(lane or key,), reply=reply,
-        )  # fmt: skip
+            "r",
+            "object",
+            "Recorder",
+            "record",
+            key,
+            b"{}",
+            "application/json",
+            None,
+            f"idem-{offset}",
+            lane=(lane or key,),
+            reply=reply,
+        )
         self.dispatcher.submit(pending, inv)
 
 
@@ -496,8 +516,12 @@ async def test_a_missing_reply_topic_keeps_the_record_unfinished_until_it_exists
     w.topics.clear()
     restate.gates["a"].set()
     w.submit(0, "a")
-    await until(lambda: dict(w.dispatcher.missing_reply_topics), lambda m: m == {"answers": 1},
-                "the missing topic reported", 3)  # fmt: skip
+    await until(
+        lambda: dict(w.dispatcher.missing_reply_topics),
+        lambda m: m == {"answers": 1},
+        "the missing topic reported",
+        3,
+    )
     await asyncio.sleep(0.1)
     assert w.finished == []
     assert w.producer.sent == []
