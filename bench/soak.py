@@ -223,13 +223,17 @@ class Verdict:
     """Dead letters written more than once for one record (at least once: allowed)."""
     good_dead_lettered: int = 0
     examples: list[str] = field(default_factory=list)
+    """A few cases of each problem, for the report."""
+    _noted: Counter[str] = field(default_factory=Counter)
 
     @property
     def unaccounted_total(self) -> int:
         return sum(self.unaccounted.values())
 
     def note(self, text: str) -> None:
-        if len(self.examples) < 12:
+        what = text.partition(":")[0]
+        self._noted[what] += 1
+        if self._noted[what] <= 3:
             self.examples.append(text)
 
 
@@ -280,7 +284,7 @@ def evaluate(
             v.good += 1
             if letter:
                 v.good_dead_lettered += 1
-                v.note(f"good record {pl.partition}@{p.offset} dead-lettered: {letter[0].reason}")
+                v.note(f"good dead-lettered: {pl.partition}@{p.offset}: {letter[0].reason}")
             if not applied:
                 v.lost += 1
                 v.note(f"lost: {pl.obj_key} n={pl.n} ({pl.partition}@{p.offset})")
@@ -292,7 +296,7 @@ def evaluate(
             v.applied_hostile[pl.kind] += 1
         if not letter and not applied:
             v.unaccounted[pl.kind] += 1
-            v.note(f"unaccounted: {pl.kind} at {pl.partition}@{p.offset} (key {pl.obj_key})")
+            v.note(f"unaccounted {pl.kind}: {pl.partition}@{p.offset} (key {pl.obj_key})")
     return v
 
 
@@ -469,7 +473,7 @@ class Soak:
         await producer.start()
         try:
             rate = self.config.produce_rate
-            chunk = max(1, int(rate / 5)) if rate else 500
+            chunk = max(1, int(rate / 20)) if rate else 500  # paced: a chunk every 50 ms
             start = time.monotonic()
             for i in range(0, len(self.planned), chunk):
                 if rate:
