@@ -66,12 +66,13 @@ HOSTILE_KINDS = (
 )
 ABSURD_DELAY = b"1000000000d"
 CONTROL_HEADER = b"t\r\nx-injected: 1\x00\x07\x7f"
-FAULT_KINDS = ("kill", "join", "leave", "freeze", "restart-restate")
+FAULT_KINDS = ("kill", "join", "leave", "freeze", "freeze-kill", "restart-restate")
 FAULT_NAMES = {
     "kill": "kill -9 + restart",
     "join": "replica joins",
     "leave": "replica leaves (SIGTERM)",
     "freeze": "Restate frozen (SIGSTOP/SIGCONT)",
+    "freeze-kill": "Restate frozen, then kill -9 while the backlog drains",
     "restart-restate": "Restate restarted",
     "exited": "bridge exited on its own",
 }
@@ -525,7 +526,9 @@ class Soak:
         if self.config.faults is not None:
             yield from self.config.faults
             return
-        weights = {"kill": 3, "join": 2, "leave": 2, "freeze": 2, "restart-restate": 1}
+        weights = {
+            "kill": 2, "join": 2, "leave": 2, "freeze": 2, "freeze-kill": 2, "restart-restate": 1
+        }  # fmt: skip
         if not self.config.restart_restate:
             del weights["restart-restate"]
         while True:
@@ -541,7 +544,7 @@ class Soak:
                 return
             await getattr(self, "_" + kind.replace("-", "_"))()
 
-    async def _kill(self) -> None:
+    async def _kill(self, kind: str = "kill", why: str = "") -> None:
         live = [r for r in self.replicas if r.wanted and not r.busy and r.alive()]
         if not live:
             return
@@ -551,13 +554,21 @@ class Soak:
             r.sample()
             await asyncio.to_thread(r.bridge.kill)
             pause = self.rng.uniform(0.5, 2.0)
-            self.fault(
-                "kill", f"{r.name} (pid {r.bridge.process.pid}), restarted {pause:.1f}s later"
-            )
+            pid = r.bridge.process.pid
+            self.fault(kind, f"{why}{r.name} (pid {pid}) killed, restarted {pause:.1f}s later")
             await asyncio.sleep(pause)
             r.start()
         finally:
             r.busy = False
+
+    async def _freeze_kill(self) -> None:
+        """Records pile up while Restate is stopped; after the thaw they finish out of offset
+        order (many keys) and a replica is killed in the middle: only a gap-aware commit
+        survives this."""
+        seconds, after = self.rng.uniform(2.0, 4.0), self.rng.uniform(0.2, 0.8)
+        await self._freeze(seconds, record=False)
+        await asyncio.sleep(after)
+        await self._kill("freeze-kill", f"Restate stopped {seconds:.1f}s; {after:.1f}s after: ")
 
     async def _join(self) -> None:
         r = self.replicas[1]
@@ -578,13 +589,14 @@ class Soak:
         finally:
             r.busy = False
 
-    async def _freeze(self) -> None:
+    async def _freeze(self, seconds: float | None = None, *, record: bool = True) -> None:
         assert self.restate.process is not None
-        seconds = self.rng.uniform(2.0, 5.0)
+        seconds = self.rng.uniform(2.0, 5.0) if seconds is None else seconds
         self.restate.process.signal(signal.SIGSTOP)
         self.frozen = True
         try:
-            self.fault("freeze", f"Restate stopped for {seconds:.1f}s")
+            if record:
+                self.fault("freeze", f"Restate stopped for {seconds:.1f}s")
             await asyncio.sleep(seconds)
         finally:
             self.thaw()
