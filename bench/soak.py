@@ -2,16 +2,17 @@
 
     .venv/bin/python -m bench.soak [--records 50000] [--keys 500] [--partitions 8]
         [--broker tansu|apache-kafka] [--hostile-share 0.02] [--duration-cap 1200] [--seed N]
-        [--stall-timeout 180] [--fault-gap 5,15] [--produce-rate R] [--no-restate-restart]
+        [--stall-timeout 180] [--fault-gap 3,10] [--produce-rate 250] [--no-restate-restart]
 
 Starts its own stack (broker, Restate, the test handlers) as ``bench.bridge`` does, creates a topic
 and a dead-letter topic, and produces ``--records`` records ``{"k": key, "n": seq}`` over ``--keys``
 ``Recorder`` object keys while one bridge replica consumes them (routes: :func:`soak_routes`). A
 share of the records is hostile, interleaved on the same keys (see :data:`HOSTILE_KINDS`). Until
 every partition is committed to its end (the group's committed offsets), faults are injected on a
-seeded random schedule: kill -9 of a replica and its restart, a second replica joining and
-leaving (SIGTERM), Restate frozen (SIGSTOP, then SIGCONT) and Restate restarted. A replica that
-exits on its own is reported ("bridge exited with code X") and started again.
+seeded random schedule, each kind once first in a random order, then at random: kill -9 of a
+replica and its restart, a second replica joining and leaving (SIGTERM), Restate frozen (SIGSTOP,
+then SIGCONT), Restate frozen and a replica killed while the backlog drains, and Restate restarted.
+A replica that exits on its own is reported ("bridge exited with code X") and started again.
 
 At the end every key's ``Recorder`` state and the dead-letter topic are read back and checked:
 
@@ -95,8 +96,8 @@ class SoakConfig:
     """Share of the good records sent through the delayed route with a zero delay."""
     faults: tuple[str, ...] | None = None
     """The faults, in order (finite: all of them are injected before the soak ends); None: random
-    faults, seeded, until every partition is committed to its end."""
-    fault_gap: tuple[float, float] = (5.0, 15.0)
+    faults, seeded, each kind at least once, until every partition is committed to its end."""
+    fault_gap: tuple[float, float] = (3.0, 10.0)
     """Seconds between two faults, drawn uniformly."""
     restart_restate: bool = True
     """False: random faults never restart Restate (a shared server)."""
@@ -443,6 +444,8 @@ class Soak:
         self.t0 = time.monotonic()
         self.replicas = [self._replica("soak-a"), self._replica("soak-b")]
         self.frozen = False
+        self.round_done = False
+        """Random faults: each kind was injected once (the soak does not end before)."""
 
     def _replica(self, name: str) -> Replica:
         replica = Replica(self.workdir, name)
@@ -531,6 +534,12 @@ class Soak:
         }  # fmt: skip
         if not self.config.restart_restate:
             del weights["restart-restate"]
+        # every kind once, in a random order (a replica leaves after it joined), then at random
+        first = [k for k in weights if k != "leave"]
+        self.rng.shuffle(first)
+        first.insert(self.rng.randint(first.index("join") + 1, len(first)), "leave")
+        yield from first
+        self.round_done = True
         while True:
             second = self.replicas[1].wanted
             usable = {k: w for k, w in weights.items() if k != ("leave" if not second else "join")}
@@ -653,7 +662,7 @@ class Soak:
                         flush=True,
                     )
                     next_line = self.now() + 15
-                if complete and (cfg.faults is None or injector.done()):
+                if complete and (injector.done() if cfg.faults is not None else self.round_done):
                     return "committed", committed
                 if self.now() > cfg.duration_cap:
                     return "cap", committed
@@ -890,8 +899,13 @@ def main() -> None:
     parser.add_argument("--duration-cap", type=float, default=1200, help="seconds")
     parser.add_argument("--stall-timeout", type=float, default=180, help="seconds")
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
-    parser.add_argument("--fault-gap", default="5,15", help="LO,HI seconds between faults")
-    parser.add_argument("--produce-rate", type=float, default=None, help="records/s")
+    parser.add_argument("--fault-gap", default="3,10", help="LO,HI seconds between faults")
+    parser.add_argument(
+        "--produce-rate",
+        type=float,
+        default=250,
+        help="records/s (default 250: records keep arriving while faults happen); 0: at once",
+    )
     parser.add_argument("--no-restate-restart", action="store_true")
     args = parser.parse_args()
     lo, _, hi = args.fault_gap.partition(",")
@@ -903,7 +917,7 @@ def main() -> None:
         seed=args.seed if args.seed is not None else random.randrange(1 << 31),
         duration_cap=args.duration_cap,
         stall_timeout=args.stall_timeout,
-        produce_rate=args.produce_rate,
+        produce_rate=args.produce_rate or None,
         fault_gap=(float(lo), float(hi or lo)),
         restart_restate=not args.no_restate_restart,
     )
