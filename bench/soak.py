@@ -76,6 +76,8 @@ FAULT_NAMES = {
     "freeze-kill": "Restate frozen, then kill -9 while the backlog drains",
     "restart-restate": "Restate restarted",
     "exited": "bridge exited on its own",
+    "spawn-failed": "could not spawn a bridge (the machine)",
+    "injector-error": "a fault could not be injected",
 }
 
 
@@ -214,6 +216,9 @@ class Verdict:
     good: int = 0
     hostile: Counter[str] = field(default_factory=Counter)
     lost: int = 0
+    lost_committed: int = 0
+    """Lost records below their partition's committed offset: a commit went past them (the
+    rest were never delivered: the bridge was stuck or stopped before them)."""
     duplicated: int = 0
     out_of_order: int = 0
     unaccounted: Counter[str] = field(default_factory=Counter)
@@ -243,9 +248,11 @@ def evaluate(
     produced: Sequence[Produced],
     states: dict[str, list[Any]],
     dead_letters: Sequence[DeadLetterSeen],
+    committed: dict[int, int] | None = None,
 ) -> Verdict:
     """Lost, duplicated, out of order and unaccounted records, from what Restate and the
-    dead-letter topic hold. ``states``: each readable key's ``Recorder`` list."""
+    dead-letter topic hold. ``states``: each readable key's ``Recorder`` list; ``committed``:
+    the group's committed offset per partition."""
     v = Verdict()
     offset_of: dict[tuple[str, int], int] = {}
     for p in produced:
@@ -290,6 +297,8 @@ def evaluate(
             if not applied:
                 v.lost += 1
                 v.note(f"lost: {pl.obj_key} n={pl.n} ({pl.partition}@{p.offset})")
+                if committed is not None and p.offset < committed.get(pl.partition, 0):
+                    v.lost_committed += 1
             continue
         v.hostile[pl.kind] += 1
         if letter:
@@ -521,8 +530,15 @@ class Soak:
             await asyncio.sleep(0.5)
 
     def _restart(self, r: Replica) -> None:
+        """Start ``r`` again if it is wanted; a failed spawn (the machine's fault, not the
+        bridge's) is reported and tried again every 2 s, ``r`` staying busy meanwhile."""
         if r.wanted and not self.finished.is_set():
-            r.start()
+            try:
+                r.start()
+            except OSError as exc:
+                self.fault("spawn-failed", f"{r.name} could not be started ({exc}); again in 2s")
+                asyncio.get_running_loop().call_later(2.0, self._restart, r)
+                return
         r.busy = False
 
     def fault_plan(self) -> Iterator[str]:
@@ -551,7 +567,10 @@ class Soak:
             await asyncio.sleep(self.rng.uniform(lo, hi))
             if self.finished.is_set():
                 return
-            await getattr(self, "_" + kind.replace("-", "_"))()
+            try:
+                await getattr(self, "_" + kind.replace("-", "_"))()
+            except Exception as exc:  # a fault that failed is reported; the soak goes on
+                self.fault("injector-error", f"{kind} failed: {exc!r}")
 
     async def _kill(self, kind: str = "kill", why: str = "") -> None:
         live = [r for r in self.replicas if r.wanted and not r.busy and r.alive()]
@@ -566,9 +585,8 @@ class Soak:
             pid = r.bridge.process.pid
             self.fault(kind, f"{why}{r.name} (pid {pid}) killed, restarted {pause:.1f}s later")
             await asyncio.sleep(pause)
-            r.start()
         finally:
-            r.busy = False
+            self._restart(r)
 
     async def _freeze_kill(self) -> None:
         """Records pile up while Restate is stopped; after the thaw they finish out of offset
@@ -581,10 +599,11 @@ class Soak:
 
     async def _join(self) -> None:
         r = self.replicas[1]
-        if r.wanted:
+        if r.wanted or r.busy:
             return
-        r.start()
+        r.busy, r.wanted = True, True
         self.fault("join", f"{r.name} started")
+        self._restart(r)
 
     async def _leave(self) -> None:
         r = self.replicas[1]
@@ -705,7 +724,7 @@ class Soak:
         print(f"  [{self.now():7.1f}s] {stop_reason}; reading back", flush=True)
         states = await self.read_states(complete=stop_reason == "committed")
         letters = await self.read_dead_letters()
-        verdict = evaluate(self.produced, states, letters)
+        verdict = evaluate(self.produced, states, letters, committed)
         return Outcome(
             config=cfg,
             broker=getattr(self.broker, "name", "?"),
@@ -832,7 +851,7 @@ def report(o: Outcome) -> str:
     v, c = o.verdict, o.config
     rows = [
         ("records produced", f"{o.produced} ({v.good} good, {sum(v.hostile.values())} hostile)"),
-        ("lost", str(v.lost)),
+        ("lost", f"{v.lost} ({v.lost_committed} behind the committed offset)"),
         ("duplicated", str(v.duplicated)),
         ("out of order", str(v.out_of_order)),
         ("unaccounted", _by_kind(v.unaccounted)),

@@ -60,6 +60,12 @@ def test_lost_duplicated_and_out_of_order_are_counted() -> None:
     assert any(e.startswith("lost: a n=3") for e in v.examples)
 
 
+def test_a_lost_record_behind_the_committed_offset_is_told_apart() -> None:
+    produced = [rec(GOOD, "a", 0, 0), rec(GOOD, "a", 1, 1), rec(GOOD, "b", 2, 0, partition=1)]
+    v = evaluate(produced, {"a": [1], "b": []}, [], committed={0: 2, 1: 0})
+    assert (v.lost, v.lost_committed) == (2, 1)  # a/0 was committed past; b/2 never delivered
+
+
 def test_order_is_offset_order_not_value_order() -> None:
     # the producer may write n=1 before n=0 (a retried batch): offsets decide
     produced = [rec(GOOD, "a", 1, 10), rec(GOOD, "a", 0, 11)]
