@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.soak [--records 50000] [--keys 500] [--partitions 8]
         [--broker tansu|apache-kafka] [--hostile-share 0.02] [--duration-cap 1200] [--seed N]
-        [--stall-timeout 180] [--fault-gap 3,10] [--produce-rate 250] [--no-restate-restart]
+        [--hostile-kinds not-json,...] [--stall-timeout 180] [--fault-gap 3,10]
+        [--produce-rate 250] [--no-restate-restart]
 
 Starts its own stack (broker, Restate, the test handlers) as ``bench.bridge`` does, creates a topic
 and a dead-letter topic, and produces ``--records`` records ``{"k": key, "n": seq}`` over ``--keys``
@@ -87,6 +88,8 @@ class SoakConfig:
     keys: int = 500
     partitions: int = 8
     hostile_share: float = 0.02
+    hostile_kinds: tuple[str, ...] = HOSTILE_KINDS
+    """The hostile kinds drawn from (each as likely)."""
     seed: int = 1
     duration_cap: float = 1200.0
     """Seconds from the start of production until the soak stops waiting for commits."""
@@ -141,7 +144,8 @@ def plan_records(config: SoakConfig, prefix: str) -> list[Planned]:
         index = rng.randrange(config.keys)
         obj_key = f"{prefix}-k{index}"
         partition = index % config.partitions
-        kind = rng.choice(HOSTILE_KINDS) if rng.random() < config.hostile_share else GOOD
+        hostile = rng.random() < config.hostile_share
+        kind = rng.choice(config.hostile_kinds) if hostile else GOOD
         out.append(_planned(kind, n, obj_key, partition, rng.random() < config.delayed_share))
     return out
 
@@ -915,6 +919,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--broker", choices=["tansu", "apache-kafka"], default="tansu")
     parser.add_argument("--hostile-share", type=float, default=0.02)
+    parser.add_argument(
+        "--hostile-kinds",
+        default=",".join(HOSTILE_KINDS),
+        help="comma-separated, from: " + ", ".join(HOSTILE_KINDS),
+    )
     parser.add_argument("--duration-cap", type=float, default=1200, help="seconds")
     parser.add_argument("--stall-timeout", type=float, default=180, help="seconds")
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
@@ -928,11 +937,15 @@ def main() -> None:
     parser.add_argument("--no-restate-restart", action="store_true")
     args = parser.parse_args()
     lo, _, hi = args.fault_gap.partition(",")
+    kinds = tuple(k.strip() for k in args.hostile_kinds.split(",") if k.strip())
+    if not kinds or not set(kinds) <= set(HOSTILE_KINDS):
+        parser.error(f"--hostile-kinds: choose from {', '.join(HOSTILE_KINDS)}")
     config = SoakConfig(
         records=args.records,
         keys=args.keys,
         partitions=args.partitions,
         hostile_share=args.hostile_share,
+        hostile_kinds=kinds,
         seed=args.seed if args.seed is not None else random.randrange(1 << 31),
         duration_cap=args.duration_cap,
         stall_timeout=args.stall_timeout,

@@ -33,6 +33,8 @@ from tests.stack.services import HandlerServer
 HOSTILE_SHARE = 0.0
 """Share of hostile records in the CI run: 0 until the bridge survives them all (issue #10);
 then switch it on (e.g. 0.03)."""
+CI_HOSTILE_KINDS = HOSTILE_KINDS
+"""The hostile kinds the CI run draws from (a subset, while some are not handled yet)."""
 
 CI_FAULTS = ("kill", "join", "freeze-kill", "leave")
 
@@ -114,6 +116,9 @@ def test_the_plan_is_seeded_and_keeps_each_key_on_one_partition() -> None:
     for p in plan:
         if p.obj_key is not None:
             assert partition_of.setdefault(p.obj_key, p.partition) == p.partition
+    config = SoakConfig(records=500, hostile_share=0.5, hostile_kinds=("tombstone",))
+    only = plan_records(config, "p")
+    assert {p.kind for p in only} == {GOOD, "tombstone"}
     clean = plan_records(SoakConfig(records=500, hostile_share=0.0), "p")
     assert {p.kind for p in clean} == {GOOD}
     assert {p.route for p in clean} == {"rec", "delayed"}
@@ -131,6 +136,7 @@ async def test_short_soak_loses_duplicates_and_reorders_nothing(
         keys=40,
         partitions=4,
         hostile_share=HOSTILE_SHARE,
+        hostile_kinds=CI_HOSTILE_KINDS,
         seed=20261125,
         produce_rate=100,  # 15 s of production, so that every fault lands while records flow
         faults=CI_FAULTS,
