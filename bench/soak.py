@@ -672,7 +672,7 @@ class Soak:
                 await asyncio.sleep(1.0)
                 committed = await self.committed(admin)
                 total = sum(committed.values())
-                if total != last_total or not self.production_done.is_set():
+                if total != last_total:
                     last_move, last_total = time.monotonic(), total
                 ends = self.ends()
                 complete = self.production_done.is_set() and all(
