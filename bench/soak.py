@@ -153,7 +153,9 @@ def plan_records(config: SoakConfig, prefix: str) -> list[Planned]:
 def _planned(kind: str, n: int, obj_key: str, partition: int, delayed: bool) -> Planned:
     key: bytes | None = obj_key.encode()
     value: bytes | None = orjson.dumps({"k": obj_key, "n": n})
-    route = "delayed" if delayed or kind == "absurd-delay" else "rec"
+    # good records take the delayed route now and then (a zero delay); hostile ones the route
+    # their kind is about: the delayed one for an absurd delay, the forwarding one for the rest
+    route = "delayed" if (delayed and kind == GOOD) or kind == "absurd-delay" else "rec"
     headers: dict[str, bytes] = {"route": route.encode(), "x-trace": f"t{n}".encode()}
     if route == "delayed":
         headers["delay"] = b"0s"

@@ -112,6 +112,8 @@ def test_the_plan_is_seeded_and_keeps_each_key_on_one_partition() -> None:
     kinds = Counter(p.kind for p in plan)
     assert set(kinds) == {GOOD, *HOSTILE_KINDS}
     assert 200 < sum(n for k, n in kinds.items() if k != GOOD) < 400
+    assert {p.route for p in plan if p.kind == "absurd-delay"} == {"delayed"}
+    assert {p.route for p in plan if p.kind not in (GOOD, "absurd-delay")} == {"rec"}
     partition_of: dict[str, int] = {}
     for p in plan:
         if p.obj_key is not None:
