@@ -875,7 +875,8 @@ def report(o: Outcome) -> str:
         ("faults injected", _by_kind(o.fault_counts()) or "0"),
         ("peak RSS (VmHWM)", ", ".join(f"{n} {k / 1024:.0f} MiB" for n, k in o.peak_kib.items())),
         ("wall time", f"{o.wall_s:.0f} s"),
-        ("records/s", f"{o.produced / max(o.done_s, 1e-9):.0f} (first produce to last commit, "
+        ("records/s", f"{o.produced / max(o.done_s, 1e-9):.0f} (first produce to "
+                      f"{'last commit' if o.stop_reason == 'committed' else 'the stop'}, "
                       f"{o.done_s:.0f} s)"),
         ("Restate invocations", _by_kind(Counter(o.restate_statuses))),
     ]  # fmt: skip
