@@ -151,8 +151,8 @@ async def test_short_soak_loses_duplicates_and_reorders_nothing(
     outcome = await run_soak(broker, restate, tmp_path, config)
     text = report(outcome)
     print(text)
+    assert outcome.failures == [], text
     assert outcome.fault_counts() == Counter(CI_FAULTS), text
     assert outcome.verdict.good > 1000
     if HOSTILE_SHARE:
         assert sum(outcome.verdict.hostile.values()) > 0
-    assert outcome.failures == [], text
