@@ -445,6 +445,9 @@ class Soak:
         self.restate = restate
         self.workdir = workdir
         self.config = config
+        unknown = set(config.faults or ()) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULT_KINDS}")
         run_id = uuid.uuid4().hex[:8]
         self.topic = f"soak-{run_id}"
         self.dead_letter_topic = f"soak-{run_id}.dlq"
@@ -458,7 +461,6 @@ class Soak:
         self.faults: list[Fault] = []
         self.t0 = time.monotonic()
         self.replicas = [self._replica("soak-a"), self._replica("soak-b")]
-        self.frozen = False
         self.round_done = False
         """Random faults: each kind was injected once (the soak does not end before)."""
 
@@ -627,7 +629,6 @@ class Soak:
         assert self.restate.process is not None
         seconds = self.rng.uniform(2.0, 5.0) if seconds is None else seconds
         self.restate.process.signal(signal.SIGSTOP)
-        self.frozen = True
         try:
             if record:
                 self.fault("freeze", f"Restate stopped for {seconds:.1f}s")
@@ -638,7 +639,6 @@ class Soak:
     def thaw(self) -> None:
         if self.restate.process is not None:
             self.restate.process.signal(signal.SIGCONT)
-        self.frozen = False
 
     async def _restart_restate(self) -> None:
         started = time.monotonic()
