@@ -649,9 +649,11 @@ class Soak:
 
     async def committed(self, admin: AIOKafkaAdminClient) -> dict[int, int]:
         parts = [TopicPartition(self.topic, p) for p in range(self.config.partitions)]
-        try:
-            offsets = await admin.list_consumer_group_offsets(self.group, partitions=parts)
-        except Exception:  # a coordinator moving or not there yet: ask again later
+        try:  # bounded: a broker that hangs must not hold the cap and the stall clock
+            offsets = await asyncio.wait_for(
+                admin.list_consumer_group_offsets(self.group, partitions=parts), 10
+            )
+        except Exception:  # a coordinator moving, not there yet, or hanging: ask again later
             return {}
         return {tp.partition: om.offset for tp, om in offsets.items() if om.offset >= 0}
 
