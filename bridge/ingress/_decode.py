@@ -22,7 +22,17 @@ import enum
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union, get_args, get_origin, is_typeddict
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    Union,
+    get_args,
+    get_origin,
+    is_typeddict,
+)
 
 import orjson
 
@@ -50,6 +60,9 @@ def _check(tp: Any, seen: set[int]) -> None:
     if id(tp) in seen:  # a recursive dataclass
         return
     origin = get_origin(tp)
+    if origin in (Annotated, Required, NotRequired):
+        _check(get_args(tp)[0], seen)
+        return
     if origin in (Union, types.UnionType, list, tuple, dict, Sequence, Mapping):
         for arg in get_args(tp):
             if arg is not Ellipsis:
@@ -126,6 +139,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise _Mismatch(where, f"expected a string, got {_describe(value)}")
         return value
     origin, args = get_origin(tp), get_args(tp)
+    if origin in (Annotated, Required, NotRequired):
+        return _convert(value, args[0], where)
     if origin in (Union, types.UnionType):
         problems = []
         for arm in args:
@@ -199,11 +214,18 @@ def _dataclass(value: Any, tp: type, where: str) -> Any:
 def _typeddict(value: Any, tp: type, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Mismatch(where, f"expected an object for {tp.__name__}, got {_describe(value)}")
-    required: frozenset[str] = getattr(tp, "__required_keys__", frozenset())
+    hints = _hints(tp)
+    # not __required_keys__: under ``from __future__ import annotations`` Python 3.11 cannot
+    # see NotRequired[...] in the strings it holds, and counts every key as required
+    total = getattr(tp, "__total__", True)
+    required = {
+        k
+        for k, h in hints.items()
+        if get_origin(h) is Required or (total and get_origin(h) is not NotRequired)
+    }
     missing = sorted(required - value.keys())
     if missing:
         raise _Mismatch(where, f"{tp.__name__} needs {', '.join(map(repr, missing))}")
-    hints = _hints(tp)
     return {k: _convert(v, hints[k], f"{where}.{k}") if k in hints else v for k, v in value.items()}
 
 
@@ -211,7 +233,7 @@ def _hints(tp: type) -> dict[str, Any]:
     """The resolved annotations of a dataclass or TypedDict; names that cannot be resolved (a
     class defined inside a function under ``from __future__ import annotations``) are ``Any``."""
     try:
-        return typing.get_type_hints(tp)
+        return typing.get_type_hints(tp, include_extras=True)
     except (NameError, TypeError):
         raw: dict[str, Any] = {}
         for klass in reversed(tp.__mro__):
