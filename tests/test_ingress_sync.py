@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -210,4 +211,10 @@ def test_an_interrupt_while_waiting_cancels_the_request(sync: SyncClient) -> Non
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+    async def others() -> int:  # the request's task is gone from the client's loop
+        await asyncio.sleep(0.1)
+        return len(asyncio.all_tasks()) - 1
+
+    assert sync._run(others()) == 0
     assert sync.service("Greeter", "greet").request("after") == "Hello, after!"
