@@ -304,3 +304,21 @@ def test_timeout_error_and_decode_error_in_the_tree() -> None:
     assert isinstance(decode, IngressError)
     assert not decode.retryable
     assert decode.reason == "decode"
+
+
+class Model:
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]:
+        assert mode == "json"
+        return self.fields
+
+
+def test_inputs_with_model_dump_are_sent_as_their_json() -> None:
+    assert encode_input(Model(a=1, b=[Model(c="x")]), None) == (
+        b'{"a":1,"b":[{"c":"x"}]}',
+        "application/json",
+    )
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        encode_input(object(), None)

@@ -59,13 +59,22 @@ def encode_input(value: Any, content_type: str | None) -> tuple[bytes | None, st
     """The body and content-type for ``value``.
 
     ``NO_INPUT`` sends neither; ``bytes`` go as they are (``application/octet-stream`` unless the
-    caller names a type); anything else is JSON, encoded by orjson.
+    caller names a type); anything else is JSON, encoded by orjson (dataclasses included), a
+    pydantic model through its ``model_dump(mode="json")``.
     """
     if isinstance(value, NoInput):
         return None, None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), content_type or OCTET_STREAM
-    return orjson.dumps(value), content_type or JSON
+    return orjson.dumps(value, default=_model_dump), content_type or JSON
+
+
+def _model_dump(value: Any) -> Any:
+    """What orjson cannot encode itself: a pydantic model (anything with ``model_dump``)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def format_delay(delay: timedelta) -> str | None:
