@@ -1,9 +1,10 @@
-"""The ``restate-bridge`` command line: ``run``, ``check`` and ``route``.
+"""The ``restate-bridge`` command line: ``run``, ``check``, ``route`` and ``result``.
 
-Exit codes: 0 success, 1 a failure while running (an unreachable Kafka included), 2 a bad routes
-file, environment or arguments, 3 Kafka refused the connection's security (authentication or TLS:
-one line ``Kafka at HOST:PORT: <cause>``). A bad file or environment is reported as
-``PATH:LINE: message`` / ``$NAME: message`` lines, never as a traceback.
+Exit codes: 0 success, 1 a failure while running (an unreachable Kafka included; for ``result``:
+the invocation is not found, not finished, or failed), 2 a bad routes file, environment or
+arguments, 3 Kafka refused the connection's security (authentication or TLS: one line
+``Kafka at HOST:PORT: <cause>``). A bad file or environment is reported as ``PATH:LINE: message``
+/ ``$NAME: message`` lines, never as a traceback.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from aiokafka.errors import KafkaError
 
 from bridge import __version__
 
-from .config import BridgeConfig, ConfigError, check_log_level, load_config
-from .ingress import Client
+from .config import BridgeConfig, ConfigError, check_log_level, ingress_ssl_context, load_config
+from .ingress import (
+    Client,
+    IngressError,
+    InvocationError,
+    InvocationHandle,
+    NotReady,
+    ResponseError,
+)
 from .kafka_client import KafkaRefused
 from .record import Record
 from .routing import Invocation, Poison, Router
@@ -70,7 +78,42 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--partition", type=int, default=0)
     route.add_argument("--offset", type=int, default=0)
     route.add_argument("--timestamp", type=int, default=0)
+
+    result = commands.add_parser(
+        "result",
+        help="print the output of an invocation: by id, by idempotency key, or a workflow's",
+        description="Print an invocation's output to stdout, byte for byte. Exit 0 when printed, "
+        "1 when not found, not finished (without --wait) or failed, 2 for bad arguments.",
+    )
+    which = result.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", metavar="INVOCATION_ID", help="an invocation id, inv_...")
+    which.add_argument("--service", help="with --handler and --idempotency-key [--key]")
+    which.add_argument("--workflow", help="a workflow's name, with --workflow-id")
+    result.add_argument("--key", help="the virtual object's key, for --service")
+    result.add_argument("--handler")
+    result.add_argument("--idempotency-key")
+    result.add_argument("--workflow-id")
+    result.add_argument(
+        "--url", help="the ingress (default: [restate] ingress_url of --routes, or $RESTATE_URL)"
+    )
+    result.add_argument("--routes", type=Path, help="take the ingress, token and TLS from here")
+    result.add_argument(
+        "--wait", action="store_true", help="attach: wait until it finishes, then print"
+    )
+    result.add_argument(
+        "--timeout", type=_seconds, help="with --wait: give up after SECONDS (default: never)"
+    )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _log_level(text: str) -> str:
@@ -88,7 +131,10 @@ def _hex(text: str) -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "result":
+        return _result(parser, args)
     try:
         config = _load(args.routes)
     except ConfigError as exc:
@@ -211,3 +257,86 @@ async def _serve(bridge: Bridge) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def _result(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    problem = _result_arguments(args)
+    if problem is not None:
+        parser.error(f"result: {problem}")  # exits 2
+    if args.routes is not None:  # its ingress_url, token and TLS ($RESTATE_URL wins, as in run)
+        try:
+            restate = _load(args.routes).restate
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        client = Client(
+            args.url or restate.ingress_url,
+            token=restate.token,
+            ssl_context=ingress_ssl_context(restate),
+        )
+    elif args.url is not None:
+        client = Client(args.url, token=os.environ.get("RESTATE_AUTH_TOKEN") or None)
+    else:
+        client = Client.from_env()
+    return asyncio.run(_print_result(client, args))
+
+
+def _result_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``result``'s arguments, or ``None``."""
+    if args.service is not None:
+        if args.handler is None or args.idempotency_key is None:
+            return "--service needs --handler and --idempotency-key"
+    elif args.key is not None or args.handler is not None or args.idempotency_key is not None:
+        return "--key, --handler and --idempotency-key go with --service"
+    if (args.workflow is None) != (args.workflow_id is None):
+        return "--workflow and --workflow-id go together"
+    if args.timeout is not None and not args.wait:
+        return "--timeout goes with --wait"
+    return None
+
+
+async def _print_result(client: Client, args: argparse.Namespace) -> int:
+    async with client:
+        if args.id is not None:
+            what, handle = f"invocation {args.id}", client.invocation(args.id)
+        elif args.workflow is not None:
+            what = f"workflow {args.workflow}/{args.workflow_id}"
+            handle = client.workflow_handle(args.workflow, args.workflow_id)
+        else:
+            handle = _by_key(client, args)
+            target = args.service if args.key is None else f"{args.service}/{args.key}"
+            what = f"{target}/{args.handler} with idempotency key {args.idempotency_key!r}"
+        try:
+            if args.wait:
+                body = await handle.attach(output=bytes, timeout=args.timeout)
+            else:
+                body = await handle.output(output=bytes)
+        except NotReady:
+            print(f"{what}: not finished yet (--wait to wait for it)", file=sys.stderr)
+            return 1
+        except ResponseError as exc:
+            print(f"{what}: {_verdict(exc)}", file=sys.stderr)
+            return 1
+        except IngressError as exc:
+            print(f"{what}: {client.url}: {exc}", file=sys.stderr)
+            return 1
+    sys.stdout.buffer.write(body)
+    if sys.stdout.isatty() and body and not body.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _by_key(client: Client, args: argparse.Namespace) -> InvocationHandle:
+    if args.key is None:
+        return client.service_invocation(args.service, args.handler, args.idempotency_key)
+    return client.object_invocation(args.service, args.key, args.handler, args.idempotency_key)
+
+
+def _verdict(exc: ResponseError) -> str:
+    # attach reports an unknown invocation as its outcome: 404 "not found" from the invocation
+    if exc.status == 404 and (not isinstance(exc, InvocationError) or exc.message == "not found"):
+        return "not found (never made, or its result expired)"
+    if isinstance(exc, InvocationError):
+        return f"failed: {exc.status} {exc.message}"
+    return f"the ingress answered {exc}"

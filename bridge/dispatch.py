@@ -48,7 +48,7 @@ from .ingress import NO_INPUT, Client, SendReceipt
 from .metrics import Metrics
 from .offsets import PartitionOffsets, TopicPartition
 from .record import Record
-from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded, output_bytes
+from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .routing import Invocation, Poison
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,9 @@ class Dispatcher:
             try:
                 if remaining <= 0:
                     raise TimeoutError(f"no result within {max_wait}s")
-                output = await self._unless_released(job, handle.attach(timeout=remaining))
+                output = await self._unless_released(
+                    job, handle.attach(output=bytes, timeout=remaining)
+                )
             except Exception as exc:  # every failure goes to the decision, whatever its type
                 error = exc
                 decision = after_attach_failure(
@@ -398,7 +400,7 @@ class Dispatcher:
                 if output is _RELEASED:
                     return None
                 self._metrics.reply_wait.labels(route).observe(time.monotonic() - started)
-                return Succeeded(output_bytes(output))
+                return Succeeded(output)
             if isinstance(decision, Failed):
                 self._metrics.reply_wait.labels(route).observe(time.monotonic() - started)
                 return decision

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from .deadletter import Producer
 from .record import Record
@@ -49,20 +46,6 @@ class Failed:
 
 
 Result = Succeeded | Failed
-
-
-def output_bytes(output: Any) -> bytes:
-    """``InvocationHandle.attach()``'s decoded output back to bytes.
-
-    The ingress client decodes JSON and has no raw mode yet: JSON is encoded again with orjson
-    (compact, keys in their order; the same document, not always the same bytes), other content
-    types come back as the bytes the handler returned, and an empty output is ``b""``.
-    """
-    if output is None:
-        return b""
-    if isinstance(output, bytes):
-        return output
-    return orjson.dumps(output)
 
 
 @dataclass(frozen=True, slots=True)

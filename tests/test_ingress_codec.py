@@ -9,15 +9,17 @@ import pytest
 
 from bridge.ingress import NO_INPUT, IngressError, InvocationError, NotReady, ResponseError
 from bridge.ingress._codec import (
+    check_idempotency_key,
     decode_output,
     encode_input,
     error_from_response,
     format_delay,
+    idempotency_segment,
     parse_retry_after,
     parse_timestamp,
     segment,
 )
-from bridge.ingress._errors import ConnectError, IngressTimeout
+from bridge.ingress._errors import ConnectError, DecodeError, IngressTimeout, InvalidRequest
 
 
 @pytest.mark.parametrize(
@@ -263,3 +265,60 @@ def test_transport_errors_are_retryable() -> None:
     assert ConnectError("refused").retryable is True
     assert IngressTimeout("slow").retryable is True
     assert IngressError("x").retryable is False
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["plain", "orders-0-42:route", "a:b", "x@y", "a+b", "k=v;w", "a,b", "(x)", "it's", "$&!*~._-"],
+)
+def test_idempotency_keys_of_path_characters_go_raw_in_the_path(key: str) -> None:
+    assert idempotency_segment(key) == key
+
+
+@pytest.mark.parametrize(
+    "key", ["a b", "a/b", "50%", "50%25", "q?x", "h#x", 'u"x', "ünï", "", ".", "..", "a\\b", "<x>"]
+)
+def test_other_idempotency_keys_need_the_json_lookup(key: str) -> None:
+    assert idempotency_segment(key) is None
+
+
+@pytest.mark.parametrize("key", ["ünï", "tab\there", "nl\n", "nul\x00", "del\x7f"])
+def test_idempotency_keys_restate_would_refuse_are_invalid_requests(key: str) -> None:
+    with pytest.raises(InvalidRequest, match="not printable ASCII"):
+        check_idempotency_key(key)
+
+
+def test_printable_ascii_idempotency_keys_pass() -> None:
+    check_idempotency_key("orders-0-42:route with/odd %chars?#")
+    check_idempotency_key("")
+
+
+def test_timeout_error_and_decode_error_in_the_tree() -> None:
+    timeout = IngressTimeout("x")
+    assert isinstance(timeout, TimeoutError)
+    assert isinstance(timeout, IngressError)
+    assert str(timeout) == "x"
+    assert timeout.message == "x"
+    assert timeout.retryable
+    decode = DecodeError("bad", body=b"b")
+    assert isinstance(decode, IngressError)
+    assert not decode.retryable
+    assert decode.reason == "decode"
+
+
+class Model:
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]:
+        assert mode == "json"
+        return self.fields
+
+
+def test_inputs_with_model_dump_are_sent_as_their_json() -> None:
+    assert encode_input(Model(a=1, b=[Model(c="x")]), None) == (
+        b'{"a":1,"b":[{"c":"x"}]}',
+        "application/json",
+    )
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        encode_input(object(), None)

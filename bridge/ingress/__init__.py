@@ -1,6 +1,7 @@
 """An asyncio client for Restate's HTTP ingress, the Python counterpart of the Go SDK's
 ``restateingress``: request-response calls and one-way sends to services, virtual objects and
-workflows, delays, idempotency keys, and attach/output of existing invocations.
+workflows, delays, idempotency keys, attach/output of existing invocations, typed outputs
+(``output=Type``), and a blocking facade (:class:`SyncClient`) for scripts and CLIs.
 
     from bridge.ingress import Client
 
@@ -8,9 +9,10 @@ workflows, delays, idempotency keys, and attach/output of existing invocations.
         print(await restate.service("Greeter", "greet").request("Ada"))
 """
 
-from ._client import Client, InvocationHandle, Target
+from ._client import Client, InvocationHandle, Target, Timeout
 from ._errors import (
     ConnectError,
+    DecodeError,
     IngressError,
     IngressTimeout,
     InvalidRequest,
@@ -18,12 +20,14 @@ from ._errors import (
     NotReady,
     ResponseError,
 )
+from ._sync import SyncClient, SyncInvocationHandle, SyncTarget
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 __all__ = [
     "NO_INPUT",
     "Client",
     "ConnectError",
+    "DecodeError",
     "IngressError",
     "IngressTimeout",
     "InvalidRequest",
@@ -33,5 +37,9 @@ __all__ = [
     "ResponseError",
     "SendReceipt",
     "SendStatus",
+    "SyncClient",
+    "SyncInvocationHandle",
+    "SyncTarget",
     "Target",
+    "Timeout",
 ]

@@ -8,27 +8,39 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from ._codec import (
-    decode_output,
+    check_idempotency_key,
     encode_input,
     error_from_response,
     format_delay,
+    idempotency_segment,
     parse_timestamp,
     segment,
 )
-from ._errors import ConnectError, IngressError, IngressTimeout, InvalidRequest
+from ._decode import check_output_type, decode_as
+from ._errors import ConnectError, DecodeError, IngressTimeout, InvalidRequest
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 DEFAULT_URL = "http://localhost:8080"
 DEFAULT_TIMEOUT = 30.0
+"""Seconds a send, an ``output()`` or a health check waits when neither the client nor the call
+sets a timeout: each is answered promptly by a healthy ingress (a send once the invocation is
+durably recorded, never after it ran), so a longer wait means something is wrong."""
+CONNECT_TIMEOUT = 30.0
+"""Seconds to establish a connection when a request has no overall timeout (Go's default dialer
+waits as long): an unreachable host still fails, a long-running invocation is still waited for."""
 
 Headers = Mapping[str, str]
+Timeout = float | Literal["default"] | None
+"""A per-call timeout in seconds; ``None``: wait as long as it takes; ``"default"``: the client's
+``timeout`` if it set one, else the operation's own default (see :class:`Client`)."""
+T = TypeVar("T")
 
 
 class _State(enum.Enum):
@@ -42,6 +54,10 @@ class _Response:
     status: int
     body: bytes
     content_type: str | None
+    invocation_id: str | None = None
+
+    def decode(self, output: Any) -> Any:
+        return decode_as(self.body, self.content_type, output, invocation_id=self.invocation_id)
 
 
 class Client:
@@ -56,7 +72,13 @@ class Client:
                 {"amount": 5}, idempotency_key="order-42", delay=timedelta(seconds=4)
             )
 
-    ``timeout`` (seconds, ``None`` for none) applies to every request unless a call sets its own.
+    Timeouts, as in Go (where a call waits as long as its context allows): ``request()`` and
+    ``attach()`` wait as long as the invocation runs unless the client or the call sets a timeout;
+    ``send()``, ``output()`` and ``health()``, which a healthy ingress answers promptly, wait
+    :data:`DEFAULT_TIMEOUT` (30 s; ``health`` 5 s) unless one is set. ``timeout`` (seconds, or
+    ``None`` for no timeout at all) applies to every request unless a call passes its own
+    ``timeout=``. A connection that cannot be established within :data:`CONNECT_TIMEOUT` fails
+    either way.
     ``token`` is sent as ``Authorization: Bearer``, over any header a call passes; it never appears
     in ``repr`` or logs, and :meth:`set_token` replaces it while requests are under way.
     ``ssl_context`` verifies an ``https://`` ingress (a custom CA, a client certificate).
@@ -67,19 +89,18 @@ class Client:
         url: str = DEFAULT_URL,
         *,
         token: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        timeout: float | Literal["default"] | None = "default",
         max_connections: int = 100,
         headers: Headers | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive, or None for no timeout")
+        _check_timeout(timeout)
         self._base = url.rstrip("/")
         self._authorization: str | None = None
         self.set_token(token)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout: float | Literal["default"] | None = timeout
         self._max_connections = max_connections
         self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
@@ -128,7 +149,6 @@ class Client:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
-                timeout=self._timeout,
                 # no Content-Type unless we set one: Restate rejects it on handlers without input
                 skip_auto_headers=("User-Agent", "Content-Type"),
                 auto_decompress=False,
@@ -170,28 +190,33 @@ class Client:
     def service_invocation(
         self, service: str, handler: str, idempotency_key: str
     ) -> InvocationHandle:
-        """The invocation of a service handler made with ``idempotency_key``."""
-        path = (
-            f"/restate/invocation/{segment(service)}/{segment(handler)}/{segment(idempotency_key)}"
-        )
-        return InvocationHandle(self, path)
+        """The invocation of a service handler made with ``idempotency_key``.
+
+        Any key works, whatever its characters: see :meth:`object_invocation`.
+        """
+        return _by_idempotency_key(self, service, None, handler, idempotency_key)
 
     def object_invocation(
         self, name: str, key: str, handler: str, idempotency_key: str
     ) -> InvocationHandle:
-        """The invocation of an object handler made with ``idempotency_key``."""
-        path = (
-            f"/restate/invocation/{segment(name)}/{segment(key)}/{segment(handler)}"
-            f"/{segment(idempotency_key)}"
-        )
-        return InvocationHandle(self, path)
+        """The invocation of an object handler made with ``idempotency_key``.
+
+        Restate does not percent-decode the idempotency-key segment of
+        ``/restate/invocation/{name}/{key}/{handler}/{idempotency-key}/...``: a key made of
+        letters, digits and ``-._~!$&'()*+,;=:@`` is sent there as it is (every Restate version
+        understands it); any other key (a space, ``/``, ``%``, ``?``, ``#``, non-ASCII, empty)
+        is looked up with ``POST /restate/attach|output`` and the target in a JSON body, which
+        Restate 1.7 added.
+        """
+        return _by_idempotency_key(self, name, key, handler, idempotency_key)
 
     def workflow_handle(self, name: str, workflow_id: str) -> InvocationHandle:
         """The run of workflow ``name`` with id ``workflow_id``: attach to it or read its output."""
         return InvocationHandle(self, f"/restate/workflow/{segment(name)}/{segment(workflow_id)}")
 
-    async def health(self, *, timeout: float | Literal["default"] | None = 5.0) -> None:
+    async def health(self, *, timeout: Timeout = 5.0) -> None:
         """Return when the ingress answers ``GET /restate/health``; raise an error otherwise."""
+        _check_timeout(timeout)
         await self._request("GET", "/restate/health", timeout=timeout)
 
     # -- transport -------------------------------------------------------------------------
@@ -206,8 +231,11 @@ class Client:
         headers: Headers | None = None,
         idempotency_key: str | None = None,
         delay: str | None = None,
-        timeout: float | Literal["default"] | None = "default",
+        timeout: Timeout = "default",
+        waits: bool = False,
     ) -> _Response:
+        """One request; ``waits``: it lasts as long as an invocation runs (``request``,
+        ``attach``), so without a set timeout it has none, rather than :data:`DEFAULT_TIMEOUT`."""
         session = self._open()
         url = f"{self._base}{path}"
         if delay is not None:
@@ -221,9 +249,7 @@ class Client:
             del req_headers[name]  # the client's credentials, never a caller's
         if self._authorization is not None:
             req_headers["Authorization"] = self._authorization
-        req_timeout = (
-            self._timeout if timeout == "default" else aiohttp.ClientTimeout(total=timeout)
-        )
+        req_timeout = self._client_timeout(timeout, waits)
         try:
             async with session.request(
                 method,
@@ -236,7 +262,8 @@ class Client:
                 status = resp.status
                 resp_headers = resp.headers
         except TimeoutError as exc:
-            raise IngressTimeout(f"{method} {path}: no answer within the timeout") from exc
+            seconds = req_timeout.total or req_timeout.sock_connect
+            raise IngressTimeout(f"{method} {path}: no answer within {seconds:g} s") from exc
         except aiohttp.InvalidURL as exc:  # a ClientError, but no retry would help
             raise InvalidRequest(f"{method} {path}: invalid URL: {exc}") from exc
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -262,7 +289,26 @@ class Client:
                 retry_after=resp_headers.get("Retry-After"),
                 invocation_id=resp_headers.get("x-restate-id"),
             )
-        return _Response(status, data, resp_headers.get("Content-Type"))
+        return _Response(
+            status, data, resp_headers.get("Content-Type"), resp_headers.get("x-restate-id")
+        )
+
+    def _client_timeout(self, timeout: Timeout, waits: bool) -> aiohttp.ClientTimeout:
+        seconds = self._timeout if timeout == "default" else timeout
+        if seconds == "default":
+            seconds = None if waits else DEFAULT_TIMEOUT
+        if seconds is None:
+            return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+        return aiohttp.ClientTimeout(total=seconds)
+
+
+def _check_timeout(timeout: Timeout) -> None:
+    if timeout is None or timeout == "default":
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be seconds, None or 'default', not {timeout!r}")
+    if not timeout > 0:
+        raise ValueError("timeout must be positive, or None for no timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,19 +325,51 @@ class Target:
         formatted = None if delay is None else format_delay(delay)
         return url if formatted is None else f"{url}?delay={formatted}"
 
+    @overload
+    async def request(
+        self,
+        input: Any = ...,
+        *,
+        output: None = None,
+        idempotency_key: str | None = ...,
+        headers: Headers | None = ...,
+        content_type: str | None = ...,
+        timeout: Timeout = ...,
+    ) -> Any: ...
+
+    @overload
+    async def request(
+        self,
+        input: Any = ...,
+        *,
+        output: type[T],
+        idempotency_key: str | None = ...,
+        headers: Headers | None = ...,
+        content_type: str | None = ...,
+        timeout: Timeout = ...,
+    ) -> T: ...
+
     async def request(
         self,
         input: Any = NO_INPUT,
         *,
+        output: Any = None,
         idempotency_key: str | None = None,
         headers: Headers | None = None,
         content_type: str | None = None,
-        timeout: float | Literal["default"] | None = "default",
+        timeout: Timeout = "default",
     ) -> Any:
-        """Call the handler and wait for its output (decoded JSON, or ``bytes``).
+        """Call the handler and wait for its output, as long as it runs unless a timeout is set.
 
-        Raises :class:`InvocationError` when the handler fails terminally.
+        ``output=None``: decoded JSON, or ``bytes`` for other content types; ``output=Type``:
+        decoded into ``Type`` (see :mod:`bridge.ingress._decode`; ``bytes``: the raw body).
+        Raises :class:`InvocationError` when the handler fails terminally, :class:`DecodeError`
+        when the answer does not fit ``output``.
         """
+        check_output_type(output)
+        _check_timeout(timeout)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         body, ctype = encode_input(input, content_type)
         resp = await self.client._request(
             "POST",
@@ -301,8 +379,9 @@ class Target:
             headers=headers,
             idempotency_key=idempotency_key,
             timeout=timeout,
+            waits=True,
         )
-        return decode_output(resp.body, resp.content_type)
+        return resp.decode(output)
 
     async def send(
         self,
@@ -312,13 +391,17 @@ class Target:
         idempotency_key: str | None = None,
         headers: Headers | None = None,
         content_type: str | None = None,
-        timeout: float | Literal["default"] | None = "default",
+        timeout: Timeout = "default",
     ) -> SendReceipt:
         """Enqueue an invocation without waiting for it to run (``/send``, HTTP 202).
 
         The 202 comes once Restate has durably recorded the invocation, so a second send for
-        the same object key made after it will run after it.
+        the same object key made after it will run after it. Waits :data:`DEFAULT_TIMEOUT`
+        unless the client or the call sets a timeout.
         """
+        _check_timeout(timeout)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         body, ctype = encode_input(input, content_type)
         resp = await self.client._request(
             "POST",
@@ -343,22 +426,79 @@ def _receipt(body: bytes) -> SendReceipt:
             execution_time=parse_timestamp(execution_time) if execution_time else None,
         )
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise IngressError(f"unexpected answer to a send: {body[:200]!r}") from exc
+        raise DecodeError(f"unexpected answer to a send: {body[:200]!r}", body=body) from exc
 
 
 @dataclass(frozen=True, slots=True)
 class InvocationHandle:
-    """An existing invocation: by id, by idempotency key, or a workflow run."""
+    """An existing invocation: by id, by idempotency key, or a workflow run.
+
+    ``GET {path}/attach|output``; with a ``lookup`` body, ``POST {path}/attach|output`` with it
+    (``path`` is then ``/restate``: Restate 1.7's lookup by a JSON target).
+    """
 
     client: Client
     path: str
+    lookup: bytes | None = None
 
-    async def attach(self, *, timeout: float | Literal["default"] | None = "default") -> Any:
-        """Wait until the invocation completes and return its output (or raise its error)."""
-        resp = await self.client._request("GET", f"{self.path}/attach", timeout=timeout)
-        return decode_output(resp.body, resp.content_type)
+    @overload
+    async def attach(self, *, output: None = None, timeout: Timeout = ...) -> Any: ...
 
-    async def output(self, *, timeout: float | Literal["default"] | None = "default") -> Any:
-        """The output if the invocation completed; raises :class:`NotReady` if still running."""
-        resp = await self.client._request("GET", f"{self.path}/output", timeout=timeout)
-        return decode_output(resp.body, resp.content_type)
+    @overload
+    async def attach(self, *, output: type[T], timeout: Timeout = ...) -> T: ...
+
+    async def attach(self, *, output: Any = None, timeout: Timeout = "default") -> Any:
+        """Wait until the invocation completes and return its output (or raise its error).
+
+        Waits as long as the invocation runs unless the client or the call sets a timeout.
+        ``output=bytes`` returns the body exactly as the ingress returned it, JSON included.
+        An unknown or expired invocation raises :class:`InvocationError` with status 404:
+        Restate reports it as the attached invocation's outcome (``source="invocation"``).
+        """
+        return await self._get("attach", output, timeout, waits=True)
+
+    @overload
+    async def output(self, *, output: None = None, timeout: Timeout = ...) -> Any: ...
+
+    @overload
+    async def output(self, *, output: type[T], timeout: Timeout = ...) -> T: ...
+
+    async def output(self, *, output: Any = None, timeout: Timeout = "default") -> Any:
+        """The output if the invocation completed; raises :class:`NotReady` if still running,
+        :class:`ResponseError` 404 (``source="ingress"``) if unknown or expired."""
+        return await self._get("output", output, timeout, waits=False)
+
+    async def _get(self, verb: str, output: Any, timeout: Timeout, *, waits: bool) -> Any:
+        check_output_type(output)
+        _check_timeout(timeout)
+        if self.lookup is None:
+            resp = await self.client._request(
+                "GET", f"{self.path}/{verb}", timeout=timeout, waits=waits
+            )
+        else:
+            resp = await self.client._request(
+                "POST",
+                f"{self.path}/{verb}",
+                body=self.lookup,
+                content_type="application/json",
+                timeout=timeout,
+                waits=waits,
+            )
+        return resp.decode(output)
+
+
+def _by_idempotency_key(
+    client: Client, service: str, key: str | None, handler: str, idempotency_key: str
+) -> InvocationHandle:
+    for value in (service, handler, idempotency_key) if key is None else (service, key, handler):
+        segment(value)  # a TypeError for anything but str
+    raw = idempotency_segment(idempotency_key)
+    if raw is not None:
+        keyed = "" if key is None else f"/{segment(key)}"
+        path = f"/restate/invocation/{segment(service)}{keyed}/{segment(handler)}/{raw}"
+        return InvocationHandle(client, path)
+    target: dict[str, str] = {"target": "idempotentInvocation", "service": service}
+    if key is not None:
+        target["key"] = key
+    target |= {"handler": handler, "idempotencyKey": idempotency_key}
+    return InvocationHandle(client, "/restate", orjson.dumps(target))

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import orjson
 
-from ._errors import InvocationError, NotReady, ResponseError
+from ._errors import InvalidRequest, InvocationError, NotReady, ResponseError
 from ._types import NoInput
 
 JSON = "application/json"
@@ -25,17 +25,56 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+_RAW_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@]+")
+"""RFC 3986 ``pchar`` without ``%``: characters a path segment carries as they are."""
+
+
+def idempotency_segment(key: str) -> str | None:
+    """``key`` as the idempotency-key segment of ``/restate/invocation/...``, or ``None`` when
+    that path cannot carry it.
+
+    Restate (1.4 to 1.7 at least) does not percent-decode that one segment, unlike the object
+    key before it: ``order%3A42`` is looked up as those nine characters, so a percent-encoded
+    key is never found. A key of path characters goes as it is; any other (space, ``/``, ``%``,
+    ``?``, ``#``, non-ASCII, ``.``/``..``, empty) must use the JSON lookup of 1.7 instead.
+    """
+    if key in (".", "..") or _RAW_SEGMENT.fullmatch(key) is None:
+        return None
+    return key
+
+
+def check_idempotency_key(key: str) -> None:
+    """Refuse, before sending, an idempotency key Restate would answer 400 to: the header value
+    must be printable ASCII."""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be str, not {type(key).__name__}")
+    if not (key.isascii() and key.isprintable()):
+        raise InvalidRequest(
+            f"idempotency key {key[:80]!r} is not printable ASCII: Restate refuses any other "
+            "header value (400 bad header idempotency-key); encode it first (e.g. hex or base64)"
+        )
+
+
 def encode_input(value: Any, content_type: str | None) -> tuple[bytes | None, str | None]:
     """The body and content-type for ``value``.
 
     ``NO_INPUT`` sends neither; ``bytes`` go as they are (``application/octet-stream`` unless the
-    caller names a type); anything else is JSON, encoded by orjson.
+    caller names a type); anything else is JSON, encoded by orjson (dataclasses included), a
+    pydantic model through its ``model_dump(mode="json")``.
     """
     if isinstance(value, NoInput):
         return None, None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), content_type or OCTET_STREAM
-    return orjson.dumps(value), content_type or JSON
+    return orjson.dumps(value, default=_model_dump), content_type or JSON
+
+
+def _model_dump(value: Any) -> Any:
+    """What orjson cannot encode itself: a pydantic model (anything with ``model_dump``)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def format_delay(delay: timedelta) -> str | None:

@@ -2,8 +2,11 @@
 
     IngressError                 base: .status, .code, .message, .retryable, .retry_after, .reason
     ├── ConnectError             the ingress could not be reached          (retryable)
-    ├── IngressTimeout           no answer within the timeout              (retryable)
+    ├── IngressTimeout           no answer within the timeout; also a builtin TimeoutError
+    │                                                                      (retryable)
     ├── InvalidRequest           no request could be built from the input  (never retryable)
+    ├── DecodeError              the answer does not fit the asked ``output=`` type
+    │                                                                      (never retryable)
     └── ResponseError            the ingress answered with an error status
         ├── InvocationError      the handler itself failed terminally      (never retryable)
         └── NotReady             output asked before the invocation ended  (470; poll or attach)
@@ -12,7 +15,10 @@
 worth retrying; other 4xx (400, 404, 409, 422, ...) and every handler failure are not. A 401 or
 403 not from a handler is retryable too: it refuses the client's credentials (a token being
 rotated, a proxy's policy), which no record can fix and a new token does.
-``asyncio.CancelledError`` is never wrapped.
+``asyncio.CancelledError`` is never wrapped. Arguments of the wrong type or value (a ``delay``
+that is not a ``timedelta``, a negative timeout, an ``output=`` type the decoder cannot build)
+raise ``TypeError`` / ``ValueError`` before anything is sent: they are programming errors, not
+ingress errors.
 """
 
 from __future__ import annotations
@@ -54,10 +60,12 @@ class ConnectError(IngressError):
         return "connect"
 
 
-class IngressTimeout(IngressError):
+class IngressTimeout(IngressError, TimeoutError):
     """The ingress did not answer within the request's timeout. Retryable.
 
-    With an idempotency key, retrying is safe: the ingress deduplicates the second attempt.
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it as it catches
+    ``asyncio.timeout``'s. With an idempotency key, retrying is safe: the ingress deduplicates the
+    second attempt. The invocation itself may still run (or be running) in Restate.
     """
 
     retryable = True
@@ -76,6 +84,24 @@ class InvalidRequest(IngressError):
     @property
     def reason(self) -> str:
         return "invalid_request"
+
+
+class DecodeError(IngressError):
+    """The ingress answered, but its body does not fit the ``output=`` type the caller asked for
+    (or a JSON answer is not JSON). ``body`` holds the raw answer; ``invocation_id`` the
+    invocation's id when the ingress named it. Never retryable: the same output decodes the same
+    way again."""
+
+    def __init__(
+        self, message: str, *, body: bytes = b"", invocation_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.body = body
+        self.invocation_id = invocation_id
+
+    @property
+    def reason(self) -> str:
+        return "decode"
 
 
 class ResponseError(IngressError):

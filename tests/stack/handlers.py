@@ -4,6 +4,9 @@
 - ``Recorder`` (virtual object): appends everything it receives to its state, so tests can assert
   order and exactly-once effects per key.
 - ``Signup`` (workflow): ``run`` waits for ``approve`` and returns a greeting; ``status`` peeks.
+- ``Payments`` (service): ``charge`` answers a JSON object (typed outputs, README examples).
+- ``Relay`` (service): ``sendWithKey`` sends with an idempotency key no HTTP header could carry
+  (non-ASCII), so lookups of such keys have something to find.
 
 Run: ``hypercorn tests.stack.handlers:app --bind 127.0.0.1:PORT``.
 """
@@ -11,6 +14,7 @@ Run: ``hypercorn tests.stack.handlers:app --bind 127.0.0.1:PORT``.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import restate
@@ -117,4 +121,31 @@ async def status(ctx: WorkflowSharedContext) -> str:
     return await ctx.get("status") or "unknown"
 
 
-app = restate.app(services=[greeter, recorder, signup])
+payments = Service("Payments")
+
+
+@payments.handler()
+async def charge(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "transaction_id": f"tx-{request['order_id']}",
+        "status": "charged",
+        "amount": request["amount"],
+    }
+
+
+relay = Service("Relay")
+
+
+@relay.handler(name="sendWithKey")
+async def send_with_key(ctx: Context, request: dict[str, Any]) -> str:
+    handle = ctx.generic_send(
+        request["service"],
+        request["handler"],
+        json.dumps(request["input"]).encode(),
+        key=request.get("key"),
+        idempotency_key=request["idempotency_key"],
+    )
+    return await handle.invocation_id()
+
+
+app = restate.app(services=[greeter, recorder, signup, payments, relay])
