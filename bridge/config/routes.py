@@ -324,11 +324,39 @@ def _ordering(r: _Route) -> None:
 
 
 def _plain_options(r: _Route) -> None:
-    """Options read by their type hint alone: name, content_type, max_in_flight, on_null."""
-    for key in ("name", "content_type", "max_in_flight", "on_null"):
+    """Options read by their type hint alone: name, content_type, max_in_flight, on_null,
+    value_format, key_format."""
+    for key in ("name", "content_type", "max_in_flight", "on_null", "value_format", "key_format"):
         value = r.scalar(key)
         if value is not None:
             r.values[key] = value
+
+
+def _formats(r: _Route) -> None:
+    """``key.a.b`` needs a key read as data; ``value.a.b`` a value that is not raw bytes."""
+    value_format = r.values.get("value_format", "json")
+    key_format = r.values.get("key_format", "raw")
+    for where, path in _paths(r):
+        if path.key_field and key_format == "raw":
+            r.problem(
+                where,
+                f"{path.text!r} reads a field of the key, but key_format is 'raw'; set key_format "
+                "(json, avro, protobuf or json_schema)",
+            )
+        if path.needs_json and value_format == "raw":
+            r.problem(where, f"{path.text!r} reads a field of the value, but value_format is 'raw'")
+
+
+def _paths(r: _Route) -> list[tuple[str, FieldPath]]:
+    found: list[tuple[str, FieldPath]] = [("match", m.field) for m in r.values.get("match", ())]
+    for key in ("key", "delay", "idempotency_key"):
+        template = r.values.get(key)
+        if isinstance(template, Template):
+            found += [(key, f) for f in template.fields]
+    body = r.values.get("body")
+    if isinstance(body, Body) and body.template is not None:
+        found += [("body", f) for f in body.template.fields]
+    return found
 
 
 _ROUTE_HINTS = HINTS[RouteConfig]
@@ -344,6 +372,7 @@ _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _body,
     _ordering,
     _plain_options,
+    _formats,
 )
 
 
