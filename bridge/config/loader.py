@@ -93,9 +93,9 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     if "metrics" in clean:
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
-    if "schema_registry" in clean:
+    if "schema_registry" in clean:  # else its own problem says what is wrong with it
         registry = _schema_registry_rules(registry, problems, env)
-    _framed_formats(indexed, registry, problems)
+        _framed_formats(indexed, registry, problems)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
@@ -244,6 +244,8 @@ def _schema_registry_rules(
         return registry
     basic = registry.password_env is not None or registry.password_file is not None
     bearer = registry.token_env is not None or registry.token_file is not None
+    if registry.username is not None and ":" in registry.username:
+        problems.add((*at, "username"), "username cannot hold ':' (basic authentication)")
     if registry.username is not None and not basic:
         problems.add((*at, "username"), "username needs password_env or password_file")
     if basic and registry.username is None:

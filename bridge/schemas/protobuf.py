@@ -67,15 +67,20 @@ class ProtobufCodec:
             desc = nested[i]
         return desc
 
+    def message_class(self, indexes: list[int]) -> Any:
+        """The generated class of the message the indexes name (made once)."""
+        key = tuple(indexes)
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = message_factory.GetMessageClass(self.message_type(indexes))
+        return cls
+
     def decode(self, payload: memoryview) -> Any:
         try:
             indexes, body = read_indexes(payload)
         except FrameError as exc:
             raise PayloadError(str(exc)) from None
-        key = tuple(indexes)
-        cls = self._classes.get(key)
-        if cls is None:
-            cls = self._classes[key] = message_factory.GetMessageClass(self.message_type(indexes))
+        cls = self.message_class(indexes)
         message = cls()
         try:
             message.ParseFromString(bytes(body))

@@ -15,6 +15,7 @@ once per id; concurrent look-ups of one id share one request. Errors, by what th
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import ssl
@@ -123,12 +124,11 @@ class SchemaRegistry:
             headers = {"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
             if s.token is not None:
                 headers["Authorization"] = f"Bearer {s.token}"
-            auth = None
             if s.username is not None:
-                auth = aiohttp.BasicAuth(s.username, s.password or "")
+                pair = f"{s.username}:{s.password or ''}".encode()
+                headers["Authorization"] = f"Basic {base64.b64encode(pair).decode('ascii')}"
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                auth=auth,
                 timeout=aiohttp.ClientTimeout(total=s.timeout),
                 connector=aiohttp.TCPConnector(ssl=s.ssl_context or True, limit=16),
             )
