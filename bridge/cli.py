@@ -34,8 +34,10 @@ from .ingress import (
     ResponseError,
 )
 from .kafka_client import KafkaRefused
+from .metrics import Metrics
 from .record import Record
 from .routing import Invocation, Poison, Router
+from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
 
 log = logging.getLogger("bridge")
@@ -75,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     value = route.add_mutually_exclusive_group()
     value.add_argument("--value", help="the record value, e.g. a JSON document")
     value.add_argument("--value-file", type=Path, help="read the record value from this file")
+    value.add_argument(
+        "--value-hex", type=_hex, help="the record value as hex bytes (e.g. a framed Avro record)"
+    )
     route.add_argument("--partition", type=int, default=0)
     route.add_argument("--offset", type=int, default=0)
     route.add_argument("--timestamp", type=int, default=0)
@@ -169,7 +174,7 @@ def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
             return 2
         headers.append((name, value.encode()))
     key = args.key_hex if args.key is None else args.key.encode()
-    record_value = None if args.value is None else args.value.encode()
+    record_value = args.value_hex if args.value is None else args.value.encode()
     if args.value_file is not None:
         try:
             record_value = args.value_file.read_bytes()
@@ -185,12 +190,29 @@ def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
         value=record_value,
         headers=tuple(headers),
     )
+    if uses_registry(config):  # framed fields are decoded through the registry, as `run` does
+        decoded = asyncio.run(_decode(config, record))
+        if isinstance(decoded, str):
+            print(decoded, file=sys.stderr)
+            return 1
+        record = decoded
     planned = Router(config).plan(record)
     if not planned:
         print(f"no route matches a record on topic {args.topic!r}", file=sys.stderr)
     for item in planned:
         sys.stdout.write(orjson.dumps(_describe(config, item)).decode() + "\n")
     return 0
+
+
+async def _decode(config: BridgeConfig, record: Record) -> Record | str:
+    """``record`` with its framed fields decoded, or why the registry could not be asked."""
+    decoder = make_decoder(config, Metrics())
+    async with decoder.registry:
+        await decoder.prepare([record])
+        decoded = decoder.decode(record)
+    if decoded is None:
+        return f"schema registry unreachable: {decoder.reason}"
+    return decoded
 
 
 def _describe(config: BridgeConfig, item: object) -> dict[str, object]:

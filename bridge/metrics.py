@@ -168,6 +168,32 @@ class Metrics:
             registry=registry,
         )
 
+        self.decode_failures = Counter(
+            "restate_bridge_decode_failures",
+            "Framed keys and values that cannot be decoded (each a dead letter, or a blocked "
+            "partition), by reason: no_magic_byte, unknown_schema, bad_schema, bad_payload, "
+            "wrong_format.",
+            ["topic", "field", "format", "reason"],
+            registry=registry,
+        )
+        self.schema_registry_requests = Counter(
+            "restate_bridge_schema_registry_requests",
+            "Requests to the schema registry, by result: ok, not_found, error (retried).",
+            ["result"],
+            registry=registry,
+        )
+        self.schema_cache_hits = Counter(
+            "restate_bridge_schema_cache_hits",
+            "Framed keys and values whose schema was already cached (no request).",
+            registry=registry,
+        )
+        self.schema_registry_up = Gauge(
+            "restate_bridge_schema_registry_up",
+            "1 while every schema fetched records need could be had, 0 while the registry is "
+            "unreachable (fetching pauses).",
+            registry=registry,
+        )
+
     def prepare_replies(self, routes: Iterable[str]) -> None:
         """Create the reply series of the reply routes at 0."""
         for route in routes:

@@ -2,9 +2,15 @@
 must meet before they become part of a request.
 
 Field paths are the vocabulary of routes.toml templates and matches: ``key``, ``key.hex``,
-``key.base64``, ``topic``, ``partition``, ``offset``, ``timestamp``, ``header.NAME``, ``value`` and
-``value.a.b`` (a JSON path; digits index arrays). The value is parsed as JSON once, and only when a
-path needs it.
+``key.base64``, ``key.a.b`` (a path into a decoded key), ``topic``, ``partition``, ``offset``,
+``timestamp``, ``header.NAME``, ``value`` and ``value.a.b`` (a JSON path; digits index arrays).
+The value is parsed as JSON once, and only when a path needs it.
+
+How a route reads the key and the value is its ``key_format`` / ``value_format``: ``json`` (the
+value's default: JSON text), ``raw`` (the key's default: bytes, ``{key}`` as UTF-8), or a format a
+schema registry serializer framed (``avro``, ``protobuf``, ``json_schema``). A framed field is
+decoded before planning (:mod:`bridge.schemas`) and travels with the record as :class:`Decoded`;
+the view of a route with a framed format reads that JSON-compatible data instead of the bytes.
 """
 
 from __future__ import annotations
@@ -13,11 +19,17 @@ import base64
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 _MISSING = object()
+
+Format = Literal["json", "avro", "protobuf", "json_schema", "raw"]
+FORMATS: tuple[Format, ...] = ("json", "avro", "protobuf", "json_schema", "raw")
+FRAMED_FORMATS: frozenset[str] = frozenset({"avro", "protobuf", "json_schema"})
+"""Formats written by a schema registry serializer: magic byte, schema id, payload."""
+_SCHEMA_TYPES = {"avro": "AVRO", "protobuf": "PROTOBUF", "json_schema": "JSON"}
 
 RESERVED_HEADERS = frozenset(
     {
@@ -85,6 +97,24 @@ class FieldError(Exception):
     not UTF-8, a rendered part is not a legal request part); the message names the field."""
 
 
+class DecodeError(FieldError):
+    """The key or value cannot be read in the route's format (not framed, unknown schema, a
+    payload that does not match its schema, a key that is not JSON): the record is poison for
+    that route even where a missing field would only be a mismatch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A framed key or value read with its writer's schema: JSON-compatible ``data``, or the
+    ``error`` that says why it cannot be (without the field's name: the view adds it)."""
+
+    schema_type: str | None = None
+    """``AVRO``, ``PROTOBUF`` or ``JSON`` (the registry's ``schemaType``); None when unframed."""
+    schema_id: int | None = None
+    data: Any = None
+    error: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """The parts of a Kafka record the bridge uses (aiokafka's ``ConsumerRecord`` has more)."""
@@ -96,6 +126,10 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    key_data: Decoded | None = None
+    """The key decoded with its writer's schema, when a route reads it in a framed format."""
+    value_data: Decoded | None = None
+    """The value decoded likewise."""
 
     def header(self, name: str) -> bytes | None:
         """The last header called ``name`` (Kafka allows repeats; the last one wins)."""
@@ -131,12 +165,13 @@ class FieldPath:
         root, _, rest = text.partition(".")
         if root == "header" and rest:
             return cls(text, "header", (rest,))
-        if root == "value" and rest:
+        if root in ("value", "key") and rest:
             parts = tuple(rest.split("."))
-            if all(parts):
-                return cls(text, "value", parts)
+            # key.hex.x would read as the hex form's field: never a field of a decoded key
+            if all(parts) and not (root == "key" and parts[0] in ("hex", "base64")):
+                return cls(text, root, parts)
         if root == "key":
-            raise ValueError(f"unknown field {text!r}; use key, key.hex or key.base64")
+            raise ValueError(f"unknown field {text!r}; use key, key.hex, key.base64 or key.a.b")
         raise ValueError(
             f"unknown field {text!r}; use key, topic, partition, offset, timestamp, "
             "header.NAME, value or value.a.b"
@@ -146,20 +181,78 @@ class FieldPath:
     def needs_json(self) -> bool:
         return self.root == "value" and bool(self.parts)
 
+    @property
+    def key_field(self) -> bool:
+        """A path into a decoded key (``key.a.b``); needs a ``key_format`` other than raw."""
+        return self.root == "key" and bool(self.parts)
+
 
 class RecordView:
-    """One record plus its JSON value, parsed at most once."""
+    """One record as a route with ``value_format`` / ``key_format`` reads it; the JSON value
+    and key are parsed at most once."""
 
-    __slots__ = ("_json", "record")
+    __slots__ = ("_json", "_key_json", "key_format", "record", "value_format")
 
-    def __init__(self, record: Record) -> None:
+    def __init__(
+        self, record: Record, value_format: Format = "json", key_format: Format = "raw"
+    ) -> None:
         self.record = record
+        self.value_format = value_format
+        self.key_format = key_format
         self._json: Any = _MISSING
+        self._key_json: Any = _MISSING
+
+    def formatted(self, value_format: Format, key_format: Format) -> RecordView:
+        """This record as a route with these formats reads it (self when they are the same)."""
+        if value_format == self.value_format and key_format == self.key_format:
+            return self
+        view = RecordView(self.record, value_format, key_format)
+        if value_format == self.value_format:
+            view._json = self._json
+        return view
 
     def json(self) -> Any:
+        """The value as JSON data: parsed text, or decoded with its writer's schema."""
         if self._json is _MISSING:
-            self._json = _load_json(self.record.value)
+            fmt = self.value_format
+            if fmt == "json":
+                self._json = _load_json(self.record.value)
+            elif fmt == "raw":
+                raise FieldError('the route reads the value as raw bytes (value_format = "raw")')
+            else:
+                self._json = _decoded("value", fmt, self.record.value, self.record.value_data)
         return self._json
+
+    def key_json(self) -> Any:
+        """The key as data, for a ``key_format`` other than raw."""
+        if self._key_json is _MISSING:
+            fmt, key = self.key_format, self.record.key
+            if key is None:
+                raise FieldError("the record has no key")
+            if fmt == "json":
+                try:
+                    self._key_json = load_json_exact(key, "the record key")
+                except FieldError as exc:
+                    raise DecodeError(str(exc)) from None
+            elif fmt == "raw":
+                raise FieldError('the route reads the key as raw bytes (key_format = "raw")')
+            else:
+                self._key_json = _decoded("key", fmt, key, self.record.key_data)
+        return self._key_json
+
+    def check_decoded(self) -> None:
+        """Raise :class:`DecodeError` when a framed key or value of this route cannot be read."""
+        if self.value_format in FRAMED_FORMATS and self.record.value is not None:
+            self.json()
+        if self.key_format in FRAMED_FORMATS and self.record.key is not None:
+            self.key_json()
+
+    def body(self) -> bytes | None:
+        """The value as a ``{value}`` body sends it: the bytes, or the JSON of a decoded value."""
+        value = self.record.value
+        if value is None or self.value_format not in FRAMED_FORMATS:
+            return value
+        return dump_json(self.json(), "the decoded value")
 
     def get(self, path: FieldPath) -> Any:
         """The field's value: ``bytes`` for key/value/headers, ``str`` for ``key.hex`` and
@@ -176,14 +269,10 @@ class RecordView:
             if not path.parts:
                 if rec.value is None:
                     raise FieldError("the record has no value")
+                if self.value_format in FRAMED_FORMATS:
+                    return self.json()
                 return rec.value
-            node = self.json()
-            for i, part in enumerate(path.parts):
-                node = _step(node, part)
-                if node is _MISSING:
-                    where = ".".join(("value", *path.parts[: i + 1]))
-                    raise FieldError(f"field {where!r} is missing from the JSON value")
-            return node
+            return _walk(self.json(), path, "JSON value")
         if root.startswith("key"):
             if rec.key is None:
                 raise FieldError("the record has no key")
@@ -191,6 +280,10 @@ class RecordView:
                 return rec.key.hex()
             if root == "key.base64":
                 return base64.b64encode(rec.key).decode("ascii")
+            if path.parts:
+                return _walk(self.key_json(), path, "decoded key")
+            if self.key_format != "raw":
+                return self.key_json()
             return rec.key
         if root == "topic":
             return rec.topic
@@ -215,13 +308,44 @@ class RecordView:
         return as_text(value, path.text)
 
 
+def _walk(node: Any, path: FieldPath, what: str) -> Any:
+    for i, part in enumerate(path.parts):
+        node = _step(node, part)
+        if node is _MISSING:
+            where = ".".join((path.root, *path.parts[: i + 1]))
+            raise FieldError(f"field {where!r} is missing from the {what}")
+    return node
+
+
+def _decoded(what: str, fmt: str, raw: bytes | None, decoded: Decoded | None) -> Any:
+    """The data of a framed key or value; :class:`DecodeError` naming ``what`` if unusable."""
+    if raw is None:
+        raise FieldError(f"the record has no {what} (a tombstone), so it has no fields")
+    if decoded is None:  # `check` refuses a framed format without [schema_registry]
+        raise DecodeError(f"{what}: {fmt} needs the schema registry, and it was not decoded")
+    if decoded.error is not None:
+        raise DecodeError(f"{what}: {decoded.error}")
+    if decoded.schema_type != _SCHEMA_TYPES[fmt]:
+        raise DecodeError(
+            f"{what}: written with a {decoded.schema_type} schema (id {decoded.schema_id}), "
+            f"but the route says {what}_format = {fmt!r}"
+        )
+    return decoded.data
+
+
 def _load_json(value: bytes | None) -> Any:
     if value is None:
         raise FieldError("the record has no value (a tombstone), so it has no JSON fields")
+    return load_json_exact(value, "the record value")
+
+
+def load_json_exact(value: bytes, what: str = "the payload") -> Any:
+    """``value`` parsed as JSON, integers of any size exact; :class:`FieldError` naming ``what``
+    when it is not JSON."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise FieldError(f"the record value is not JSON ({exc})") from exc
+        raise FieldError(f"{what} is not JSON ({exc})") from exc
     if _LONG_DIGITS.search(value) is None:
         return doc
     # orjson reads an integer beyond 64 bits as a float, losing digits: read such a document
@@ -230,7 +354,7 @@ def _load_json(value: bytes | None) -> Any:
     try:
         return json.loads(value)
     except (ValueError, RecursionError) as exc:  # more than 4300 digits, or nested too deep
-        raise FieldError(f"the record value cannot be read exactly ({exc})") from None
+        raise FieldError(f"{what} cannot be read exactly ({exc})") from None
 
 
 def _step(node: Any, part: str) -> Any:

@@ -29,6 +29,7 @@ from .config import BridgeConfig, Match, RouteConfig, TargetKind
 from .durations import DurationError, format_duration, parse_duration
 from .ingress import Client, Target
 from .record import (
+    DecodeError,
     FieldError,
     Record,
     RecordView,
@@ -156,6 +157,7 @@ class Route:
 
         Raises :class:`FieldError` or :class:`DurationError` with the reason for a poison.
         """
+        view = view.formatted(self.config.value_format, self.config.key_format)
         if not all(_equals(view, m) for m in self._plain_matches):
             return None
         on_null = self.config.on_null
@@ -164,6 +166,7 @@ class Route:
             if on_null == "skip":
                 return Skip(self.name)
             return Poison(self.name, TOMBSTONE_DEAD_LETTER)
+        view.check_decoded()  # a framed key or value that cannot be read is poison here
         if not all(_equals(view, m) for m in self._json_matches):
             return None
         return self.invocation(view)
@@ -173,6 +176,7 @@ class Route:
 
         Raises :class:`FieldError` when a ``value.*`` entry needs JSON and the value is not JSON.
         """
+        view = view.formatted(self.config.value_format, self.config.key_format)
         return all(_equals(view, m) for m in (*self._plain_matches, *self._json_matches))
 
     def invocation(self, view: RecordView) -> Invocation:
@@ -299,6 +303,8 @@ def _idempotency_key(template: Template, route: str, view: RecordView) -> str:
 def _equals(view: RecordView, match: Match) -> bool:
     try:
         actual = view.get(match.field)
+    except DecodeError:
+        raise
     except FieldError:
         if match.field.needs_json:
             view.json()  # a value that is not JSON is poison, not a mismatch
@@ -323,7 +329,7 @@ def _body(c: RouteConfig, view: RecordView) -> tuple[bytes | None, str | None]:
     if kind == "none":
         return None, None
     if kind == "value":
-        value = view.record.value
+        value = view.body()
         if value is None:
             return None, None
         return value, _content_type(c)

@@ -40,6 +40,8 @@ from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record, coordinates
 from .replies import ReplySink
 from .routing import Invocation, Poison, Router, Skip
+from .schemas.decoder import Decoder
+from .schemas.setup import open_decoder
 from .secrets import TokenFile
 from .server import StatusServer
 from .status import RecentDeadLetters, snapshot
@@ -123,6 +125,8 @@ class Bridge:
         self._consumer: AIOKafkaConsumer | None = None
         self._dispatcher: Dispatcher | None = None
         self._kafka_refused: KafkaRefused | None = None
+        self._decoder: Decoder | None = None
+        """Decodes framed keys and values before planning, when a route reads a framed format."""
 
     def readiness(self) -> tuple[bool, str]:
         if self._kafka_refused is not None:
@@ -134,6 +138,8 @@ class Bridge:
         missing = self._dispatcher.missing_reply_topics if self._dispatcher else {}
         if missing:
             return False, f"reply topic {', '.join(sorted(missing))} does not exist (retrying)"
+        if self._decoder is not None and not self._decoder.up:
+            return False, f"schema registry unreachable: {self._decoder.reason}"
         return True, "consuming"
 
     @property
@@ -190,6 +196,7 @@ class Bridge:
             stack.push_async_callback(_cancel, watch)
         probe = asyncio.create_task(self.health.probe_forever(client))
         stack.push_async_callback(_cancel, probe)
+        self._decoder = await open_decoder(cfg, self.metrics, stack)
 
         try:  # a refused TLS handshake or SASL login is fatal: say why, once, before any retry
             await check_security(cfg.kafka)
@@ -252,8 +259,11 @@ class Bridge:
         next_commit = time.monotonic() + interval
         while not stop.is_set():
             capacity = delivery.max_pending_records - self.tracker.in_progress
-            self._flow_control(consumer, capacity > 0 and self.health.up)
+            registry_up = self._decoder is None or self._decoder.up
+            self._flow_control(consumer, capacity > 0 and self.health.up and registry_up)
             batches = await consumer.getmany(timeout_ms=100, max_records=max(capacity, 1))
+            if self._decoder is not None and batches:
+                await self._decoder.prepare(m for msgs in batches.values() for m in msgs)
             for tp, msgs in batches.items():
                 self._take(consumer, tp, msgs)
             self.metrics.pending_records.set(self.tracker.in_progress)
@@ -284,12 +294,14 @@ class Bridge:
             room = 0
         else:
             room = self.config.delivery.max_pending_per_partition - self.tracker.uncommittable(tp)
-        taken = msgs[: max(room, 0)]
-        for msg in taken:
-            self._handle(msg)
-        if len(taken) < len(msgs):
+        taken = 0
+        for msg in msgs[: max(room, 0)]:
+            if not self._handle(msg):  # its schema is not to be had now: it waits in Kafka
+                break
+            taken += 1
+        if taken < len(msgs):
             with contextlib.suppress(KafkaError):  # IllegalStateError: revoked meanwhile
-                consumer.seek(tp, msgs[len(taken)].offset)
+                consumer.seek(tp, msgs[taken].offset)
 
     def _track(self, tp: TopicPartition, offset: int) -> PartitionOffsets:
         try:
@@ -306,10 +318,16 @@ class Bridge:
             )
             return self.tracker.add(tp, offset, self._clock())
 
-    def _handle(self, msg: Any) -> None:
-        """Plan one record and submit its invocations; nothing a record holds stops the loop."""
+    def _handle(self, msg: Any) -> bool:
+        """Plan one record and submit its invocations; nothing a record holds stops the loop.
+        False when it cannot be handled yet (a schema registry outage): it was not taken."""
         tp = TopicPartition(msg.topic, msg.partition)
         record = _record(msg)
+        if self._decoder is not None:
+            decoded = self._decoder.decode(record)
+            if decoded is None:
+                return False
+            record = decoded
         where = record.coordinates
         owner = self._track(tp, msg.offset)
         items: Sequence[Invocation | Poison | Skip]
@@ -321,7 +339,7 @@ class Bridge:
         if not items:
             self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
             self.tracker.finish(tp, msg.offset, owner)
-            return
+            return True
         sendable: list[Invocation | Poison] = []
         for item in items:
             if isinstance(item, Skip):
@@ -330,7 +348,7 @@ class Bridge:
                 sendable.append(item)
         if not sendable:
             self.tracker.finish(tp, msg.offset, owner)
-            return
+            return True
         pending = PendingRecord(record, tp, len(sendable), owner)
         try:
             assert self._dispatcher is not None
@@ -340,6 +358,7 @@ class Bridge:
             log.exception("%s: internal error while submitting the record", where)
             reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
             self.partition_blocked(Blocked(tp, msg.offset, "", reason))
+        return True
 
     # -- dispatcher callbacks --------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import BROKERS, Broker, BrokerUnavailable, make_broker
 from tests.stack.logs import keep_log, tails
 from tests.stack.proxy import IngressProxy
+from tests.stack.registry import ApicurioRegistry
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 
@@ -143,3 +144,34 @@ async def own_client(own_restate: RestateServer) -> AsyncIterator[Client]:
 def bare_restate(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestateServer]:
     """A Restate server for one test with nothing registered (the test registers what it needs)."""
     yield from _restate(request.node, tmp_path / "bare-restate", None)
+
+
+def _registry(owner: pytest.Config | pytest.Item, workdir: Path) -> Iterator[ApicurioRegistry]:
+    from tests.stack import registry
+
+    reason = registry.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Apicurio Registry is mandatory in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = registry.ApicurioRegistry(workdir)
+    try:
+        server.start()
+        keep_log(owner, workdir / "registry.log")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[ApicurioRegistry]:
+    """Apicurio Registry (the Confluent API at ``.url``), shared by the whole session."""
+    yield from _registry(request.config, stack_dir / "registry")
+
+
+@pytest.fixture
+def own_schema_registry(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[ApicurioRegistry]:
+    """A registry for one test, which may stop and restart it (its schemas survive)."""
+    yield from _registry(request.node, tmp_path / "registry")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.stack.apache_kafka import KAFKA_VERSION
+from tests.stack.registry import APICURIO_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,7 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_stack_has_every_service(services: dict[str, Any]) -> None:
     expected = {"kafka", "restate", "handlers", "register", "bridge", "prometheus", "grafana"}
+    expected.add("schema-registry")
     assert set(services) >= expected
 
 
@@ -46,6 +48,11 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
 def test_kafka_image_matches_the_tested_kafka_version(services: dict[str, Any]) -> None:
     for name in ("kafka", "topics"):
         assert services[name]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+
+
+def test_registry_image_matches_the_tested_apicurio_version(services: dict[str, Any]) -> None:
+    image = services["schema-registry"]["image"]
+    assert image == f"apicurio/apicurio-registry-mem:{APICURIO_VERSION}"
 
 
 def test_restate_image_matches_the_tested_restate_server(services: dict[str, Any]) -> None:

@@ -375,11 +375,18 @@ def test_key_hex_of_a_missing_key_is_an_error() -> None:
             get(rec(key=None), path)
 
 
-@pytest.mark.parametrize("text", ["key.", "key.utf8", "key.hex.x", "key.Hex"])
+@pytest.mark.parametrize("text", ["key.", "key.hex.x", "key.base64.y", "key.a..b"])
 def test_unknown_key_forms_list_the_known_ones(text: str) -> None:
     with pytest.raises(ValueError, match=r"^unknown field ") as info:
         FieldPath.parse(text)
-    assert str(info.value) == f"unknown field {text!r}; use key, key.hex or key.base64"
+    assert str(info.value) == f"unknown field {text!r}; use key, key.hex, key.base64 or key.a.b"
+
+
+@pytest.mark.parametrize("text", ["key.utf8", "key.Hex", "key.id", "key.a.0"])
+def test_other_key_forms_are_fields_of_a_decoded_key(text: str) -> None:
+    # `check` refuses them unless the route sets a key_format (tests/test_schema_config.py)
+    path = FieldPath.parse(text)
+    assert (path.root, path.parts, path.key_field) == ("key", tuple(text.split(".")[1:]), True)
 
 
 def test_key_paths_parse() -> None:

@@ -43,6 +43,7 @@ from .schema import (
     Ordering,
     RestateConfig,
     RouteConfig,
+    SchemaRegistryConfig,
     TargetKind,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "Ordering",
     "RestateConfig",
     "RouteConfig",
+    "SchemaRegistryConfig",
     "SecretFileError",
     "TargetKind",
     "check_log_level",

@@ -23,6 +23,8 @@ from .schema import (
     KafkaConfig,
     MetricsConfig,
     RestateConfig,
+    RouteConfig,
+    SchemaRegistryConfig,
 )
 
 # -- loading ----------------------------------------------------------------------------------
@@ -78,6 +80,7 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     metrics = cast(MetricsConfig, sections["metrics"] or MetricsConfig())
     dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
     delivery = cast(DeliveryConfig, sections["delivery"] or DeliveryConfig())
+    registry = cast(SchemaRegistryConfig, sections["schema_registry"] or SchemaRegistryConfig())
     if kafka is not None and "kafka" in clean:
         kafka = _kafka_rules(kafka, problems, env)
     if "delivery" in clean:
@@ -90,11 +93,16 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     if "metrics" in clean:
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
+    if "schema_registry" in clean:  # else its own problem says what is wrong with it
+        registry = _schema_registry_rules(registry, problems, env)
+        _framed_formats(indexed, registry, problems)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
     routes = tuple(route for _, route in indexed)
-    return BridgeConfig(path, kafka, restate, metrics, dead_letter, delivery, routes, log_level)
+    return BridgeConfig(
+        path, kafka, restate, metrics, dead_letter, delivery, routes, log_level, registry
+    )
 
 
 def check_log_level(value: str) -> str | None:
@@ -222,6 +230,69 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
         except (ssl.SSLError, OSError, ValueError) as exc:
             problems.add(("restate", "ca_file"), f"TLS files do not load: {exc}")
     return dataclasses.replace(restate, token=token)
+
+
+def _schema_registry_rules(
+    registry: SchemaRegistryConfig, problems: Problems, env: Mapping[str, str]
+) -> SchemaRegistryConfig:
+    """Credentials (basic or bearer, not both), the CA file; resolves the secrets."""
+    at = ("schema_registry",)
+    if registry.url is None:
+        for key, value in vars(registry).items():
+            if key not in ("url", "request_timeout", "validate_json") and value is not None:
+                problems.add((*at, key), f"{key} is only used with [schema_registry] url")
+        return registry
+    basic = registry.password_env is not None or registry.password_file is not None
+    bearer = registry.token_env is not None or registry.token_file is not None
+    if registry.username is not None and ":" in registry.username:
+        problems.add((*at, "username"), "username cannot hold ':' (basic authentication)")
+    if registry.username is not None and not basic:
+        problems.add((*at, "username"), "username needs password_env or password_file")
+    if basic and registry.username is None:
+        key = "password_env" if registry.password_env is not None else "password_file"
+        problems.add((*at, key), f"{key} needs username (basic authentication)")
+    if bearer and (basic or registry.username is not None):
+        key = "token_env" if registry.token_env is not None else "token_file"
+        problems.add(
+            (*at, key), "use either basic authentication (username) or a bearer token, not both"
+        )
+    password = _secret(problems, "schema_registry", registry, "password", "the password", env)
+    token = _secret(problems, "schema_registry", registry, "token", "the bearer token", env)
+    if registry.ca_file is not None:
+        if not registry.url.startswith("https://"):
+            problems.add((*at, "ca_file"), "ca_file is only used with an https:// url")
+        else:
+            try:
+                ssl.create_default_context(cafile=registry.ca_file)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                problems.add((*at, "ca_file"), f"ca_file does not load: {exc}")
+    return dataclasses.replace(registry, password=password, token=token)
+
+
+def _framed_formats(
+    routes: list[tuple[int, RouteConfig]], registry: SchemaRegistryConfig, problems: Problems
+) -> None:
+    """A framed format needs ``[schema_registry] url`` and the ``[schemas]`` extra."""
+    from ..schemas import FRAMED_FORMATS, missing_extra
+
+    missing = None
+    for index, route in routes:
+        for key in ("value_format", "key_format"):
+            fmt = getattr(route, key)
+            if fmt not in FRAMED_FORMATS:
+                continue
+            if registry.url is None:
+                problems.add(
+                    ("routes", index, key),
+                    f"{key} = {fmt!r} needs a schema registry: add [schema_registry] url",
+                )
+            missing = missing or missing_extra()
+            if missing is not None:
+                problems.add(
+                    ("routes", index, key),
+                    f"{key} = {fmt!r} needs {missing}, which is not installed: "
+                    "pip install 'restate-kafka-bridge[schemas]'",
+                )
 
 
 def ingress_ssl_context(restate: RestateConfig) -> ssl.SSLContext | None:

@@ -327,9 +327,17 @@ def _ordering(r: _Route) -> None:
 
 
 def _plain_options(r: _Route) -> None:
-    """Options read by their type hint alone: name, content_type, max_in_flight, on_null, and
-    the reply options."""
-    for key in ("name", "content_type", "max_in_flight", "on_null", *_REPLY_OPTIONS):
+    """Options read by their type hint alone: name, content_type, max_in_flight, on_null,
+    value_format, key_format, and the reply options."""
+    for key in (
+        "name",
+        "content_type",
+        "max_in_flight",
+        "on_null",
+        "value_format",
+        "key_format",
+        *_REPLY_OPTIONS,
+    ):
         value = r.scalar(key)
         if value is not None:
             r.values[key] = value
@@ -355,6 +363,33 @@ def _reply(r: _Route) -> None:
         )
 
 
+def _formats(r: _Route) -> None:
+    """``key.a.b`` needs a key read as data; ``value.a.b`` a value that is not raw bytes."""
+    value_format = r.values.get("value_format", "json")
+    key_format = r.values.get("key_format", "raw")
+    for where, path in _paths(r):
+        if path.key_field and key_format == "raw":
+            r.problem(
+                where,
+                f"{path.text!r} reads a field of the key, but key_format is 'raw'; set key_format "
+                "(json, avro, protobuf or json_schema)",
+            )
+        if path.needs_json and value_format == "raw":
+            r.problem(where, f"{path.text!r} reads a field of the value, but value_format is 'raw'")
+
+
+def _paths(r: _Route) -> list[tuple[str, FieldPath]]:
+    found: list[tuple[str, FieldPath]] = [("match", m.field) for m in r.values.get("match", ())]
+    for key in ("key", "delay", "idempotency_key"):
+        template = r.values.get(key)
+        if isinstance(template, Template):
+            found += [(key, f) for f in template.fields]
+    body = r.values.get("body")
+    if isinstance(body, Body) and body.template is not None:
+        found += [("body", f) for f in body.template.fields]
+    return found
+
+
 _ROUTE_HINTS = HINTS[RouteConfig]
 _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _topic_source,
@@ -369,6 +404,7 @@ _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _ordering,
     _plain_options,
     _reply,
+    _formats,
 )
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
-from ..record import FieldPath
+from ..record import FieldPath, Format
 from ..template import Template
 
 TargetKind = Literal["service", "object", "workflow"]
@@ -243,6 +243,37 @@ class MetricsConfig:
         return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def registry_url_problem(value: str) -> str | None:
+    wrong = http_url_problem(value)
+    return None if wrong is None else wrong.replace("ingress_url", "url")
+
+
+@dataclass(frozen=True)
+class SchemaRegistryConfig:
+    """Where framed keys and values find their writers' schemas (table ``[schema_registry]``)."""
+
+    url: Annotated[str | None, Check(registry_url_problem)] = None
+    """The Confluent API's base, e.g. ``http://registry:8081`` or, for Apicurio,
+    ``http://registry:8080/apis/ccompat/v7``; required when a route reads a framed format."""
+    request_timeout: timedelta = timedelta(seconds=10)
+    """Per request; a timeout is retried (the records wait, never dead-lettered)."""
+    username: str | None = None
+    """Basic authentication's user; its password from ``password_env`` or ``password_file``."""
+    password_env: Annotated[str | None, Check(variable_name_problem)] = None
+    password_file: str | None = None
+    token_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """Or a bearer token, from this variable or ``token_file`` (not both with ``username``)."""
+    token_file: str | None = None
+    ca_file: str | None = None
+    """PEM CA bundle of an ``https://`` registry (default: the system's)."""
+    validate_json: bool = False
+    """Validate ``json_schema`` payloads against their schema (a failure is a dead letter)."""
+    password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from ``password_env`` or ``password_file``."""
+    token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from ``token_env`` or ``token_file``."""
+
+
 @dataclass(frozen=True)
 class DeadLetterConfig:
     topic: Annotated[str | None, Check(topic_name_problem)] = None
@@ -324,6 +355,11 @@ class RouteConfig:
     """A header of the source record copied onto its reply (when the record has it)."""
     reply_timeout: timedelta | None = None
     """The longest wait for the result; default ``[delivery] reply_timeout``."""
+    value_format: Format = "json"
+    """How the value is read: JSON text, raw bytes, or framed by a schema registry serializer
+    (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
+    key_format: Format = "raw"
+    """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
@@ -342,6 +378,7 @@ class BridgeConfig:
     routes: tuple[RouteConfig, ...]
     log_level: str = "INFO"
     """From ``BRIDGE_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+    schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -363,6 +400,7 @@ SECTIONS: dict[str, type[Any]] = {
     "metrics": MetricsConfig,
     "dead_letter": DeadLetterConfig,
     "delivery": DeliveryConfig,
+    "schema_registry": SchemaRegistryConfig,
 }
 HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.values(), RouteConfig)}
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
@@ -373,6 +411,6 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
 ROUTE_KEYS = frozenset(
     {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
-    | {"max_in_flight", "workflow_main", "on_null"}
+    | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
     | {"reply_topic", "reply_correlation_header", "reply_timeout"}
 )

@@ -1,4 +1,5 @@
-"""Installs what the stack runs, once: the Restate server from npm (Kafka's jars: apache_kafka.py).
+"""Installs what the stack runs, once: the Restate server from npm (Kafka's jars: apache_kafka.py,
+Apicurio Registry: registry.py).
 
 Called by the fixtures and benchmarks, so a fresh clone needs nothing but ``make test``.
 """
@@ -53,7 +54,7 @@ def main() -> None:
     """``python -m tests.stack.install``: fetch everything up front (``make stack``)."""
     import time
 
-    from . import apache_kafka
+    from . import apache_kafka, registry
 
     started = time.monotonic()
     print(f"restate-server: {ensure_restate_server()}")
@@ -64,6 +65,13 @@ def main() -> None:
         raise SystemExit(f"Apache Kafka is mandatory in CI: {reason}")
     else:
         print(f"apache-kafka: skipped, {reason}")
+    reason = registry.unavailable_reason()
+    if reason is None:
+        print(f"apicurio-registry {registry.APICURIO_VERSION}: {registry.ensure_registry()}")
+    elif os.environ.get("CI") == "true":
+        raise SystemExit(f"Apicurio Registry is mandatory in CI: {reason}")
+    else:
+        print(f"apicurio-registry: skipped, {reason}")
     print(f"stack installed in {time.monotonic() - started:.1f}s")
 
 
