@@ -23,7 +23,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -74,6 +74,23 @@ async def _cluster_topics(producer: AIOKafkaProducer) -> set[str]:
     cluster = await producer.client.fetch_all_metadata()
     topics: set[str] = cluster.topics()
     return topics
+
+
+async def _unless_stopped(
+    starting: Coroutine[Any, Any, AIOKafkaConsumer], stop: asyncio.Event
+) -> AIOKafkaConsumer | None:
+    """``starting``'s result, or ``None`` when ``stop`` is set first (``starting`` is cancelled)."""
+    start = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await start
+    return None if start.cancelled() else start.result()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -150,9 +167,16 @@ class Bridge:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Start, consume until ``stop`` is set, then drain, commit and close (module docstring)."""
+        """Start, consume until ``stop`` is set, then drain, commit and close (module docstring).
+
+        ``stop`` set while starting (a slow broker, a group join held back) ends the start at
+        once: nothing was fetched yet, so there is nothing to drain.
+        """
         async with contextlib.AsyncExitStack() as stack:
-            consumer = await self._start(stack)
+            consumer = await _unless_stopped(self._start(stack), stop)
+            if consumer is None:
+                log.info("stopped while starting")
+                return
             await self._consume(consumer, stop)
             await self._shutdown(consumer)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,7 @@ from tests.stack.ledger import (
 )
 from tests.stack.procs import free_port, port_open
 from tests.stack.proxy import IngressProxy
+from tests.stack.restate import RestateServer
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +200,34 @@ async def test_environment_overrides_point_a_bridge_at_the_real_stack(
     sends = proxy.snapshot()
     assert [s.headers.get("authorization") for s in sends] == [f"Bearer {token}"]
     assert token not in bridge.log()
+
+
+async def test_a_sigterm_while_starting_exits_at_once(
+    tmp_path: Path, restate: RestateServer
+) -> None:
+    """A broker that accepts connections and never answers holds the start; SIGTERM ends it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        bridge = BridgeProcess(tmp_path, "starting")
+        bridge.write_routes(
+            routes_toml(
+                bootstrap=f"127.0.0.1:{silent.getsockname()[1]}",
+                ingress_url=restate.ingress_url,
+                group_id=unique("g"),
+                metrics_port=bridge.metrics_port,
+                routes=recorder(unique("t")),
+            )
+        )
+        bridge.start(wait_ready=False)
+        assert not bridge.ready()
+        started = time.monotonic()
+        bridge.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(bridge.wait, 10)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert code == 0, bridge.log()[-2000:]
+    assert elapsed < 3, f"took {elapsed:.1f}s to stop while starting"
+    assert "stopped while starting" in bridge.log()
