@@ -209,8 +209,8 @@ async def test_a_sigterm_while_starting_exits_at_once(
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen()
+    bridge = BridgeProcess(tmp_path, "starting")
     try:
-        bridge = BridgeProcess(tmp_path, "starting")
         bridge.write_routes(
             routes_toml(
                 bootstrap=f"127.0.0.1:{silent.getsockname()[1]}",
@@ -227,6 +227,7 @@ async def test_a_sigterm_while_starting_exits_at_once(
         code = await asyncio.to_thread(bridge.wait, 10)
         elapsed = time.monotonic() - started
     finally:
+        bridge.kill()
         silent.close()
     assert code == 0, bridge.log()[-2000:]
     assert elapsed < 3, f"took {elapsed:.1f}s to stop while starting"
