@@ -78,7 +78,11 @@ def ensure_helm() -> Path:
         }
         started = time.monotonic()
         built = subprocess.run(
-            [go, "install", f"-ldflags={LDFLAGS}", HELM_MODULE], capture_output=True, text=True, env=env, cwd=root
+            [go, "install", f"-ldflags={LDFLAGS}", HELM_MODULE],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
         )
         if built.returncode != 0 or not binary.exists():
             raise RuntimeError(

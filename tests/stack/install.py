@@ -1,5 +1,5 @@
 """Installs what the stack runs, once: the Restate server from npm (Kafka's jars: apache_kafka.py,
-Apicurio Registry: registry.py).
+Apicurio Registry: registry.py, Helm for the chart tests: helm.py).
 
 Called by the fixtures and benchmarks, so a fresh clone needs nothing but ``make test``.
 """
@@ -54,7 +54,7 @@ def main() -> None:
     """``python -m tests.stack.install``: fetch everything up front (``make stack``)."""
     import time
 
-    from . import apache_kafka, registry
+    from . import apache_kafka, helm, registry
 
     started = time.monotonic()
     print(f"restate-server: {ensure_restate_server()}")
@@ -72,6 +72,16 @@ def main() -> None:
         raise SystemExit(f"Apicurio Registry is mandatory in CI: {reason}")
     else:
         print(f"apicurio-registry: skipped, {reason}")
+    reason = helm.unavailable_reason()
+    try:
+        if reason is None:
+            print(f"helm {helm.HELM_VERSION}: {helm.ensure_helm()}")
+    except RuntimeError as exc:
+        reason = str(exc)
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            raise SystemExit(f"Helm is mandatory in CI: {reason}")
+        print(f"helm: skipped, {reason}")
     print(f"stack installed in {time.monotonic() - started:.1f}s")
 
 

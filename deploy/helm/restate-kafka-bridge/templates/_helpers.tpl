@@ -111,13 +111,10 @@ drain_timeout fits the grace period, and its secret file options match the mount
 {{- $metrics := $doc.metrics | default dict -}}
 {{- $tls := $s.kafkaTls.secretName -}}
 {{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] sasl_password_file" "option" "sasl_password_file" "path" $p.kafkaSasl "mounted" (not (empty $s.kafkaSasl.secretName)) "value" "secrets.kafkaSasl.secretName") -}}
-{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_cafile" "option" "ssl_cafile" "path" $p.kafkaCa "mounted" (and $tls $s.kafkaTls.caKey | not | not) "value" "secrets.kafkaTls.secretName and caKey") -}}
-{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_certfile" "option" "ssl_certfile" "path" $p.kafkaCert "mounted" (and $tls $s.kafkaTls.certKey | not | not) "value" "secrets.kafkaTls.secretName and certKey") -}}
-{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_keyfile" "option" "ssl_keyfile" "path" $p.kafkaKey "mounted" (and $tls $s.kafkaTls.keyKey | not | not) "value" "secrets.kafkaTls.secretName and keyKey") -}}
+{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_cafile" "option" "ssl_cafile" "path" $p.kafkaCa "mounted" (and $tls $s.kafkaTls.caKey | empty | not) "value" "secrets.kafkaTls.secretName and caKey") -}}
+{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_certfile" "option" "ssl_certfile" "path" $p.kafkaCert "mounted" (and $tls $s.kafkaTls.certKey | empty | not) "value" "secrets.kafkaTls.secretName and certKey") -}}
+{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_keyfile" "option" "ssl_keyfile" "path" $p.kafkaKey "mounted" (and $tls $s.kafkaTls.keyKey | empty | not) "value" "secrets.kafkaTls.secretName and keyKey") -}}
 {{- include "bridge.checkFileOption" (dict "table" $restate "where" "[restate] token_file" "option" "token_file" "path" $p.restateToken "mounted" (not (empty $s.restateToken.secretName)) "value" "secrets.restateToken.secretName") -}}
 {{- include "bridge.checkFileOption" (dict "table" $metrics "where" "[metrics] token_file" "option" "token_file" "path" $p.metricsToken "mounted" (not (empty $s.metricsToken.secretName)) "value" "secrets.metricsToken.secretName") -}}
-{{- end -}}
-{{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled -}}
-{{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled: pick one" -}}
 {{- end -}}
 {{- end -}}
