@@ -302,9 +302,10 @@ def test_routing_file_change_rolls_the_pods(helm: Path) -> None:
     annotation = "checksum/routes"
 
     def checksum(docs: list[dict[str, Any]]) -> str:
-        value: str = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"][
-            annotation
-        ]
+        template = one(docs, "Deployment")["spec"]["template"]
+        annotations = template["metadata"].get("annotations") or {}
+        assert annotation in annotations, "no checksum: a changed routing file would not roll"
+        value: str = annotations[annotation]
         return value
 
     assert checksum(before) != checksum(after)
