@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import BridgeFactory, Broker
 from tests.helpers import missing_service, recorder, route, unique
-from tests.stack.bridge_process import BridgeProcess
+from tests.stack.bridge_process import BridgeFactory, BridgeProcess
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.procs import Process, free_port, port_open
 

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from bridge.ingress import Client
-from tests.conftest import BridgeFactory
 from tests.helpers import recorder, unique, until
+from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
 

@@ -242,12 +242,16 @@ async def test_the_bridge_delivers_commits_and_dead_letters_over_a_secured_conne
     assert headers["bridge.offset"] == b"1"
     assert b"not JSON" in headers["bridge.error"], headers["bridge.error"]
 
+    secrets = [s for s in (setup.password, setup.secret_file) if s is not None]
+    served = [bridge.text(path) for path in ("/metrics", "/status.json", "/")]
     assert bridge.terminate() == 0
     log = bridge.log()
     assert " ERROR " not in log, log
-    for secret in (setup.password, setup.secret_file):
-        if secret is not None:
-            assert secret not in log
+    for secret in secrets:
+        assert secret not in log
+        assert not any(secret in text for text in served), "a secret on the listener"
+        assert secret.encode() not in (dead.value or b"")
+        assert not any(secret.encode() in v for _, v in dead.headers)
 
 
 @pytest.mark.parametrize("name", list(REFUSED))

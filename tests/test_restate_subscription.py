@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.ingress import Client
-from tests.conftest import Broker
 from tests.helpers import eventually
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.restate import KafkaCluster, RestateServer
 from tests.stack.services import HandlerServer

@@ -26,7 +26,7 @@ from bench.soak import (
     report,
     run_soak,
 )
-from tests.conftest import Broker
+from tests.stack.brokers import Broker
 from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 

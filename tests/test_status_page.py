@@ -16,8 +16,9 @@ from bridge.dispatch import Blocked
 from bridge.metrics import Metrics
 from bridge.offsets import TopicPartition
 from bridge.status import RecentDeadLetters, snapshot
-from tests.conftest import BridgeFactory, Broker
 from tests.helpers import eventually, messages_total, recorder, route, unique
+from tests.stack.bridge_process import BridgeFactory
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

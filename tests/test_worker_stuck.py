@@ -14,9 +14,9 @@ import re
 
 import pytest
 
-from tests.conftest import BridgeFactory, Broker
 from tests.helpers import missing_service, recorder, unique, until
-from tests.stack.bridge_process import BridgeProcess
+from tests.stack.bridge_process import BridgeFactory, BridgeProcess
+from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
 from tests.stack.ledger import outcome
 

@@ -150,6 +150,13 @@ class BridgeProcess:
         status, body = self._get("/readyz")
         return status, json.loads(body) if body else {}
 
+    def text(self, path: str) -> str:
+        """The body of ``GET path``; fails unless it answers 200."""
+        status, body = self._get(path)
+        if status != 200:
+            raise AssertionError(f"bridge {self.name}: {path} answered {status or 'nothing'}")
+        return body.decode(errors="replace")
+
     def status_json(self) -> dict[str, Any]:
         status, body = self._get("/status.json")
         if status != 200:
