@@ -175,6 +175,5 @@ async def test_kill_9_restarts_with_the_example_handler_apply_each_record_once(
     )
     # how many re-delivered items the handler skipped (shown with -s; re-read batches that
     # formed exactly as before come back PreviouslyAccepted and are not counted here)
-    print(
-        f"kills mid-stream: {kills}; items skipped as already applied: {await skipped(client, keys)}"
-    )
+    dupes = await skipped(client, keys)
+    print(f"kills mid-stream: {kills}; items skipped as already applied: {dupes}")
