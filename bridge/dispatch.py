@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
 from .config import DeliveryConfig
 from .deadletter import DeadLetter, DeadLetterSink
 from .decisions import (
@@ -95,11 +97,32 @@ class _Job:
     pending: PendingRecord
     item: Invocation | Poison
     ownership: _Ownership
+    gave_up: GiveUp | None = None
+    """Why :meth:`Dispatcher._deliver` gave up, when it did."""
 
     @property
     def stale(self) -> bool:
         """Its partition was revoked (or the dispatcher closed) since it was submitted."""
         return self.ownership.released.is_set()
+
+
+_Ticket = tuple[PendingRecord, Invocation, _Ownership]
+"""One record of a batch: its record, its invocation (the body is its item), its assignment."""
+
+
+@dataclass(slots=True)
+class _BatchJob(_Job):
+    """A closed batch; ``pending`` is its first record, ``item`` the batch's invocation."""
+
+    batch: Batch[_Ticket] = field(kw_only=True)
+
+
+def _splits(gave_up: GiveUp | None) -> bool:
+    """A batch refused for good with a 4xx answer (not an unknown target) is retried record by
+    record: the ingress may refuse the batch for one record (or for its size)."""
+    if gave_up is None:
+        return False
+    return gave_up.label.startswith("http_4") and gave_up.label != "http_404"
 
 
 class Dispatcher:
@@ -142,6 +165,10 @@ class Dispatcher:
         self._owned: dict[TopicPartition, _Ownership] = {}
         self._jobs = 0
         self._closed = False
+        self._batches: Accumulator[_Ticket] = Accumulator()
+        self._batch_timer: asyncio.Task[None] | None = None
+        self._batch_timer_at = 0.0
+        self._batch_wake = asyncio.Event()
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -151,6 +178,9 @@ class Dispatcher:
         ownership = self._owned.get(pending.tp)
         if ownership is None:
             ownership = self._owned[pending.tp] = _Ownership()
+        if isinstance(item, Invocation) and item.batch is not None:
+            self._add_to_batch(pending, item, ownership)
+            return
         job = _Job(pending, item, ownership)
         self._jobs += 1
         lane = item.lane if isinstance(item, Invocation) else None
@@ -171,6 +201,7 @@ class Dispatcher:
         for tp in tps:
             if (ownership := self._owned.pop(tp, None)) is not None:
                 ownership.released.set()
+        self._batches.take(lambda b: b.tickets[0][2].released.is_set())  # never to be sent
 
     @property
     def busy(self) -> int:
@@ -203,7 +234,8 @@ class Dispatcher:
         queue = self._lanes[lane]
         try:
             while queue:
-                await self._run(queue.popleft())
+                job = queue.popleft()
+                await (self._run_batch(job) if isinstance(job, _BatchJob) else self._run(job))
         finally:
             del self._lanes[lane]
 
@@ -266,6 +298,7 @@ class Dispatcher:
                 return receipt
             metrics.ingress_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
+                job.gave_up = decision
                 if decision.unexpected:
                     log.error(
                         "%s: route %s: %s",
@@ -559,3 +592,152 @@ class Dispatcher:
         pending.remaining -= 1
         if pending.remaining == 0:
             self._on_finished(pending)
+
+    # -- batch routes ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send every open batch now, whatever its ``max_wait`` (before a drain)."""
+        for batch in self._batches.take():
+            self._submit_batch(batch)
+
+    def _add_to_batch(self, pending: PendingRecord, inv: Invocation, owner: _Ownership) -> None:
+        """Gather a batch route's record into its group's batch: one per route and partition,
+        and per key for an object (so an object's batch holds one key, in offset order)."""
+        config = inv.batch
+        assert config is not None
+        assert inv.body is not None
+        rec = pending.record
+        group = (inv.route, rec.topic, rec.partition, inv.key if inv.kind == "object" else None)
+        opens = group not in self._batches
+        now = time.monotonic()
+        for batch in self._batches.add(
+            group,
+            inv.route,
+            config,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            len(inv.body),
+            (pending, inv, owner),
+            now,
+        ):
+            self._submit_batch(batch)
+        if opens and group in self._batches:
+            self._arm_batch_timer(now + config.max_wait.total_seconds())
+
+    def _arm_batch_timer(self, deadline: float) -> None:
+        if self._batch_timer is None:
+            task = asyncio.get_running_loop().create_task(self._close_due_batches())
+            self._batch_timer = task
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        elif deadline < self._batch_timer_at:
+            self._batch_wake.set()
+
+    async def _close_due_batches(self) -> None:
+        """Send each batch when its ``max_wait`` has passed; ends when none is open."""
+        try:
+            while (deadline := self._batches.next_deadline()) is not None:
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._batch_timer_at = deadline
+                    self._batch_wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._batch_wake.wait(), delay)
+                    continue
+                for batch in self._batches.due(time.monotonic()):
+                    self._submit_batch(batch)
+        finally:
+            self._batch_timer = None
+
+    def _submit_batch(self, batch: Batch[_Ticket]) -> None:
+        pending, first, owner = batch.tickets[0]
+        body = batch_body([inv.body for _, inv, _ in batch.tickets if inv.body is not None])
+        idem = batch.idempotency_key() if first.batch and first.batch.idempotent else None
+        inv = dataclasses.replace(first, body=body, idempotency_key=idem)
+        job = _BatchJob(pending, inv, owner, batch=batch)
+        self._metrics.batch_size.labels(batch.route).observe(len(batch))
+        self._jobs += 1
+        if inv.lane is None:
+            self._spawn(self._run_batch(job))
+            return
+        queue = self._lanes.get(inv.lane)
+        if queue is None:
+            self._lanes[inv.lane] = deque([job])
+            self._spawn(self._run_lane(inv.lane))
+        else:
+            queue.append(job)
+
+    async def _run_batch(self, job: _Job) -> None:
+        """Take one batch to its end: accepted (every record finishes), refused with a 4xx
+        (retried record by record), dead-lettered record by record, blocked, or abandoned
+        because its partition was revoked. Raises nothing but cancellation."""
+        assert isinstance(job, _BatchJob)
+        inv = job.item
+        assert isinstance(inv, Invocation)
+        tickets = job.batch.tickets
+        try:
+            if job.stale:
+                return
+            accepted = await self._deliver(job, inv)
+            if isinstance(accepted, SendReceipt):
+                self._batch_accepted(inv.route, tickets, accepted)
+            elif accepted is not None:
+                if len(tickets) > 1 and _splits(job.gave_up):
+                    log.warning(
+                        "%s: route %s: a batch of %d records was refused (%s); retrying it "
+                        "record by record",
+                        job.pending.coordinates,
+                        inv.route,
+                        len(tickets),
+                        accepted,
+                    )
+                    await self._run_singles(job)
+                else:
+                    self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
+                    for pending, single, owner in tickets:
+                        one = _Job(pending, single, owner)
+                        if one.stale:
+                            return
+                        await self._reject(one, inv.route, accepted)
+        except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("%s: %s", job.pending.coordinates, reason)
+            await self._block(job, inv.route, reason)
+        finally:
+            self._jobs -= 1
+
+    async def _run_singles(self, job: _BatchJob) -> None:
+        """Send a refused batch's records one by one (each a batch of one, in offset order):
+        only the records the ingress refuses are dead-lettered."""
+        batch = job.batch
+        for pending, item, owner in batch.tickets:
+            assert item.body is not None
+            rec = pending.record
+            idem = None
+            if item.batch is not None and item.batch.idempotent:
+                idem = batch_idempotency_key(
+                    item.route, rec.topic, rec.partition, rec.offset, rec.offset
+                )
+            inv = dataclasses.replace(item, body=batch_body([item.body]), idempotency_key=idem)
+            one = _Job(pending, inv, owner)
+            accepted = await self._deliver(one, inv)
+            if accepted is None:  # revoked
+                return
+            if isinstance(accepted, SendReceipt):
+                self._batch_accepted(inv.route, [(pending, inv, owner)], accepted)
+            else:
+                self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
+                await self._reject(one, inv.route, accepted)
+                if one.stale:  # blocked (no dead-letter topic) until revoked
+                    return
+
+    def _batch_accepted(self, route: str, tickets: list[_Ticket], receipt: SendReceipt) -> None:
+        outcome = "duplicate" if receipt.duplicate else "accepted"
+        self._metrics.invocations.labels(route, outcome).inc()
+        messages = self._metrics.messages
+        for pending, _, _ in tickets:
+            messages.labels(pending.record.topic, route, outcome).inc()
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                self._on_finished(pending)

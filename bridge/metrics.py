@@ -40,6 +40,8 @@ REPLY_WAIT_BUCKETS = (
     900.0,
     3600.0,
 )
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+INVOCATION_OUTCOMES = ("accepted", "duplicate", "dead_lettered")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we register our own, per registry
@@ -168,6 +170,22 @@ class Metrics:
             registry=registry,
         )
 
+        self.batch_size = Histogram(
+            "restate_bridge_batch_size",
+            "Records per batch invocation of a batch route, as the batch closed.",
+            ["route"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.invocations = Counter(
+            "restate_bridge_invocations",
+            "Invocations of batch routes (one per batch; a batch refused whole is retried as "
+            "batches of one) by outcome: accepted, duplicate, dead_lettered. Records are counted "
+            "in restate_bridge_messages_total.",
+            ["route", "outcome"],
+            registry=registry,
+        )
+
         self.decode_failures = Counter(
             "restate_bridge_decode_failures",
             "Framed keys and values that cannot be decoded (each a dead letter, or a blocked "
@@ -200,6 +218,13 @@ class Metrics:
             for status in REPLY_STATUSES:
                 self.replies.labels(route, status)
             self.reply_wait.labels(route)
+
+    def prepare_batches(self, routes: Iterable[str]) -> None:
+        """Create the batch series of the batch routes at 0."""
+        for route in routes:
+            self.batch_size.labels(route)
+            for outcome in INVOCATION_OUTCOMES:
+                self.invocations.labels(route, outcome)
 
     def prepare(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
         """Create the per-route series at 0, so that ``increase()`` sees the first event.

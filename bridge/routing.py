@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .config import BridgeConfig, Match, RouteConfig, TargetKind
+from .batching import encode_item
+from .config import BatchConfig, BridgeConfig, Match, RouteConfig, TargetKind
 from .durations import DurationError, format_duration, parse_duration
 from .ingress import Client, Target
 from .record import (
@@ -84,6 +85,9 @@ class Invocation:
     """Invocations with the same lane are sent one after another, in offset order."""
     reply: ReplyTo | None = None
     """Produce the result to a reply topic; the record finishes only once the reply is written."""
+    batch: BatchConfig | None = None
+    """A batch route's: ``body`` is the record's JSON item, sent with others in one invocation
+    (:mod:`bridge.batching`)."""
 
     def target(self, client: Client) -> Target:
         """The handler this invocation goes to, built by ``client``."""
@@ -186,7 +190,10 @@ class Route:
         key = None if c.key is None else _key(c.key, c.target, view)
         delay = self._delay(view)
         headers = self._headers(rec)
-        body, content_type = _body(c, view)
+        if c.batch is None:
+            body, content_type = _body(c, view)
+        else:
+            body, content_type = encode_item(view), "application/json"
         if c.ordering == "key":
             lane: tuple[Any, ...] | None = (c.service, key)
         elif c.ordering == "partition":
@@ -210,6 +217,7 @@ class Route:
             headers=headers,
             lane=lane,
             reply=self._reply,
+            batch=c.batch,
         )
 
     def _delay(self, view: RecordView) -> timedelta | None:

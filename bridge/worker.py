@@ -117,6 +117,7 @@ class Bridge:
         self.router = Router(config)
         self.metrics.prepare((r.name, r.topics) for r in config.routes)
         self.metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
+        self.metrics.prepare_batches(r.name for r in config.routes if r.batch)
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics)
         self.dead_letters = RecentDeadLetters()
@@ -302,6 +303,8 @@ class Bridge:
         self._flow_control(consumer, False)
         unblocked = {tp for tp in self.tracker.partitions if tp not in self._blocked}
         log.info("stopping: draining %d unfinished records", self.tracker.in_progress)
+        if self._dispatcher is not None:
+            self._dispatcher.flush()  # open batches go now, not after their max_wait
         drained = await self._drain(unblocked)
         if not drained:
             log.warning("drain timed out; committing what finished, the rest is redelivered")
@@ -413,6 +416,7 @@ class Bridge:
         assert self._dispatcher is not None
         unblocked = {tp for tp in tps if tp not in self._blocked}
         log.info("partitions revoked: %s; draining", sorted(tps))
+        self._dispatcher.flush()
         await self._drain(unblocked)
         await self._commit(consumer, only=tps)
         self._dispatcher.drop(tps)

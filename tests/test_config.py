@@ -300,7 +300,7 @@ def test_delivery_and_kafka_options() -> None:
 # -- errors, each at its line ----------------------------------------------------------------
 
 ROUTE_KEYS = (
-    "body, content_type, delay, handler, headers, idempotency_key, key, key_format, match, "
+    "batch, body, content_type, delay, handler, headers, idempotency_key, key, key_format, match, "
     "max_in_flight, name, on_null, ordering, reply_correlation_header, reply_timeout, "
     "reply_topic, service, target, topic, topic_pattern, topics, value_format, workflow_main"
 )

@@ -108,6 +108,9 @@ class FakeDispatcher:
     def drop(self, tps: set[TopicPartition]) -> None:
         self.dropped |= tps
 
+    def flush(self) -> None:
+        pass
+
     def resume(self, tps: set[TopicPartition]) -> None:
         self.dropped -= tps
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from ..durations import DurationError, parse_duration
 from ..record import FieldPath, http_token, reserved_header
@@ -16,16 +16,23 @@ from .reading import Problems, human, label, read_value, short
 from .schema import (
     DEFAULT_IDEMPOTENCY_KEY,
     HINTS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    MAX_BATCH_WAIT,
+    MIN_BATCH_BYTES,
     ROUTE_KEYS,
     TARGETS,
     WORKFLOW_MAIN_HANDLERS,
+    BatchConfig,
     Body,
     DeadLetterConfig,
     DeliveryConfig,
     Match,
     Ordering,
+    Range,
     RouteConfig,
     TargetKind,
+    parse_size,
     topic_name_problem,
 )
 
@@ -363,6 +370,93 @@ def _reply(r: _Route) -> None:
         )
 
 
+_BATCH_EXAMPLE = 'batch = { max_records = 100, max_bytes = "1MiB", max_wait = "50ms" }'
+_BATCH_HINTS: dict[str, Any] = {
+    "max_records": Annotated[int, Range(1, MAX_BATCH_RECORDS)],
+    "max_wait": Annotated[timedelta, Range(timedelta(0), MAX_BATCH_WAIT)],
+}
+
+
+def _batch(r: _Route) -> None:
+    """``batch = { max_records, max_bytes, max_wait }`` for services and objects: one
+    invocation per batch, so nothing that is per record in the request (a reply, an idempotency
+    key template, forwarded headers, a body template, a delay template) goes with it."""
+    value = r.table.get("batch")
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        r.problem("batch", f"batch must be an inline table such as {_BATCH_EXAMPLE}")
+        return
+    read: dict[str, Any] = {}
+    for key, raw in value.items():
+        if key == "max_bytes":
+            try:
+                size = parse_size(raw)
+            except ValueError as exc:
+                r.problem("batch", f"batch.max_bytes: {exc}")
+                continue
+            if not MIN_BATCH_BYTES <= size <= MAX_BATCH_BYTES:
+                r.problem(
+                    "batch",
+                    f"batch.max_bytes must be from 1KiB to 64MiB ({MAX_BATCH_BYTES} bytes), "
+                    f"not {short(raw)}",
+                )
+                continue
+            read[key] = size
+        elif key in _BATCH_HINTS:
+            got, wrong = read_value(raw, _BATCH_HINTS[key], f"batch.{key}")
+            if wrong is not None:
+                r.problem("batch", wrong)
+            else:
+                read[key] = got
+        else:
+            r.problem(
+                "batch",
+                f"unknown key {key!r} in batch; expected max_records, max_bytes or max_wait",
+            )
+    target = r.target
+    if target == "workflow":
+        r.problem(
+            "batch",
+            "a workflow runs once per id, so records cannot share one invocation: batch is for "
+            "service and object routes; remove batch",
+        )
+    if "reply_topic" in r.table:
+        r.problem(
+            "batch",
+            "a batch route has no replies (one invocation answers for many records): remove "
+            "reply_topic or batch",
+        )
+    idem = r.table.get("idempotency_key")
+    if idem not in (None, "none"):
+        r.problem(
+            "idempotency_key",
+            "a batch's idempotency key is made of its records' coordinates "
+            "({topic}-{partition}-{first offset}-{last offset}:{route}); remove idempotency_key "
+            "(or set it to 'none')",
+        )
+    for key, why in (
+        ("headers", "each item carries all its record's headers"),
+        ("content_type", "a batch is sent as application/json"),
+    ):
+        if key in r.table:
+            r.problem(key, f"{key} does not apply to a batch route: {why}; remove {key}")
+    if r.table.get("body", "{value}") != "{value}":
+        r.problem(
+            "body",
+            "a batch route sends every record whole, as an item of a JSON array (its value "
+            "included): remove body",
+        )
+    if isinstance(r.values.get("delay"), Template):
+        r.problem(
+            "delay",
+            "a batch takes one delay for all its records: use a constant such as '4s', not a "
+            "template",
+        )
+    r.values["idempotency_key"] = None  # the dispatcher names each batch by its coordinates
+    r.values["batch"] = BatchConfig(**read, idempotent=idem != "none")
+
+
 def _formats(r: _Route) -> None:
     """``key.a.b`` needs a key read as data; ``value.a.b`` a value that is not raw bytes."""
     value_format = r.values.get("value_format", "json")
@@ -404,6 +498,7 @@ _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _ordering,
     _plain_options,
     _reply,
+    _batch,
     _formats,
 )
 

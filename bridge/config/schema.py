@@ -314,6 +314,44 @@ class DeliveryConfig:
     running in Restate."""
 
 
+_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024, "KB": 1000, "MB": 1000 * 1000}
+MAX_BATCH_RECORDS = 10_000
+MIN_BATCH_BYTES = 1024
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+MAX_BATCH_WAIT = timedelta(seconds=10)
+
+
+def parse_size(value: Any) -> int:
+    """``"1MiB"``, ``"512KiB"``, ``"64KB"``, ``"1000B"`` or an integer, in bytes; ``ValueError``
+    saying how to write it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    found = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(
+            f"{value!r} is not a size; write it like '1MiB', '512KiB', '64KB' or a number of bytes"
+        )
+    return int(found.group(1)) * _SIZE_UNITS[found.group(2)]
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """A route's ``batch = { max_records = 100, max_bytes = "1MiB", max_wait = "50ms" }``: one
+    invocation carries up to ``max_records`` records as a JSON array of items."""
+
+    max_records: int = 100
+    """A batch closes when it holds this many records (1 to 10000)."""
+    max_bytes: int = 1024 * 1024
+    """... or when the next item would take its JSON body beyond this many bytes (1 KiB to
+    64 MiB; a single larger item goes alone)."""
+    max_wait: timedelta = timedelta(milliseconds=50)
+    """... or this long after its first record arrived (0 to 10s)."""
+    idempotent: bool = True
+    """Send each batch with an idempotency key made of its records' coordinates (false with the
+    route's ``idempotency_key = "none"``)."""
+
+
 @dataclass(frozen=True)
 class Match:
     field: FieldPath
@@ -360,6 +398,8 @@ class RouteConfig:
     (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
     key_format: Format = "raw"
     """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
+    batch: BatchConfig | None = None
+    """Send records in batches (:mod:`bridge.batching`); ``None``: one invocation per record."""
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
@@ -412,5 +452,5 @@ ROUTE_KEYS = frozenset(
     {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
-    | {"reply_topic", "reply_correlation_header", "reply_timeout"}
+    | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
 )

@@ -5,6 +5,9 @@
   order and exactly-once effects per key.
 - ``Signup`` (workflow): ``run`` waits for ``approve`` and returns a greeting; ``status`` peeks.
 - ``Payments`` (service): ``charge`` answers a JSON object (typed outputs, README examples).
+- ``BatchLedger`` (virtual object, from ``examples/batch_handlers.py``): applies batches of a
+  batch route once per record, skipping items at or below the last applied offset.
+- ``BatchSink`` (virtual object): keeps every batch it receives, as sent, for batch-route tests.
 - ``Relay`` (service): ``sendWithKey`` sends with an idempotency key no HTTP header could carry
   (non-ASCII), so lookups of such keys have something to find.
 
@@ -29,6 +32,8 @@ from restate import (
     WorkflowSharedContext,
 )
 from restate.serde import BytesSerde
+
+from examples.batch_handlers import batch_ledger
 
 greeter = Service("Greeter")
 
@@ -148,4 +153,20 @@ async def send_with_key(ctx: Context, request: dict[str, Any]) -> str:
     return await handle.invocation_id()
 
 
-app = restate.app(services=[greeter, recorder, signup, payments, relay])
+batch_sink = VirtualObject("BatchSink")
+
+
+@batch_sink.handler()
+async def take(ctx: ObjectContext, items: list[Any]) -> int:
+    batches: list[Any] = await ctx.get("batches") or []
+    batches.append(items)
+    ctx.set("batches", batches)
+    return len(batches)
+
+
+@batch_sink.handler(kind="shared")
+async def batches(ctx: ObjectSharedContext) -> list[Any]:
+    return await ctx.get("batches") or []
+
+
+app = restate.app(services=[greeter, recorder, signup, payments, relay, batch_ledger, batch_sink])
