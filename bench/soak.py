@@ -531,8 +531,9 @@ class Soak:
             for r in self.replicas:
                 r.sample()
                 if r.wanted and not r.busy and not r.alive():
-                    self.fault("exited", f"{r.name} exited with code {r.returncode()}: "
-                               f"{r.last_error()}")  # fmt: skip
+                    self.fault(
+                        "exited", f"{r.name} exited with code {r.returncode()}: {r.last_error()}"
+                    )
                     r.busy = True
                     asyncio.get_running_loop().call_later(2.0, self._restart, r)
             await asyncio.sleep(0.5)
@@ -554,8 +555,13 @@ class Soak:
             yield from self.config.faults
             return
         weights = {
-            "kill": 2, "join": 2, "leave": 2, "freeze": 2, "freeze-kill": 2, "restart-restate": 1
-        }  # fmt: skip
+            "kill": 2,
+            "join": 2,
+            "leave": 2,
+            "freeze": 2,
+            "freeze-kill": 2,
+            "restart-restate": 1,
+        }
         if not self.config.restart_restate:
             del weights["restart-restate"]
         # every kind once, in a random order (a replica leaves after it joined), then at random
@@ -877,11 +883,14 @@ def report(o: Outcome) -> str:
         ("faults injected", _by_kind(o.fault_counts()) or "0"),
         ("peak RSS (VmHWM)", ", ".join(f"{n} {k / 1024:.0f} MiB" for n, k in o.peak_kib.items())),
         ("wall time", f"{o.wall_s:.0f} s"),
-        ("records/s", f"{o.produced / max(o.done_s, 1e-9):.0f} (first produce to "
-                      f"{'last commit' if o.stop_reason == 'committed' else 'the stop'}, "
-                      f"{o.done_s:.0f} s)"),
+        (
+            "records/s",
+            f"{o.produced / max(o.done_s, 1e-9):.0f} (first produce to "
+            f"{'last commit' if o.stop_reason == 'committed' else 'the stop'}, "
+            f"{o.done_s:.0f} s)",
+        ),
         ("Restate invocations", _by_kind(Counter(o.restate_statuses))),
-    ]  # fmt: skip
+    ]
     width = max(len(name) for name, _ in rows) + 2
     lines = [
         "",

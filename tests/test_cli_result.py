@@ -59,16 +59,30 @@ async def test_by_idempotency_key_of_a_service_and_an_object(
     idem = unique("orders-0-42:route / eu")
     await client.service("Greeter", "greet").request("Bo", idempotency_key=idem)
     done = cli(
-        "--service", "Greeter", "--handler", "greet", "--idempotency-key", idem,
-        "--url", restate.ingress_url,
-    )  # fmt: skip
+        "--service",
+        "Greeter",
+        "--handler",
+        "greet",
+        "--idempotency-key",
+        idem,
+        "--url",
+        restate.ingress_url,
+    )
     assert (done.returncode, done.stdout) == (0, b'"Hello, Bo!"')
     key = unique("acct/7 x")
     await client.object("Recorder", key, "record").request({"n": 1}, idempotency_key=idem)
     done = cli(
-        "--service", "Recorder", "--key", key, "--handler", "record", "--idempotency-key", idem,
-        "--url", restate.ingress_url,
-    )  # fmt: skip
+        "--service",
+        "Recorder",
+        "--key",
+        key,
+        "--handler",
+        "record",
+        "--idempotency-key",
+        idem,
+        "--url",
+        restate.ingress_url,
+    )
     assert (done.returncode, done.stdout) == (0, b"1")
 
 
@@ -77,9 +91,15 @@ async def test_raw_bytes_are_printed_byte_for_byte(client: Client, restate: Rest
     idem = unique("raw")
     await client.service("Greeter", "rawEcho").request(payload, idempotency_key=idem)
     done = cli(
-        "--service", "Greeter", "--handler", "rawEcho", "--idempotency-key", idem,
-        "--url", restate.ingress_url,
-    )  # fmt: skip
+        "--service",
+        "Greeter",
+        "--handler",
+        "rawEcho",
+        "--idempotency-key",
+        idem,
+        "--url",
+        restate.ingress_url,
+    )
     assert (done.returncode, done.stdout) == (0, payload)
 
 

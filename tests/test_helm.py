@@ -194,8 +194,13 @@ def test_pod_is_hardened_and_probed(rendered: list[dict[str, Any]]) -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in bridge["volumeMounts"]
 
     assert bridge["command"] + bridge["args"] == [
-        "python", "-m", "bridge", "run", "--routes", ROUTES_PATH,
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "bridge",
+        "run",
+        "--routes",
+        ROUTES_PATH,
+    ]
     env = {item["name"]: item.get("value") for item in bridge["env"]}
     (port,) = bridge["ports"]
     assert env["BRIDGE_METRICS_LISTEN"] == f"0.0.0.0:{port['containerPort']}"

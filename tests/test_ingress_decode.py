@@ -182,9 +182,26 @@ def test_types_the_decoder_cannot_build_are_refused_before_sending(output: Any) 
 
 @pytest.mark.parametrize(
     "output",
-    [None, bytes, str, int, float, bool, type(None), list[Order], dict[str, Item], Order,
-     Greeting, Status, FakeModel, Any, int | None, Literal["a"], tuple[int, ...]],
-)  # fmt: skip
+    [
+        None,
+        bytes,
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        list[Order],
+        dict[str, Item],
+        Order,
+        Greeting,
+        Status,
+        FakeModel,
+        Any,
+        int | None,
+        Literal["a"],
+        tuple[int, ...],
+    ],
+)
 def test_supported_types_pass_the_check(output: Any) -> None:
     check_output_type(output)
 
