@@ -317,6 +317,8 @@ class Bridge:
     def _take(self, consumer: AIOKafkaConsumer, tp: TopicPartition, msgs: Sequence[Any]) -> None:
         """Handle one partition's fetched records, up to ``max_pending_per_partition`` records
         not yet committable; seek back to the first one left over, so Kafka keeps it."""
+        if tp not in self._assigned:  # being revoked: the next owner reads it from the commit
+            return
         if tp in self._blocked:  # fetched before the pause took effect
             room = 0
         else:
@@ -416,13 +418,18 @@ class Bridge:
         assert self._dispatcher is not None
         unblocked = {tp for tp in tps if tp not in self._blocked}
         log.info("partitions revoked: %s; draining", sorted(tps))
+        # the consume loop goes on while this callback awaits: nothing more of ``tps`` is
+        # fetched or taken, or a record sent after the commit below would be sent again by
+        # the next owner
+        self._assigned -= tps
+        with contextlib.suppress(KafkaError):  # IllegalStateError: no longer assigned
+            consumer.pause(*tps)
         self._dispatcher.flush()
         await self._drain(unblocked)
         await self._commit(consumer, only=tps)
         self._dispatcher.drop(tps)
         self.tracker.forget(tps)
         self._paused -= tps
-        self._assigned -= tps
         for tp in tps:
             for gauge in self.metrics.partition_gauges():
                 with contextlib.suppress(KeyError):

@@ -314,6 +314,28 @@ def test_an_offset_that_goes_backwards_restarts_the_partition(
 # -- blocked partitions across rebalances --------------------------------------------------------
 
 
+async def test_records_fetched_while_a_revocation_commits_are_left_to_the_next_owner() -> None:
+    """The consume loop goes on while the revoke callback awaits its drain and commit: a record
+    of a revoked partition taken then would be sent after the commit, and sent again by the next
+    owner. It is neither tracked nor submitted, and the partition stops fetching at once."""
+    w = World()
+    w.take(A, 0)
+    w.finish(A, 0)
+    fetched_meanwhile: list[int] = []
+
+    async def commit(positions: dict[TopicPartition, int]) -> None:
+        w.take(A, 1, 2)  # a getmany that returned while the callback awaited the commit
+        fetched_meanwhile.extend(submitted(w, A))
+        w.consumer.commits.append(dict(positions))
+
+    w.consumer.commit = commit  # type: ignore[method-assign]
+    await w.bridge.partitions_revoked({A})
+    assert w.consumer.commits == [{A: 1}]
+    assert fetched_meanwhile == [0], "records of a partition under revocation were submitted"
+    assert A in w.consumer.paused
+    assert w.bridge.tracker.partition(A) is None
+
+
 async def test_a_blocked_partition_stays_blocked_when_a_rebalance_gives_it_back() -> None:
     w = World()
     w.take(A, 0, 1)
