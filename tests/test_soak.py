@@ -143,8 +143,8 @@ async def test_short_soak_loses_duplicates_and_reorders_nothing(
         faults=CI_FAULTS,
         fault_gap=(3.0, 5.0),
         restart_restate=False,
-        duration_cap=75,
-        stall_timeout=40,
+        duration_cap=150,  # about 35 s on a quiet machine; room for a loaded one
+        stall_timeout=60,
         settle_timeout=20,
     )
     outcome = await run_soak(broker, restate, tmp_path, config)
