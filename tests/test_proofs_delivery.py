@@ -6,7 +6,7 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from bridge.ingress import Client
-from tests.helpers import recorded, recorder, route, unique, until
+from tests.helpers import recorded, recorded_as, recorder, route, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, alter_topic, create_topics, produce, read_topic
@@ -40,7 +40,7 @@ async def test_a_target_registered_within_the_grace_is_delivered_not_dead_letter
     handlers.register_with(bare_restate)
     await until(lambda: outcome(bridge, topic, "accepted"), lambda n: n == 1, "delivered")
     async with Client(bare_restate.ingress_url) as client:
-        assert await recorded(client, key)() == ["early"]
+        await recorded_as(client, key, ["early"])
     assert outcome(bridge, topic, "dead_lettered") == 0
     await until(
         lambda: bridge.committed(topic),
@@ -120,7 +120,7 @@ async def test_a_refused_dead_letter_is_retried_and_nothing_passes_it(
         lambda c: c == {0: 2},
         "committed past both records",
     )
-    assert await recorded(client, key)() == [1]
+    await recorded_as(client, key, [1])
     assert outcome(bridge, topic, "dead_lettered") == 1
 
 
@@ -155,7 +155,7 @@ async def test_a_dead_letter_too_large_for_its_topic_goes_without_its_value(
         lambda c: c == {0: 2},
         "committed past both records",
     )
-    assert await recorded(client, key)() == [1]
+    await recorded_as(client, key, [1])
     assert outcome(bridge, topic, "dead_lettered") == 1
     assert bridge.value("restate_bridge_dead_letter_errors_total") >= 1
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ingress import Client
-from tests.helpers import recorded, recorder, unique, until
+from tests.helpers import recorded, recorded_as, recorder, unique, until
 from tests.stack.bridge_process import BridgeFactory, BridgeProcess, routes_toml
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -149,7 +149,7 @@ async def test_a_drain_that_times_out_exits_in_time_and_commits_only_what_was_ac
     # accepted past the commit before the stop: read again, answered PreviouslyAccepted
     assert outcome(second, s.topic, "duplicate") == 5 - s.committed
     for i, key in enumerate(s.keys):
-        assert await recorded(client, key)() == list(range(i, 20, 4))
+        await recorded_as(client, key, list(range(i, 20, 4)))  # accepted is not yet applied
 
 
 async def test_a_second_sigterm_exits_at_once_with_code_1(
