@@ -7,6 +7,7 @@ cardinality (topic, partition, route, outcome, reason), never keys or offsets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -193,6 +194,36 @@ class Metrics:
             "unreachable (fetching pauses).",
             registry=registry,
         )
+
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    # -- the per-record series, their children cached ---------------------------------------
+    # ``labels()`` checks and stringifies its values and takes a lock on every call; the hot
+    # path asks for the same few children (never removed) for every record.
+
+    def message_counter(self, topic: str, route: str, outcome: str) -> Any:
+        """``messages.labels(topic, route, outcome)``, cached."""
+        key = ("messages", topic, route, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.messages.labels(topic, route, outcome)
+        return child
+
+    def latency_histogram(self, route: str) -> Any:
+        """``ingress_latency.labels(route)``, cached."""
+        key = ("ingress_latency", route)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.ingress_latency.labels(route)
+        return child
+
+    def in_flight_gauge(self, route: str) -> Any:
+        """``in_flight.labels(route)``, cached."""
+        key = ("in_flight", route)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.in_flight.labels(route)
+        return child
 
     def prepare_replies(self, routes: Iterable[str]) -> None:
         """Create the reply series of the reply routes at 0."""

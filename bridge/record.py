@@ -370,6 +370,8 @@ def as_text(value: Any, what: str) -> str:
     """``value`` as template text: bytes are UTF-8, JSON scalars and documents as written."""
     if isinstance(value, str):
         return value
+    if type(value) is int:  # partition, offset, timestamp: what dump_json writes, without it
+        return str(value)
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
