@@ -14,9 +14,10 @@ then, one after the other against the same broker and Restate, makes every recor
 
 - ceiling: bare aiohttp in this process, one task per key sending its records in order, as many
   connections as the bridge's pool, an idempotency key per record as the bridge sends;
-- bridge: ``python -m bridge run`` as a subprocess (route: object ``Recorder``, key ``{key}``), on
-  its default event loop (uvloop when installed); ``bridge-asyncio``: the same with
-  ``--loop asyncio``, for a side-by-side look at the event loop;
+- bridge: ``python -m bridge run`` as a subprocess (route: object ``Recorder``, key ``{key}``);
+  ``bridge-uvloop``: the same with ``--loop uvloop``, for a side-by-side look at the event loop;
+- baseline (with ``--baseline DIR``): the per-record bridge from another source tree, e.g. an
+  older commit (``git archive COMMIT bridge | tar -x -C DIR``), for before/after in one run;
 - batched: the same route with ``batch = { ... }`` (``--batch``): one invocation carries up to
   ``max_records`` records of one key as a JSON array. Checked first with ``restate-bridge
   check``: a bridge that refuses the option shows "n/a (batch routes not available)";
@@ -72,19 +73,21 @@ from tests.stack.services import HandlerServer
 
 CLUSTER = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-KAFKA_CONTENDERS = ("bridge", "bridge-asyncio", "batched", "subscription")
+KAFKA_CONTENDERS = ("baseline", "bridge", "bridge-uvloop", "batched", "subscription")
 CONTENDERS = ("ceiling", *KAFKA_CONTENDERS)
 PREFIX = {
     "ceiling": "c-",
+    "baseline": "o-",
     "bridge": "b-",
-    "bridge-asyncio": "a-",
+    "bridge-uvloop": "u-",
     "batched": "t-",
     "subscription": "s-",
 }
 LABEL = {
     "ceiling": "ceiling (aiohttp)",
+    "baseline": "baseline bridge",
     "bridge": "bridge, per record",
-    "bridge-asyncio": "bridge, asyncio loop",
+    "bridge-uvloop": "bridge, uvloop",
     "batched": "bridge, batched",
     "subscription": "subscription (Restate)",
 }
@@ -284,9 +287,16 @@ key = "{{key}}"
     )
     text = text.replace("[restate]\n", f"[restate]\nmax_connections = {args.max_connections}\n", 1)
     bridge.write_routes(text)
-    if "asyncio" in name:
-        bridge.process.argv = [*bridge.process.argv, "--loop", "asyncio"]
+    if "uvloop" in name:
+        bridge.process.argv = [*bridge.process.argv, "--loop", "uvloop"]
+    if name.startswith("baseline"):
+        bridge.process.cwd = args.baseline  # python -m bridge finds that tree's package first
     return bridge
+
+
+def spy_file(base: Path, name: str) -> Path:
+    """Where the py-spy samples of contender ``name`` go: ``base`` with the name added."""
+    return base.with_name(f"{base.stem}-{name}{base.suffix or '.raw'}")
 
 
 def batch_refusal(bridge: BridgeProcess) -> str | None:
@@ -324,7 +334,9 @@ def run_bridge(stack: Stack, name: str, n: int, args: Namespace) -> Result:
         start = time.time()
         bridge.start(wait_ready=False)
         bridge.process.wait_until(bridge.ready, 60, "ready (/readyz)")
-        spy = PySpy(bridge.process.pid, args.py_spy) if args.py_spy and name == "bridge" else None
+        spy = None
+        if args.py_spy and not batched:
+            spy = PySpy(bridge.process.pid, spy_file(args.py_spy, name))
         ready, ready_cpu = time.time(), group_cpu_seconds(bridge.process.pid)
         server0 = server_cpu(stack.server)
         first, last, invocations = completions.wait(
@@ -523,6 +535,7 @@ class Namespace(argparse.Namespace):
     no_idempotency_key: bool
     order: str
     batch: str
+    baseline: Path | None
     latency_rate: float
     latency_records: int
     timeout: float
@@ -610,8 +623,8 @@ def main() -> None:
     parser.add_argument(
         "--py-spy",
         type=Path,
-        help="sample the per-record bridge with py-spy from ready to the last completion (raw "
-        "format), write here and print where its CPU goes",
+        help="sample each per-record bridge with py-spy from ready to the last completion (raw "
+        "format, FILE-<contender>.raw) and print where its CPU goes",
     )
     parser.add_argument(
         "--no-idempotency-key",
@@ -629,6 +642,11 @@ def main() -> None:
         help="the batched contender's batch = { ... } table",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the baseline contender's source tree (a directory holding a bridge/ package)",
+    )
+    parser.add_argument(
         "--latency-rate", type=float, default=300, help="records/s of the latency phase; 0: skip"
     )
     parser.add_argument("--latency-records", type=int, default=3000)
@@ -637,6 +655,8 @@ def main() -> None:
     order = args.order.split(",")
     if len(set(order)) != len(order) or not set(order) <= set(CONTENDERS):
         parser.error(f"--order names some of {', '.join(CONTENDERS)}, each once")
+    if "baseline" in order and args.baseline is None:
+        parser.error("the baseline contender needs --baseline DIR")
     data = records(args.records, args.keys)
     with (
         tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp,
@@ -646,8 +666,9 @@ def main() -> None:
         asyncio.run(fill_topics(stack.broker.bootstrap_servers, data, args.partitions, order))
         runs: dict[str, Callable[[], Result]] = {
             "ceiling": lambda: run_ceiling(stack, data, args),
+            "baseline": lambda: run_bridge(stack, "baseline", len(data), args),
             "bridge": lambda: run_bridge(stack, "bridge", len(data), args),
-            "bridge-asyncio": lambda: run_bridge(stack, "bridge-asyncio", len(data), args),
+            "bridge-uvloop": lambda: run_bridge(stack, "bridge-uvloop", len(data), args),
             "batched": lambda: run_bridge(stack, "batched", len(data), args),
             "subscription": lambda: run_subscription(stack, len(data), args),
         }
@@ -658,7 +679,10 @@ def main() -> None:
                     results[name].latency_ms = run_latency(stack, name, args)
         report([results[name] for name in CONTENDERS if name in results], args)
         if args.py_spy:
-            print_summary(args.py_spy)
+            for name in order:
+                if (path := spy_file(args.py_spy, name)).exists():
+                    print(f"-- {name}")
+                    print_summary(path)
 
 
 if __name__ == "__main__":

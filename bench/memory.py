@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.bridge import alive_check, group_cpu_seconds, open_stack
+from bench.bridge import alive_check, group_cpu_seconds, open_stack, server_cpu
 from tests.stack.bridge_process import BridgeProcess, routes_toml
 from tests.stack.kafka_io import create_topics
 
@@ -109,7 +109,8 @@ key = "{{key}}"
 """,
             )
         )
-        samples: list[tuple[float, float, int]] = []  # (seconds since ready, accepted, RSS kB)
+        # (seconds since ready, accepted, RSS kB, bridge CPU s, Restate+handlers CPU s)
+        samples: list[tuple[float, float, int, float, float]] = []
         try:
             bridge.start()
             pid = bridge.process.pid
@@ -122,16 +123,25 @@ key = "{{key}}"
                     raise TimeoutError(f"{done:.0f}/{n} records accepted after {args.timeout} s")
                 done = bridge.value("restate_bridge_messages_total", outcome="accepted")
                 done += bridge.value("restate_bridge_messages_total", outcome="duplicate")
-                samples.append((time.monotonic() - ready, done, rss_kb(pid)[0]))
+                cpu_now, server_now = group_cpu_seconds(pid), sum(server_cpu(stack.server))
+                samples.append(
+                    (time.monotonic() - ready, done, rss_kb(pid)[0], cpu_now, server_now)
+                )
                 time.sleep(0.5)
             cpu = group_cpu_seconds(pid) - cpu0
             hwm = rss_kb(pid)[1]
         finally:
             bridge.process.stop(timeout=60)
-    first = next(t for t, a, _ in samples if a >= n / 10)
-    nine = next(t for t, a, _ in samples if a >= 0.9 * n)
-    last = samples[-1][0]
-    peak = max(r for _, _, r in samples)
+    head = next(s for s in samples if s[1] >= n / 10)
+    nine = next(s for s in samples if s[1] >= 0.9 * n)
+    end = samples[-1]
+    first, last = head[0], end[0]
+    peak = max(s[2] for s in samples)
+
+    def per_record(a: tuple[float, ...], b: tuple[float, ...], i: int) -> float:
+        return (b[i] - a[i]) * 1000 / max(b[1] - a[1], 1)
+
+    start = samples[0]
     print()
     print(
         f"broker {args.broker}: a backlog of {n} records, {args.keys} keys, "
@@ -142,8 +152,13 @@ key = "{{key}}"
         f"{cpu * 1000 / n:.3f} ms/record"
     )
     print(
-        f"first tenth: {n / 10 / first:.0f} records/s; last tenth: "
-        f"{n / 10 / (last - nine):.0f} records/s (sampled every 0.5 s)"
+        f"first tenth: {head[1] / first:.0f} records/s, CPU ms/record: bridge "
+        f"{per_record(start, head, 3):.3f}, Restate+handlers {per_record(start, head, 4):.2f}"
+    )
+    print(
+        f"last tenth: {(end[1] - nine[1]) / (last - nine[0]):.0f} records/s, CPU ms/record: "
+        f"bridge {per_record(nine, end, 3):.3f}, Restate+handlers {per_record(nine, end, 4):.2f}"
+        " (sampled every 0.5 s)"
     )
     print(
         f"bridge RSS: peak sampled {peak / 1024:.0f} MiB, VmHWM {hwm / 1024:.0f} MiB "

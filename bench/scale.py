@@ -36,6 +36,7 @@ from bench.bridge import (
     records,
     server_cpu,
 )
+from tests.stack.bridge_process import BridgeProcess
 from tests.stack.kafka_io import Message, create_topics, produce
 
 
@@ -85,7 +86,7 @@ def main() -> None:
                 cpu0 = sum(group_cpu_seconds(b.process.pid) for b in bridges)
                 server0, wall0 = server_cpu(stack.server), time.monotonic()
 
-                def tick(bridges: list = bridges) -> None:  # type: ignore[type-arg]
+                def tick(bridges: list[BridgeProcess] = bridges) -> None:
                     for b in bridges:
                         alive_check(b.process)()
 
