@@ -241,13 +241,15 @@ class Client:
         url = f"{self._base}{path}"
         if delay is not None:
             url = f"{url}?delay={delay}"
-        req_headers: dict[str, str] = dict(headers) if headers else {}
+        req_headers: dict[str, str] = {}
+        if headers:
+            req_headers.update(headers)
+            for name in [n for n in req_headers if n.lower() == "authorization"]:
+                del req_headers[name]  # the client's credentials, never a caller's
         if content_type is not None:
             req_headers["Content-Type"] = content_type
         if idempotency_key is not None:
             req_headers["idempotency-key"] = idempotency_key
-        for name in [n for n in req_headers if n.lower() == "authorization"]:
-            del req_headers[name]  # the client's credentials, never a caller's
         if self._authorization is not None:
             req_headers["Authorization"] = self._authorization
         req_timeout = self._client_timeout(timeout, waits)
