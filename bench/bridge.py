@@ -176,9 +176,9 @@ class Completions:
         (row,) = self.restate.query(self.sql)
         if not row["n"]:
             return 0, 0, None, None
-        first = _ts(row["first"]) if row["first"] else None
-        last = _ts(row["last"]) if row["last"] else None
-        return int(row["n"]), int(row["done"] or 0), first, last
+        first = _ts(row["first"]) if row.get("first") else None
+        last = _ts(row["last"]) if row.get("last") else None
+        return int(row["n"]), int(row.get("done") or 0), first, last
 
     def wait(
         self,
