@@ -47,6 +47,7 @@ bench: stack
 	$(BIN)/python -m bench.ingress_client
 	$(BIN)/python -m bench.bridge --broker tansu
 	$(BIN)/python -m bench.bridge --broker apache-kafka
+	$(BIN)/python -m bench.hotpath --asyncio
 	$(BIN)/python -m bench.scale --broker tansu
 	$(BIN)/python -m bench.memory --broker tansu --records 100000
 

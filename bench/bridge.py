@@ -14,8 +14,9 @@ then, one after the other against the same broker and Restate, makes every recor
 
 - ceiling: bare aiohttp in this process, one task per key sending its records in order, as many
   connections as the bridge's pool, an idempotency key per record as the bridge sends;
-- bridge: ``python -m bridge run`` as a subprocess (route: object ``Recorder``, key ``{key}``);
-  ``bridge-uvloop``: the same with ``--loop uvloop``, for a side-by-side look at the event loop;
+- bridge: ``python -m bridge run`` as a subprocess (route: object ``Recorder``, key ``{key}``) on
+  its default loop (uvloop when installed); ``bridge-asyncio``: the same with ``--loop asyncio``,
+  for a side-by-side look at the event loop;
 - baseline (with ``--baseline DIR``): the per-record bridge from another source tree, e.g. an
   older commit (``git archive COMMIT bridge | tar -x -C DIR``), for before/after in one run;
 - batched: the same route with ``batch = { ... }`` (``--batch``): one invocation carries up to
@@ -73,13 +74,13 @@ from tests.stack.services import HandlerServer
 
 CLUSTER = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-KAFKA_CONTENDERS = ("baseline", "bridge", "bridge-uvloop", "batched", "subscription")
+KAFKA_CONTENDERS = ("baseline", "bridge", "bridge-asyncio", "batched", "subscription")
 CONTENDERS = ("ceiling", *KAFKA_CONTENDERS)
 PREFIX = {
     "ceiling": "c-",
     "baseline": "o-",
     "bridge": "b-",
-    "bridge-uvloop": "u-",
+    "bridge-asyncio": "a-",
     "batched": "t-",
     "subscription": "s-",
 }
@@ -87,7 +88,7 @@ LABEL = {
     "ceiling": "ceiling (aiohttp)",
     "baseline": "baseline bridge",
     "bridge": "bridge, per record",
-    "bridge-uvloop": "bridge, uvloop",
+    "bridge-asyncio": "bridge, asyncio loop",
     "batched": "bridge, batched",
     "subscription": "subscription (Restate)",
 }
@@ -287,8 +288,8 @@ key = "{{key}}"
     )
     text = text.replace("[restate]\n", f"[restate]\nmax_connections = {args.max_connections}\n", 1)
     bridge.write_routes(text)
-    if "uvloop" in name:
-        bridge.process.argv = [*bridge.process.argv, "--loop", "uvloop"]
+    if "asyncio" in name:
+        bridge.process.argv = [*bridge.process.argv, "--loop", "asyncio"]
     if name.startswith("baseline"):
         bridge.process.cwd = args.baseline  # python -m bridge finds that tree's package first
     return bridge
@@ -668,7 +669,7 @@ def main() -> None:
             "ceiling": lambda: run_ceiling(stack, data, args),
             "baseline": lambda: run_bridge(stack, "baseline", len(data), args),
             "bridge": lambda: run_bridge(stack, "bridge", len(data), args),
-            "bridge-uvloop": lambda: run_bridge(stack, "bridge-uvloop", len(data), args),
+            "bridge-asyncio": lambda: run_bridge(stack, "bridge-asyncio", len(data), args),
             "batched": lambda: run_bridge(stack, "batched", len(data), args),
             "subscription": lambda: run_subscription(stack, len(data), args),
         }

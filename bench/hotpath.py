@@ -1,19 +1,20 @@
 """The bridge's own CPU per record, without Restate: bridges side by side against a fake ingress.
 
     .venv/bin/python -m bench.hotpath [--records 20000] [--keys 200] [--partitions 4]
-        [--broker tansu|apache-kafka] [--baseline DIR] [--uvloop] [--rounds 3]
+        [--broker tansu|apache-kafka] [--baseline DIR] [--asyncio] [--rounds 3]
 
 Restate and its handlers need about 1 ms of CPU per record, five times the bridge's, on the same
 two cores: end to end (``bench.bridge``) the bridge's CPU per record moves with everything else
 the machine does. Here the ingress is :mod:`bench.fake_ingress`, which accepts every ``/send`` at
 once for a few microseconds of CPU. Per round and contender (the bridge of this tree; with
 ``--baseline DIR`` the bridge of that source tree, e.g. an older commit exported with
-``git archive COMMIT bridge | tar -x -C DIR``; with ``--uvloop`` this tree's bridge on
-``--loop uvloop``) a bridge starts on an empty topic of its own (route: object ``Recorder``, key
-``{key}``, an idempotency key per record, as ``bench.bridge``), and once it is ready
-``--records`` records are produced to the topic; its CPU (utime + stime from ``/proc``) is taken
-from then until the fake ingress has accepted them all. Contenders alternate within each round,
-so drift in the machine's load reaches them alike; the table gives each round and the median.
+``git archive COMMIT bridge | tar -x -C DIR``; with ``--asyncio`` this tree's bridge on
+``--loop asyncio``, where the bridge's default is uvloop when installed) a bridge starts on an
+empty topic of its own (route: object ``Recorder``, key ``{key}``, an idempotency key per record,
+as ``bench.bridge``), and once it is ready ``--records`` records are produced to the topic; its
+CPU (utime + stime from ``/proc``) is taken from then until the fake ingress accepted them all.
+Contenders alternate within each round, so drift in the machine's load reaches them alike; the
+table gives each round and the median.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--broker", choices=["tansu", "apache-kafka"], default="tansu")
     parser.add_argument("--baseline", type=Path, help="a source tree holding an older bridge/")
-    parser.add_argument("--uvloop", action="store_true", help="also this bridge on uvloop")
+    parser.add_argument(
+        "--asyncio", action="store_true", help="also this bridge on asyncio's own loop"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     contenders = ["bridge"]
     if args.baseline:
         contenders.insert(0, "baseline")
-    if args.uvloop:
-        contenders.append("uvloop")
+    if args.asyncio:
+        contenders.append("asyncio")
     n = args.records
     data = records(n, args.keys)
     cpu: dict[str, list[float]] = {c: [] for c in contenders}
@@ -106,8 +109,8 @@ key = "{{key}}"
                 )
                 if c == "baseline":
                     bridge.process.cwd = args.baseline
-                if c == "uvloop":
-                    bridge.process.argv = [*bridge.process.argv, "--loop", "uvloop"]
+                if c == "asyncio":
+                    bridge.process.argv = [*bridge.process.argv, "--loop", "asyncio"]
                 try:
                     bridge.start()
                     time.sleep(1.0)  # the group has settled; the bridge idles
