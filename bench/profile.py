@@ -78,6 +78,43 @@ def summary(raw: Path) -> tuple[int, Counter[str], Counter[str]]:
     return total, inclusive, own
 
 
+AREAS = (
+    ("/bridge/ingress/", "ingress client, own code"),
+    ("/bridge/routing.py", "routing, templates, record fields"),
+    ("/bridge/template.py", "routing, templates, record fields"),
+    ("/bridge/record.py", "routing, templates, record fields"),
+    ("/bridge/dispatch.py", "dispatcher, own code"),
+    ("/bridge/worker.py", "consume loop, offsets"),
+    ("/bridge/offsets.py", "consume loop, offsets"),
+    ("prometheus_client", "Prometheus metrics"),
+    ("/bridge/metrics.py", "Prometheus metrics"),
+    ("aiohttp", "aiohttp"),
+    ("yarl", "aiohttp"),
+    ("multidict", "aiohttp"),
+    ("aiokafka", "aiokafka"),
+    ("asyncio/", "event loop, sockets"),
+    ("selectors.py", "event loop, sockets"),
+    ("uvloop", "event loop, sockets"),
+)
+
+
+def areas(raw: Path) -> tuple[int, Counter[str]]:
+    """Self samples by area: the innermost frame's file decides (``AREAS``, first match)."""
+    total = 0
+    found: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not count.isdigit() or not frames:
+            continue
+        m = _FRAME.match(frames[-1].strip())
+        path = f"/{m['file']}" if m else frames[-1]
+        area = next((name for part, name in AREAS if part in path), "other")
+        found[area] += int(count)
+        total += int(count)
+    return total, found
+
+
 def print_summary(raw: Path, top: int = 25) -> None:
     total, inclusive, own = summary(raw)
     if not total:
@@ -90,6 +127,10 @@ def print_summary(raw: Path, top: int = 25) -> None:
     print(f"{'self %':>12}  function")
     for name, n in own.most_common(top):
         print(f"{100 * n / total:>11.1f}%  {name}")
+    counted, by_area = areas(raw)
+    print(f"{'self %':>12}  area")
+    for name, n in by_area.most_common():
+        print(f"{100 * n / counted:>11.1f}%  {name}")
 
 
 def main() -> None:
