@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.bridge import alive_check, group_cpu_seconds, records
+from bench.profile import PySpy, print_summary
 from tests.stack.bridge_process import REPO_ROOT, BridgeProcess, routes_toml
 from tests.stack.brokers import BrokerUnavailable, make_broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -53,6 +54,9 @@ def main() -> None:
         "--asyncio", action="store_true", help="also this bridge on asyncio's own loop"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample this tree's bridge in round 1 with py-spy, write here"
+    )
     args = parser.parse_args()
     contenders = ["bridge"]
     if args.baseline:
@@ -115,6 +119,11 @@ key = "{{key}}"
                     bridge.start()
                     time.sleep(1.0)  # the group has settled; the bridge idles
                     pid, before = bridge.process.pid, sends(port)
+                    spy = (
+                        PySpy(pid, args.py_spy)
+                        if args.py_spy and c == "bridge" and r == 0
+                        else None
+                    )
                     cpu0, t0 = group_cpu_seconds(pid), time.monotonic()
                     messages = (Message(k.encode(), v) for k, v in data)
                     asyncio.run(produce(bootstrap, topic, messages))
@@ -125,6 +134,8 @@ key = "{{key}}"
                             raise TimeoutError(f"{c}: {sends(port) - before}/{n} sends")
                         time.sleep(0.1)
                     wall = time.monotonic() - t0
+                    if spy is not None:
+                        spy.stop()
                     cpu[c].append((group_cpu_seconds(pid) - cpu0) * 1000 / n)
                     rate[c].append(n / wall)
                 finally:
@@ -143,6 +154,8 @@ key = "{{key}}"
         )
         print(f"{c:<12}{cells}{statistics.median(cpu[c]):>10.3f}")
     print(f"command: {shlex.join([sys.executable, '-m', 'bench.hotpath', *sys.argv[1:]])}")
+    if args.py_spy:
+        print_summary(args.py_spy)
 
 
 if __name__ == "__main__":
