@@ -371,7 +371,10 @@ def as_text(value: Any, what: str) -> str:
     if isinstance(value, str):
         return value
     if type(value) is int:  # partition, offset, timestamp: what dump_json writes, without it
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's 4,300 digits: dump_json says why
+            pass
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
