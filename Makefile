@@ -45,7 +45,11 @@ test: stack lint
 
 bench: stack
 	$(BIN)/python -m bench.ingress_client
-	$(BIN)/python -m bench.bridge
+	$(BIN)/python -m bench.bridge --broker tansu
+	$(BIN)/python -m bench.bridge --broker apache-kafka
+	$(BIN)/python -m bench.hotpath --asyncio
+	$(BIN)/python -m bench.scale --broker tansu
+	$(BIN)/python -m bench.memory --broker tansu --records 100000
 
 clean:
 	rm -rf $(VENV) tests/stack/node_modules .mypy_cache .ruff_cache .pytest_cache

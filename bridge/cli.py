@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         type=_log_level,
         help="debug, info, warning, error or critical (default: $BRIDGE_LOG_LEVEL, else info)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: uvloop when it is installed (auto, the default), or asyncio's own",
     )
 
     check = commands.add_parser("check", help="validate a routing file; exit 2 if it has errors")
@@ -245,7 +251,25 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     bridge = Bridge(config)
-    return asyncio.run(_serve(bridge))
+    with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
+        return runner.run(_serve(bridge))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``run`` uses: uvloop's when it is installed (``auto``) or asked for, else
+    asyncio's own. uvloop saves about a tenth of the bridge's CPU per record where the bridge is
+    the busy one (README, "Performance")."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            message = "--loop uvloop: uvloop is not installed (pip install uvloop)"
+            raise SystemExit(message) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(bridge: Bridge) -> int:

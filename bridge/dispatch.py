@@ -293,7 +293,7 @@ class Dispatcher:
             else:
                 if receipt is None:  # revoked while waiting for a slot
                     return None
-                metrics.ingress_latency.labels(route).observe(time.perf_counter() - started)
+                metrics.latency_histogram(route).observe(time.perf_counter() - started)
                 self._health.mark_up()
                 return receipt
             metrics.ingress_errors.labels(route, decision.label).inc()
@@ -330,7 +330,7 @@ class Dispatcher:
         async with route_limit or contextlib.nullcontext(), self._global:
             if job.stale:
                 return None
-            gauge = self._metrics.in_flight.labels(inv.route)
+            gauge = self._metrics.in_flight_gauge(inv.route)
             gauge.inc()
             try:
                 return await inv.target(self._client).send(
@@ -588,7 +588,7 @@ class Dispatcher:
 
     def _finish(self, job: _Job, route: str, outcome: str) -> None:
         pending = job.pending
-        self._metrics.messages.labels(pending.record.topic, route, outcome).inc()
+        self._metrics.message_counter(pending.record.topic, route, outcome).inc()
         pending.remaining -= 1
         if pending.remaining == 0:
             self._on_finished(pending)

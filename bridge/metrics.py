@@ -212,6 +212,36 @@ class Metrics:
             registry=registry,
         )
 
+        self._message_counters: dict[tuple[str, str, str], Counter] = {}
+        self._latency_histograms: dict[str, Histogram] = {}
+        self._in_flight_gauges: dict[str, Gauge] = {}
+
+    # -- the per-record series, their children cached ---------------------------------------
+    # ``labels()`` checks and stringifies its values and takes a lock on every call; the hot
+    # path asks for the same few children (never removed) for every record.
+
+    def message_counter(self, topic: str, route: str, outcome: str) -> Counter:
+        """``messages.labels(topic, route, outcome)``, cached."""
+        key = (topic, route, outcome)
+        child = self._message_counters.get(key)
+        if child is None:
+            child = self._message_counters[key] = self.messages.labels(topic, route, outcome)
+        return child
+
+    def latency_histogram(self, route: str) -> Histogram:
+        """``ingress_latency.labels(route)``, cached."""
+        child = self._latency_histograms.get(route)
+        if child is None:
+            child = self._latency_histograms[route] = self.ingress_latency.labels(route)
+        return child
+
+    def in_flight_gauge(self, route: str) -> Gauge:
+        """``in_flight.labels(route)``, cached."""
+        child = self._in_flight_gauges.get(route)
+        if child is None:
+            child = self._in_flight_gauges[route] = self.in_flight.labels(route)
+        return child
+
     def prepare_replies(self, routes: Iterable[str]) -> None:
         """Create the reply series of the reply routes at 0."""
         for route in routes:

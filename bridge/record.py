@@ -370,6 +370,11 @@ def as_text(value: Any, what: str) -> str:
     """``value`` as template text: bytes are UTF-8, JSON scalars and documents as written."""
     if isinstance(value, str):
         return value
+    if type(value) is int:  # partition, offset, timestamp: what dump_json writes, without it
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's 4,300 digits: dump_json says why
+            pass
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")

@@ -162,7 +162,7 @@ class Route:
         Raises :class:`FieldError` or :class:`DurationError` with the reason for a poison.
         """
         view = view.formatted(self.config.value_format, self.config.key_format)
-        if not all(_equals(view, m) for m in self._plain_matches):
+        if self._plain_matches and not all(_equals(view, m) for m in self._plain_matches):
             return None
         on_null = self.config.on_null
         if view.record.value is None and on_null != "send":
@@ -171,7 +171,7 @@ class Route:
                 return Skip(self.name)
             return Poison(self.name, TOMBSTONE_DEAD_LETTER)
         view.check_decoded()  # a framed key or value that cannot be read is poison here
-        if not all(_equals(view, m) for m in self._json_matches):
+        if self._json_matches and not all(_equals(view, m) for m in self._json_matches):
             return None
         return self.invocation(view)
 

@@ -357,13 +357,14 @@ class Bridge:
             if decoded is None:
                 return False
             record = decoded
-        where = record.coordinates
         owner = self._track(tp, msg.offset)
         items: Sequence[Invocation | Poison | Skip]
         try:
             items = self.router.plan(record)
         except Exception as exc:  # plan never raises by contract: a bug must not stop the loop
-            log.exception("%s: internal error while routing; dead-lettering the record", where)
+            log.exception(
+                "%s: internal error while routing; dead-lettering the record", record.coordinates
+            )
             items = [Poison("", f"internal error while routing: {type(exc).__name__}: {exc}")]
         if not items:
             self.metrics.messages.labels(msg.topic, "", "unrouted").inc()
@@ -384,7 +385,7 @@ class Bridge:
             for item in sendable:
                 self._dispatcher.submit(pending, item)
         except Exception as exc:  # a bug: the record cannot finish, so block visibly
-            log.exception("%s: internal error while submitting the record", where)
+            log.exception("%s: internal error while submitting the record", record.coordinates)
             reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
             self.partition_blocked(Blocked(tp, msg.offset, "", reason))
         return True

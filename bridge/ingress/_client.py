@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import ssl
 from collections.abc import Mapping
@@ -106,6 +107,7 @@ class Client:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._state = _State.UNOPENED
+        self._timeouts: dict[tuple[Timeout, bool], aiohttp.ClientTimeout] = {}
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
@@ -167,11 +169,11 @@ class Client:
 
     def service(self, service: str, handler: str) -> Target:
         """A handler of a service: ``POST /{service}/{handler}``."""
-        return Target(self, f"/{segment(service)}/{segment(handler)}", "service")
+        return Target(self, _path(service, handler), "service")
 
     def object(self, name: str, key: str, handler: str) -> Target:
         """A handler of the virtual object ``name`` with ``key``: ``/{name}/{key}/{handler}``."""
-        return Target(self, f"/{segment(name)}/{segment(key)}/{segment(handler)}", "object")
+        return Target(self, _path(name, key, handler), "object")
 
     def workflow(self, name: str, workflow_id: str, handler: str = "run") -> Target:
         """A handler of the workflow ``name`` with id ``workflow_id``.
@@ -180,8 +182,7 @@ class Client:
         the workflow id already makes it run once, and a second send for the same id answers
         ``PreviouslyAccepted``. Shared handlers accept idempotency keys.
         """
-        path = f"/{segment(name)}/{segment(workflow_id)}/{segment(handler)}"
-        return Target(self, path, "workflow")
+        return Target(self, _path(name, workflow_id, handler), "workflow")
 
     def invocation(self, invocation_id: str) -> InvocationHandle:
         """An invocation by its id (``inv_...``), to attach to or read its output."""
@@ -240,13 +241,15 @@ class Client:
         url = f"{self._base}{path}"
         if delay is not None:
             url = f"{url}?delay={delay}"
-        req_headers: dict[str, str] = dict(headers) if headers else {}
+        req_headers: dict[str, str] = {}
+        if headers:
+            req_headers.update(headers)
+            for name in [n for n in req_headers if n.lower() == "authorization"]:
+                del req_headers[name]  # the client's credentials, never a caller's
         if content_type is not None:
             req_headers["Content-Type"] = content_type
         if idempotency_key is not None:
             req_headers["idempotency-key"] = idempotency_key
-        for name in [n for n in req_headers if n.lower() == "authorization"]:
-            del req_headers[name]  # the client's credentials, never a caller's
         if self._authorization is not None:
             req_headers["Authorization"] = self._authorization
         req_timeout = self._client_timeout(timeout, waits)
@@ -294,12 +297,35 @@ class Client:
         )
 
     def _client_timeout(self, timeout: Timeout, waits: bool) -> aiohttp.ClientTimeout:
+        # one ClientTimeout (immutable) per distinct setting, not one per request
+        key = (timeout, waits)
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) >= 64:  # per-call timeouts computed from deadlines vary
+                self._timeouts.clear()
+            found = self._timeouts[key] = self._new_client_timeout(timeout, waits)
+        return found
+
+    def _new_client_timeout(self, timeout: Timeout, waits: bool) -> aiohttp.ClientTimeout:
         seconds = self._timeout if timeout == "default" else timeout
         if seconds == "default":
             seconds = None if waits else DEFAULT_TIMEOUT
         if seconds is None:
             return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
         return aiohttp.ClientTimeout(total=seconds)
+
+
+def _path(*parts: str) -> str:
+    """``/a/b/c`` from path segments, each percent-encoded; the last 4,096 paths are cached
+    (the same object keys come back record after record)."""
+    if all(type(part) is str for part in parts):
+        return _cached_path(parts)
+    return "".join(f"/{segment(part)}" for part in parts)  # the TypeError for a non-str
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_path(parts: tuple[str, ...]) -> str:
+    return "".join(f"/{segment(part)}" for part in parts)
 
 
 def _check_timeout(timeout: Timeout) -> None:
