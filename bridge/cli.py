@@ -250,8 +250,11 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    factory = loop_factory(getattr(args, "loop", "auto"))
+    # secrets are repr=False fields: the whole configuration is safe to log
+    log.debug("configuration: %r; event loop: %s", config, "uvloop" if factory else "asyncio")
     bridge = Bridge(config)
-    with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(bridge))
 
 
