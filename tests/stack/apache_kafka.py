@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .install import file_lock
+from .maven import maven_fetch
 from .probe import kafka_metadata_ready
 from .procs import Process, StackError, free_port
 
@@ -111,49 +110,16 @@ def unavailable_reason() -> str | None:
 
 def ensure_kafka_libs() -> Path:
     """The broker's classpath folder, filled once by ``mvn dependency:copy-dependencies``."""
-    libs = _cache_root() / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError(f"mvn is needed to fetch Apache Kafka's jars ({POM})")
-    java_home = java_home_for_kafka()
-    env = {**os.environ, **({"JAVA_HOME": java_home} if java_home else {})}
-    with file_lock(libs.parent / ".libs.lock"):
-        if marker.exists():
-            return libs
-        tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=libs.parent))
-        try:
-            copied = subprocess.run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-Dstyle.color=never",
-                    "-f",
-                    str(POM),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={tmp}",
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            if copied.returncode != 0:
-                raise RuntimeError(
-                    f"mvn dependency:copy-dependencies failed ({copied.returncode}) for {POM}:\n"
-                    f"{copied.stdout}{copied.stderr}"
-                )
-            if not any(tmp.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-                raise RuntimeError(f"mvn copied no kafka_2.13-{KAFKA_VERSION}.jar into {tmp}")
-            (tmp / ".complete").write_text(f"{KAFKA_VERSION}\n")
-            if libs.exists():  # a half-filled folder from before markers: replace it
-                shutil.rmtree(libs)
-            tmp.rename(libs)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return libs
+    jar = f"kafka_2.13-{KAFKA_VERSION}.jar"
+    return maven_fetch(
+        POM,
+        "dependency:copy-dependencies",
+        "outputDirectory",
+        _cache_root() / "libs",
+        marker_text=f"{KAFKA_VERSION}\n",
+        java_home=java_home_for_kafka(),
+        complete=lambda folder: None if (folder / jar).exists() else f"no {jar}",
+    )
 
 
 def _cluster_id() -> str:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .apache_kafka import JVM_FLAGS, java_home_for_kafka
-from .install import file_lock
+from .maven import maven_fetch
 from .procs import Process, StackError, free_port
 
 POM = Path(__file__).resolve().parent / "registry" / "pom.xml"
@@ -56,50 +54,17 @@ def unavailable_reason() -> str | None:
 
 def ensure_registry() -> Path:
     """The unpacked distribution's ``*-runner.jar``, unpacked once by ``mvn dependency:unpack``."""
-    home = _cache_root() / "app"
-    marker = home / ".complete"
-    jar = home / f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
-    if marker.exists():
-        return jar
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError(f"mvn is needed to fetch Apicurio Registry ({POM})")
-    java_home = java_home_for_kafka()
-    env = {**os.environ, **({"JAVA_HOME": java_home} if java_home else {})}
-    with file_lock(home.parent / ".app.lock"):
-        if marker.exists():
-            return jar
-        tmp = Path(tempfile.mkdtemp(prefix="app.", dir=home.parent))
-        try:
-            unpacked = subprocess.run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-Dstyle.color=never",
-                    "-f",
-                    str(POM),
-                    "dependency:unpack",
-                    f"-Dunpack.dir={tmp}",
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            if unpacked.returncode != 0:
-                raise RuntimeError(
-                    f"mvn dependency:unpack failed ({unpacked.returncode}) for {POM}:\n"
-                    f"{unpacked.stdout}{unpacked.stderr}"
-                )
-            if not (tmp / jar.name).exists():
-                raise RuntimeError(f"mvn unpacked no {jar.name} into {tmp}")
-            (tmp / ".complete").write_text(f"{APICURIO_VERSION}\n")
-            if home.exists():
-                shutil.rmtree(home)
-            tmp.rename(home)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return jar
+    jar = f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+    home = maven_fetch(
+        POM,
+        "dependency:unpack",
+        "unpack.dir",
+        _cache_root() / "app",
+        marker_text=f"{APICURIO_VERSION}\n",
+        java_home=java_home_for_kafka(),
+        complete=lambda folder: None if (folder / jar).exists() else f"no {jar}",
+    )
+    return home / jar
 
 
 def _ready(url: str) -> bool:
