@@ -1,4 +1,4 @@
-"""The asyncio Restate ingress client: calls, sends, attach and output, over one pooled session."""
+"""The asyncio Restate ingress client: calls, sends, attach and output, over pooled connections."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from ._codec import (
     check_idempotency_key,
@@ -26,6 +24,7 @@ from ._codec import (
 )
 from ._decode import check_output_type, decode_as
 from ._errors import ConnectError, DecodeError, IngressTimeout, InvalidRequest
+from ._http import ConnectionPool, Origin, TransportError
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 DEFAULT_URL = "http://localhost:8080"
@@ -104,10 +103,9 @@ class Client:
         self._timeout: float | Literal["default"] | None = timeout
         self._max_connections = max_connections
         self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._session: aiohttp.ClientSession | None = None
+        self._ssl = ssl_context
+        self._pool: ConnectionPool | None = None
         self._state = _State.UNOPENED
-        self._timeouts: dict[tuple[Timeout, bool], aiohttp.ClientTimeout] = {}
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
@@ -132,38 +130,33 @@ class Client:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
-        self._open()
+        if self._state is _State.CLOSED:
+            raise RuntimeError("Cannot reopen a client instance, once it has been closed.")
+        self._state = _State.OPENED
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> ConnectionPool:
         if self._state is _State.CLOSED:
             raise RuntimeError("Cannot reopen a client instance, once it has been closed.")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=0,
-                keepalive_timeout=30,
-                ssl=self._ssl,
+        self._state = _State.OPENED
+        if self._pool is None:
+            # an unusable URL raises here, at the first request (an InvalidRequest)
+            self._pool = ConnectionPool(
+                Origin.parse(self._base),
+                max_connections=self._max_connections,
+                ssl_context=self._ssl,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                # no Content-Type unless we set one: Restate rejects it on handlers without input
-                skip_auto_headers=("User-Agent", "Content-Type"),
-                auto_decompress=False,
-            )
-            self._state = _State.OPENED
-        return self._session
+        return self._pool
 
     async def aclose(self) -> None:
         """Close the pooled connections. Safe to call twice."""
         self._state = _State.CLOSED
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -236,83 +229,66 @@ class Client:
         waits: bool = False,
     ) -> _Response:
         """One request; ``waits``: it lasts as long as an invocation runs (``request``,
-        ``attach``), so without a set timeout it has none, rather than :data:`DEFAULT_TIMEOUT`."""
-        session = self._open()
-        url = f"{self._base}{path}"
-        if delay is not None:
-            url = f"{url}?delay={delay}"
-        req_headers: dict[str, str] = {}
+        ``attach``), so without a set timeout it has none, rather than :data:`DEFAULT_TIMEOUT`.
+        The one place where transport failures become :mod:`._errors`."""
+        target = path if delay is None else f"{path}?delay={delay}"
+        req_headers: list[tuple[str, str]] = []
         if headers:
-            req_headers.update(headers)
-            for name in [n for n in req_headers if n.lower() == "authorization"]:
-                del req_headers[name]  # the client's credentials, never a caller's
+            # the client's credentials, never a caller's
+            req_headers += [(n, v) for n, v in headers.items() if n.lower() != "authorization"]
+        if self._headers:
+            given = {n.lower() for n, _ in req_headers}
+            req_headers += [(n, v) for n, v in self._headers.items() if n.lower() not in given]
         if content_type is not None:
-            req_headers["Content-Type"] = content_type
+            req_headers = [(n, v) for n, v in req_headers if n.lower() != "content-type"]
+            req_headers.append(("Content-Type", content_type))
         if idempotency_key is not None:
-            req_headers["idempotency-key"] = idempotency_key
+            req_headers.append(("idempotency-key", idempotency_key))
         if self._authorization is not None:
-            req_headers["Authorization"] = self._authorization
-        req_timeout = self._client_timeout(timeout, waits)
+            req_headers.append(("Authorization", self._authorization))
+        seconds = self._seconds(timeout, waits)
         try:
-            async with session.request(
-                method,
-                URL(url, encoded=True),
-                data=body,
-                headers=req_headers,
-                timeout=req_timeout,
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
-                resp_headers = resp.headers
+            pool = self._open()
+            resp = await pool.request(
+                method, target, req_headers, body, seconds, connect_timeout=CONNECT_TIMEOUT
+            )
         except TimeoutError as exc:
-            seconds = req_timeout.total or req_timeout.sock_connect
-            raise IngressTimeout(f"{method} {path}: no answer within {seconds:g} s") from exc
-        except aiohttp.InvalidURL as exc:  # a ClientError, but no retry would help
-            raise InvalidRequest(f"{method} {path}: invalid URL: {exc}") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            waited = CONNECT_TIMEOUT if seconds is None else seconds
+            raise IngressTimeout(f"{method} {path}: no answer within {waited:g} s") from exc
+        except ssl.SSLCertVerificationError as exc:
+            why = exc.verify_message or exc.reason or exc
             raise ConnectError(
                 f"{method} {path}: TLS: the ingress's certificate is not trusted ({why})"
             ) from exc
-        except aiohttp.ClientSSLError as exc:
+        except ssl.SSLError as exc:
             raise ConnectError(f"{method} {path}: TLS handshake failed: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            # includes a connection closed mid-response (ClientPayloadError): retryable
-            raise ConnectError(f"{method} {path}: {exc or type(exc).__name__}") from exc
         except (ValueError, TypeError) as exc:
-            # raised while building the request, before anything is written: a header value with
-            # CR, LF or NUL ("Forbidden control character"), a bad port, a value that cannot be
-            # encoded (UnicodeEncodeError is a ValueError)
+            # before anything is written: an unusable URL, a header value with CR, LF or other
+            # control bytes, a value that cannot be encoded (UnicodeEncodeError is a ValueError)
             raise InvalidRequest(f"{method} {path}: invalid request: {exc}") from exc
+        except (OSError, TransportError) as exc:
+            # refused, reset, DNS, or a connection closed mid-response: retryable
+            raise ConnectError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        status, resp_headers = resp.status, resp.headers
         if status >= 400:
             raise error_from_response(
                 status,
-                data,
+                resp.body,
                 source_header=resp_headers.get("x-restate-error-source"),
-                retry_after=resp_headers.get("Retry-After"),
+                retry_after=resp_headers.get("retry-after"),
                 invocation_id=resp_headers.get("x-restate-id"),
             )
         return _Response(
-            status, data, resp_headers.get("Content-Type"), resp_headers.get("x-restate-id")
+            status, resp.body, resp_headers.get("content-type"), resp_headers.get("x-restate-id")
         )
 
-    def _client_timeout(self, timeout: Timeout, waits: bool) -> aiohttp.ClientTimeout:
-        # one ClientTimeout (immutable) per distinct setting, not one per request
-        key = (timeout, waits)
-        found = self._timeouts.get(key)
-        if found is None:
-            if len(self._timeouts) >= 64:  # per-call timeouts computed from deadlines vary
-                self._timeouts.clear()
-            found = self._timeouts[key] = self._new_client_timeout(timeout, waits)
-        return found
-
-    def _new_client_timeout(self, timeout: Timeout, waits: bool) -> aiohttp.ClientTimeout:
+    def _seconds(self, timeout: Timeout, waits: bool) -> float | None:
+        """The request's overall timeout in seconds; ``None``: none (connecting is still bounded
+        by :data:`CONNECT_TIMEOUT`)."""
         seconds = self._timeout if timeout == "default" else timeout
         if seconds == "default":
-            seconds = None if waits else DEFAULT_TIMEOUT
-        if seconds is None:
-            return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
-        return aiohttp.ClientTimeout(total=seconds)
+            return None if waits else DEFAULT_TIMEOUT
+        return seconds
 
 
 def _path(*parts: str) -> str:
