@@ -1,4 +1,4 @@
-"""End-to-end records/s and latency: the bridge next to a bare aiohttp ceiling and Restate's
+"""End-to-end records/s and latency: the bridge next to its ingress client alone and Restate's
 Kafka subscription.
 
     .venv/bin/python -m bench.bridge [--records 4000] [--keys 200] [--partitions 4]
@@ -12,8 +12,9 @@ produces ``--records`` JSON records over ``--keys`` object keys to one topic per
 then, one after the other against the same broker and Restate, makes every record a
 ``Recorder/record`` invocation (contenders in ``--order``):
 
-- ceiling: bare aiohttp in this process, one task per key sending its records in order, as many
-  connections as the bridge's pool, an idempotency key per record as the bridge sends;
+- ceiling: the bridge's ingress client in this process, without Kafka, on the bridge's default
+  loop: one task per key sending its records in order, as many connections as the bridge's pool,
+  an idempotency key per record as the bridge sends;
 - bridge: ``python -m bridge run`` as a subprocess (route: object ``Recorder``, key ``{key}``) on
   its default loop (uvloop when installed); ``bridge-asyncio``: the same with ``--loop asyncio``,
   for a side-by-side look at the event loop;
@@ -62,11 +63,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.profile import PySpy, print_summary
+from bridge.cli import loop_factory
+from bridge.ingress import Client, IngressError
 from tests.stack.bridge_process import REPO_ROOT, BridgeProcess, routes_toml
 from tests.stack.brokers import Broker, BrokerUnavailable, make_broker
 from tests.stack.kafka_io import Message, create_topics, produce
@@ -87,7 +89,7 @@ PREFIX = {
     "subscription": "s-",
 }
 LABEL = {
-    "ceiling": "ceiling (aiohttp)",
+    "ceiling": "ceiling (ingress client)",
     "baseline": "baseline bridge",
     "bridge": "bridge, per record",
     "bridge-asyncio": "bridge, asyncio loop",
@@ -223,27 +225,23 @@ def records(n: int, keys: int) -> list[tuple[str, bytes]]:
 async def _ceiling_sends(
     ingress: str, data: list[tuple[str, bytes]], connections: int, idempotency: bool
 ) -> tuple[float, float]:
-    """Per-key ordered ``/send`` calls; (wall start as epoch, CPU seconds of this thread)."""
+    """Per-key ordered ``/send`` calls through the bridge's own ingress client, without Kafka;
+    (wall start as epoch, CPU seconds of this thread)."""
     by_key: dict[str, list[tuple[int, bytes]]] = {}
     for i, (key, value) in enumerate(data):
         by_key.setdefault(key, []).append((i, value))
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=30)
-    async with aiohttp.ClientSession(
-        connector=connector, skip_auto_headers=("User-Agent", "Content-Type")
-    ) as session:
+    async with Client(ingress, max_connections=connections) as client:
 
         async def lane(key: str, items: list[tuple[int, bytes]]) -> None:
-            url = f"{ingress}/Recorder/c-{key}/record/send"
+            target = client.object("Recorder", f"c-{key}", "record")
             for i, value in items:
-                headers = {"Content-Type": "application/json"}
-                if idempotency:
-                    headers["idempotency-key"] = f"ceiling-0-{i}:Recorder.record"
+                idem = f"ceiling-0-{i}:Recorder.record" if idempotency else None
                 while True:
-                    async with session.post(url, data=value, headers=headers) as resp:
-                        await resp.read()
-                        if resp.status == 202:
-                            break
-                    await asyncio.sleep(0.1)
+                    try:
+                        await target.send(value, idempotency_key=idem)
+                        break
+                    except IngressError:
+                        await asyncio.sleep(0.1)
 
         start, cpu0 = time.time(), time.thread_time()
         await asyncio.gather(*(lane(k, v) for k, v in by_key.items()))
@@ -252,11 +250,12 @@ async def _ceiling_sends(
 
 def run_ceiling(stack: Stack, data: list[tuple[str, bytes]], args: Namespace) -> Result:
     cpu0 = server_cpu(stack.server)
-    start, cpu = asyncio.run(
-        _ceiling_sends(
-            stack.restate.ingress_url, data, args.max_connections, not args.no_idempotency_key
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:  # the bridge's loop
+        start, cpu = runner.run(
+            _ceiling_sends(
+                stack.restate.ingress_url, data, args.max_connections, not args.no_idempotency_key
+            )
         )
-    )
     first, last, _ = Completions(stack.restate, "c-").wait(len(data), args.timeout)
     n = len(data)
     server_ms = per_record_ms(cpu0, server_cpu(stack.server), n)
@@ -565,13 +564,9 @@ async def fill_topics(
 
 async def warm_up(ingress: str) -> None:
     """A few invocations so that Restate has its deployment connections before the first run."""
-    async with aiohttp.ClientSession() as session:
+    async with Client(ingress) as client:
         for i in range(20):
-            url = f"{ingress}/Recorder/w-k{i % 4}/record/send"
-            async with session.post(
-                url, data=b"0", headers={"content-type": "application/json"}
-            ) as resp:
-                await resp.read()
+            await client.object("Recorder", f"w-k{i % 4}", "record").send(0)
 
 
 def _latency(r: Result) -> str:
