@@ -238,9 +238,13 @@ async def _ceiling_sends(
                 idem = f"ceiling-0-{i}:Recorder.record" if idempotency else None
                 while True:
                     try:
-                        await target.send(value, idempotency_key=idem)
+                        await target.send(
+                            value, content_type="application/json", idempotency_key=idem
+                        )
                         break
-                    except IngressError:
+                    except IngressError as exc:
+                        if not exc.retryable:
+                            raise
                         await asyncio.sleep(0.1)
 
         start, cpu0 = time.time(), time.thread_time()
