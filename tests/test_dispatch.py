@@ -28,7 +28,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from bridge.config import DeliveryConfig
+from bridge.config import DeliveryConfig, RouteConfig
 from bridge.deadletter import DeadLetter, DeadLetterSink
 from bridge.dispatch import Blocked, Dispatcher, PendingRecord
 from bridge.health import IngressHealth
@@ -278,12 +278,17 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             metrics=metrics,
             health=health,
             delivery=delivery,
-            route_limits=route_limits or {},
             dead_letters=DeadLetterSink(producer, "dlq") if dead_letter else None,
             on_finished=lambda p: box[0].finished.append(p),
             on_blocked=lambda b: box[0].blocked.append(b),
             on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
+        )
+        dispatcher.configure_routes(
+            [
+                RouteConfig(name, 1, "service", name, "h", topics=("t",), max_in_flight=limit)
+                for name, limit in (route_limits or {}).items()
+            ]
         )
         box.append(Harness(dispatcher, metrics, health, producer))
         made.append((box[0], client))
