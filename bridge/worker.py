@@ -584,8 +584,10 @@ class Bridge:
         # fetched or taken, or a record sent after the commit below would be sent again by
         # the next owner
         self._assigned -= tps
+        # after a reload subscribed anew, aiokafka has dropped the old partitions (pausing one
+        # would fail an assertion): nothing of them is fetched any more anyway
         with contextlib.suppress(KafkaError):  # IllegalStateError: no longer assigned
-            consumer.pause(*tps)
+            consumer.pause(*(tps & consumer.assignment()))
         self._dispatcher.flush()
         await self._drain(unblocked)
         await self._commit(consumer, only=tps)
