@@ -10,6 +10,7 @@ in ``tests/test_reload_stack.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -22,12 +23,14 @@ from aiokafka.errors import IllegalStateError
 
 from bridge.config import BridgeConfig, RouteConfig, parse_config
 from bridge.config.diff import ConfigDiff, diff
+from bridge.dispatch import Blocked
 from bridge.metrics import Metrics
 from bridge.offsets import TopicPartition
+from bridge.record import Record
 from bridge.reload import CannotApply, NotRunning, Reloader, unrunnable
 from bridge.routing import Invocation, Poison
 from bridge.server import StatusServer
-from tests.test_worker import A, FakeConsumer, FakeDispatcher, World, msg, submitted
+from tests.test_worker import A, B, FakeConsumer, FakeDispatcher, World, msg, submitted
 
 PATH = Path("routes.toml")
 HEAD = """
@@ -448,3 +451,39 @@ async def test_records_of_a_topic_no_route_reads_any_more_are_left_uncommitted()
     w.bridge._take(w.consumer, A, [msg(A, 1), msg(A, 2)])  # type: ignore[arg-type]
     assert submitted(w, A) == [0], "a removed topic's record was planned (and would be unrouted)"
     assert w.bridge.tracker.to_commit() == {}
+
+
+async def test_a_blocked_partition_stays_blocked_across_a_reload_that_resubscribes() -> None:
+    w = SwapWorld()
+    w.take(A, 0, 1)
+    w.finish(A, 0)
+    w.bridge.partition_blocked(Blocked(A, 1, "rec", "not JSON"))
+    # the drain leaves the blocked partition out: it would wait for drain_timeout otherwise
+    await asyncio.wait_for(w.swap(recorder() + recorder("audit", "audit")), 5)
+    assert w.events == ["flush", "commit [('orders', 0, 1)]", "subscribe"]
+    await w.bridge.partitions_revoked(set(w.bridge._assigned))
+    w.assign(A, B)
+    assert w.consumer.paused == {A}, "the blocked partition was fetched again after the reload"
+    assert w.bridge.blocked[A] == Blocked(A, 1, "rec", "not JSON")
+    assert w.gauge("restate_bridge_partition_blocked", A) == 1
+
+
+async def test_the_first_route_with_a_framed_format_gets_a_decoder_on_reload() -> None:
+    w = SwapWorld()
+    registry = '\n[schema_registry]\nurl = "http://127.0.0.1:9/apis/ccompat/v7"\n'
+    text = HEAD + registry + recorder() + 'value_format = "avro"\n'
+    running = parse_config(HEAD + registry + recorder(), PATH, {})
+    w.bridge.config = running
+    assert w.bridge._decoder is None
+    async with contextlib.AsyncExitStack() as stack:
+        w.bridge._stack = stack
+        config = dataclasses.replace(running, routes=parse(text).routes)
+        await w.bridge._use_routes(w.consumer, config, diff(running, config))  # type: ignore[arg-type]
+        decoder = w.bridge._decoder
+        assert decoder is not None
+        # a record that is not framed is now read as Avro: a dead letter, not a JSON value
+        decoded = decoder.decode(Record("orders", 0, 5, 0, b"k", b'{"n": 1}'))
+        assert decoded is not None
+        [planned] = w.bridge.router.plan(decoded)
+        assert isinstance(planned, Poison)
+        assert "no magic byte" in planned.reason

@@ -367,3 +367,41 @@ async def test_a_removed_route_ends_committed_where_its_deliveries_end_and_is_no
     assert bridge.per_partition("restate_bridge_consumer_lag", gone) == {}
     assert outcome(bridge, gone, "unrouted") + outcome(bridge, gone, "duplicate") == 0
     assert await recorded(client, kept_key)() == ["k0", "k1"]
+
+
+# -- from topics to a pattern ---------------------------------------------------------------------
+
+
+async def test_a_route_moved_from_a_topic_to_a_pattern_resubscribes_without_resending(
+    broker: Broker, bridges: BridgeFactory, client: Client
+) -> None:
+    """aiokafka refuses to go from a topic list to a pattern on one subscription: the bridge
+    unsubscribes first (leaving the group) and joins again; what it sent before is not sent
+    again, and topics the pattern matches are read from their start."""
+    bootstrap = broker.bootstrap_servers
+    stem = unique("rl-pat")
+    old, new, key, group = f"{stem}-a", f"{stem}-b", unique("k"), unique("g")
+    await create_topics(bootstrap, [old, new])
+    bridge = bridges.start(recorder(old), group_id=group)
+    await produce(bootstrap, old, [Message(key.encode(), b'"a1"')])
+    await produce(bootstrap, new, [Message(key.encode(), b'"b1"')])
+    await recorded_as(client, key, ["a1"])
+
+    rewrite(bridge, f'topic = "{old}"', f'topic_pattern = "{stem}-[ab]"')
+    status, body = await post_reload(bridge)
+    assert status == 200, body
+    assert body["changes"]["changed"] == {"rec": ["topics", "topic_pattern"]}
+    assert body["changes"]["topics_removed"] == [old]
+    await until(recorded(client, key), lambda got: sorted(got) == ["a1", "b1"], "b1 delivered")
+    await produce(bootstrap, old, [Message(key.encode(), b'"a2"')])
+    await until(recorded(client, key), lambda got: len(got) == 3, "a2 delivered")
+    assert sorted(await recorded(client, key)()) == ["a1", "a2", "b1"]
+    for topic in (old, new):
+        assert outcome(bridge, topic, "duplicate") == 0
+    want = {old: {0: 2}, new: {0: 1}}
+    for topic, offsets in want.items():
+        await until(
+            lambda t=topic: committed_offsets(bootstrap, group, t),
+            lambda c, o=offsets: c == o,
+            f"{topic} committed",
+        )
