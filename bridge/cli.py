@@ -166,6 +166,8 @@ def _load(path: Path, running: BridgeConfig | None = None) -> BridgeConfig:
     """The config, or a :class:`ConfigError`; never another exception, whatever the file holds.
     ``running``: a reload of a running bridge's file (see :func:`load_config`)."""
     try:
+        if running is None:
+            return load_config(path, os.environ)
         return load_config(path, os.environ, running=running)
     except ConfigError:
         raise
