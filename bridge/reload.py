@@ -166,18 +166,16 @@ class Reloader:
         log.info("reloading %s (%s)", running.path, source)
         try:
             new = await asyncio.to_thread(self._load, running)
+            changes = diff(running, new)
+            await self._apply(dataclasses.replace(running, routes=new.routes), changes)
         except ConfigError as exc:
             return self._invalid(source, running, exc.problems)
-        changes = diff(running, new)
-        config = dataclasses.replace(running, routes=new.routes)
-        try:
-            await self._apply(config, changes)
         except CannotApply as exc:
             return self._invalid(source, running, exc.problems)
         except NotRunning as exc:
             return self._refused(source, "unavailable", str(exc))
-        except Exception as exc:  # a bug must not end the process; the old routes stay
-            log.exception("reload of %s failed; still running on the previous routes", new.path)
+        except Exception as exc:  # a bug must not end the process (or its SIGHUP handling)
+            log.exception("reload of %s failed; still running on the previous routes", running.path)
             detail = f"reload failed: {type(exc).__name__}: {exc}"
             return ReloadReport(self._clock(), source, "failed", detail=detail)
         for section, keys in changes.restart_required:

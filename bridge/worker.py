@@ -415,6 +415,9 @@ class Bridge:
         self._swap = None
         try:
             await self._use_routes(consumer, swap.config, swap.changes)
+        except asyncio.CancelledError:  # a forced exit: the reload waiting must not hang
+            swap.done.set_exception(NotRunning("the bridge is stopping"))
+            raise
         except Exception as exc:  # the reload reports it; the loop goes on
             swap.done.set_exception(exc)
         else:

@@ -256,6 +256,22 @@ async def test_an_unexpected_failure_is_counted_logged_and_answered_500(
     assert "reload of routes.toml failed; still running on the previous routes" in caplog.text
 
 
+async def test_a_loader_that_raises_is_a_failed_reload_and_the_next_one_works() -> None:
+    h = Harness(HEAD + recorder())
+    load = h.reloader._load
+
+    def broken(running: BridgeConfig) -> BridgeConfig:
+        raise OSError("disk gone")
+
+    h.reloader._load = broken
+    report = await h.reloader.reload("SIGHUP")
+    assert (report.outcome, report.detail) == ("failed", "reload failed: OSError: disk gone")
+    h.reloader._load = load
+    h.text = HEAD + recorder(handler="recordHeaders")
+    assert (await h.reloader.reload("SIGHUP")).outcome == "applied"
+    assert (h.count("failed"), h.count("applied")) == (1, 1)
+
+
 def test_every_outcome_starts_at_zero() -> None:
     h = Harness(HEAD + recorder())
     assert [h.count(o) for o in ("applied", "invalid", "failed")] == [0, 0, 0]
