@@ -1,5 +1,8 @@
 """The ``restate-bridge`` command line: ``run``, ``check``, ``route`` and ``result``.
 
+``run`` stops on SIGTERM / SIGINT (a second one forces the exit) and reloads its routing file on
+SIGHUP; the handlers only set flags.
+
 Exit codes: 0 success, 1 a failure while running (an unreachable Kafka included; for ``result``:
 the invocation is not found, not finished, or failed), 2 a bad routes file, environment or
 arguments, 3 Kafka refused the connection's security (authentication or TLS: one line
@@ -159,10 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args, config)
 
 
-def _load(path: Path) -> BridgeConfig:
-    """The config, or a :class:`ConfigError`; never another exception, whatever the file holds."""
+def _load(path: Path, running: BridgeConfig | None = None) -> BridgeConfig:
+    """The config, or a :class:`ConfigError`; never another exception, whatever the file holds.
+    ``running``: a reload of a running bridge's file (see :func:`load_config`)."""
     try:
-        return load_config(path, os.environ)
+        if running is None:
+            return load_config(path, os.environ)
+        return load_config(path, os.environ, running=running)
     except ConfigError:
         raise
     except Exception as exc:  # a last resort: the reader itself is meant never to raise
@@ -253,7 +259,7 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     factory = loop_factory(getattr(args, "loop", "auto"))
     # secrets are repr=False fields: the whole configuration is safe to log
     log.debug("configuration: %r; event loop: %s", config, "uvloop" if factory else "asyncio")
-    bridge = Bridge(config)
+    bridge = Bridge(config, load=lambda running: _load(args.routes, running))
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(bridge))
 
@@ -289,8 +295,13 @@ async def _serve(bridge: Bridge) -> int:
         log.info("received %s: stopping (again to force)", sig.name)
         stop.set()
 
+    def handle_reload() -> None:
+        log.info("received SIGHUP: reloading %s", bridge.config.path)
+        bridge.request_reload()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handle_exit, sig)
+    loop.add_signal_handler(signal.SIGHUP, handle_reload)
     try:
         await bridge.run(stop)
     except asyncio.CancelledError:

@@ -27,12 +27,12 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
-from .config import DeliveryConfig
+from .config import DeliveryConfig, RouteConfig
 from .deadletter import DeadLetter, DeadLetterSink
 from .decisions import (
     Attempts,
@@ -133,7 +133,6 @@ class Dispatcher:
         metrics: Metrics,
         health: IngressHealth,
         delivery: DeliveryConfig,
-        route_limits: dict[str, int | None],
         dead_letters: DeadLetterSink | None,
         on_finished: Callable[[PendingRecord], None],
         on_blocked: Callable[[Blocked], None],
@@ -157,9 +156,8 @@ class Dispatcher:
         self._timeout = request_timeout
         self._policy = Policy.from_config(delivery)
         self._global = asyncio.Semaphore(delivery.max_in_flight)
-        self._route_limits = {
-            name: asyncio.Semaphore(limit) for name, limit in route_limits.items() if limit
-        }
+        self._route_limits: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        """Per route name: its ``max_in_flight`` and the semaphore that holds it."""
         self._lanes: dict[tuple[Any, ...], deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[TopicPartition, _Ownership] = {}
@@ -169,6 +167,24 @@ class Dispatcher:
         self._batch_timer: asyncio.Task[None] | None = None
         self._batch_timer_at = 0.0
         self._batch_wake = asyncio.Event()
+
+    # -- per-route settings ----------------------------------------------------------------
+
+    def configure_routes(self, routes: Sequence[RouteConfig]) -> None:
+        """Per-route state for ``routes``: called once at start and again on each reload.
+
+        A route whose limit is unchanged keeps its semaphore, so its sends under way still count.
+        A changed limit takes a new semaphore: sends already waiting or under way finish under
+        the old one, so for a moment both limits' worth may be in flight. A route that is gone
+        keeps its semaphore: invocations planned before the reload are sent as planned.
+        """
+        for route in routes:
+            limit = route.max_in_flight
+            current = self._route_limits.get(route.name)
+            if not limit:
+                self._route_limits.pop(route.name, None)
+            elif current is None or current[0] != limit:
+                self._route_limits[route.name] = (limit, asyncio.Semaphore(limit))
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -326,8 +342,8 @@ class Dispatcher:
     async def _send(self, job: _Job, inv: Invocation) -> SendReceipt | None:
         """One ``/send`` within the route's limit, then the global one (in that order: a slow
         route at its cap waits for its own slots without holding global slots others need)."""
-        route_limit = self._route_limits.get(inv.route)
-        async with route_limit or contextlib.nullcontext(), self._global:
+        limited = self._route_limits.get(inv.route)
+        async with limited[1] if limited else contextlib.nullcontext(), self._global:
             if job.stale:
                 return None
             gauge = self._metrics.in_flight_gauge(inv.route)
@@ -595,9 +611,11 @@ class Dispatcher:
 
     # -- batch routes ----------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Send every open batch now, whatever its ``max_wait`` (before a drain)."""
-        for batch in self._batches.take():
+    def flush(self, routes: Collection[str] | None = None) -> None:
+        """Send every open batch now, whatever its ``max_wait`` (before a drain); only the
+        batches of ``routes`` when given (routes a reload removes or changes)."""
+        where = None if routes is None else (lambda batch: batch.route in routes)
+        for batch in self._batches.take(where):
             self._submit_batch(batch)
 
     def _add_to_batch(self, pending: PendingRecord, inv: Invocation, owner: _Ownership) -> None:

@@ -42,6 +42,7 @@ REPLY_WAIT_BUCKETS = (
 )
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 INVOCATION_OUTCOMES = ("accepted", "duplicate", "dead_lettered")
+RELOAD_OUTCOMES = ("applied", "invalid", "failed")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 del GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # we register our own, per registry
@@ -209,6 +210,21 @@ class Metrics:
             "restate_bridge_schema_registry_up",
             "1 while every schema fetched records need could be had, 0 while the registry is "
             "unreachable (fetching pauses).",
+            registry=registry,
+        )
+
+        self.reloads = Counter(
+            "restate_bridge_reloads",
+            "Reloads of the routing file (SIGHUP or POST /admin/reload) by outcome: applied, "
+            "invalid (the file has problems; the previous routes go on), failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        for reload_outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(reload_outcome)
+        self.config_reload_timestamp = Gauge(
+            "restate_bridge_config_reload_timestamp_seconds",
+            "Unix time the routes in force were loaded: at start, then at each applied reload.",
             registry=registry,
         )
 

@@ -1,5 +1,6 @@
 """The bridge's HTTP listener: the status page ``/`` (and ``/status.json``), ``/metrics``,
-``/healthz`` (alive) and ``/readyz`` (in the consumer group and the ingress reachable).
+``/healthz`` (alive), ``/readyz`` (in the consumer group and the ingress reachable) and the admin
+endpoints under ``/admin/`` (``POST /admin/reload``).
 
 With a token (``[metrics] token_env`` / ``token_file``), every path but ``/healthz``,
 ``/metrics`` and the page itself answers 401 without ``Authorization: Bearer <token>``. The page
@@ -10,6 +11,7 @@ string would land in access logs, proxies and ``Referer`` headers, so none is ac
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,6 +35,8 @@ PAGE = files("bridge").joinpath("status_page.html").read_bytes()
 OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
 """Paths answered without the token: liveness, the metrics scrape, and the page's static shell."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AdminAction = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+"""An admin endpoint's work: the HTTP status and the JSON body to answer."""
 
 
 def _page_headers(page: bytes) -> dict[str, str]:
@@ -67,8 +71,10 @@ class StatusServer:
         port: int,
         status: StatusSnapshot | None = None,
         token: str | None = None,
+        reload: AdminAction | None = None,
     ) -> None:
         self._metrics = metrics
+        self._reload = reload
         self._token = token.encode() if token else None
         self._readiness = readiness
         self._status = status
@@ -87,6 +93,7 @@ class StatusServer:
         app.router.add_get("/metrics", self._export)
         app.router.add_get("/healthz", self._alive)
         app.router.add_get("/readyz", self._ready)
+        app.router.add_route("*", "/admin/reload", self._admin_reload)
         return app
 
     async def start(self) -> None:
@@ -137,6 +144,18 @@ class StatusServer:
         body = self._metrics.export()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def _admin_reload(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return _error(405, "POST to reload the routing file", headers={"Allow": "POST"})
+        if request.body_exists and request.content_type != "application/json":
+            # a foreign web page can send a simple request with a body; JSON needs a preflight
+            return _error(415, "send no body, or Content-Type: application/json")
+        if self._reload is None:
+            return _error(404, "this listener does not reload anything")
+        # the reload goes on if the client goes away: its outcome is logged and counted
+        status, body = await asyncio.shield(self._reload())
+        return web.json_response(body, status=status)
+
     async def _alive(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -146,3 +165,7 @@ class StatusServer:
             {"status": "ready" if ready else "not ready", "detail": detail},
             status=200 if ready else 503,
         )
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"status": "error", "detail": detail}, status=status, headers=headers)

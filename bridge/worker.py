@@ -14,6 +14,12 @@ Lifecycle (:meth:`Bridge.run`)::
     run     fetch, plan, submit; commit and update the per-partition gauges every commit_interval
     stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
             -> cancel what is left -> close in reverse start order
+
+Reload (:mod:`bridge.reload`): new routes are swapped in by the consume loop between two fetches,
+so every record is planned by one set of routes and invocations already planned go on as
+planned. When the topics change, the loop stops fetching, drains and commits before it subscribes
+anew: aiokafka commits only partitions of its current subscription, so the revocation that
+follows could no longer commit what finished.
 """
 
 from __future__ import annotations
@@ -22,14 +28,17 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from .config import BridgeConfig, ingress_ssl_context
+from .config import BridgeConfig, ingress_ssl_context, load_config
+from .config.diff import ConfigDiff
 from .deadletter import DeadLetter, DeadLetterSink
 from .dispatch import Blocked, Dispatcher, PendingRecord
 from .health import IngressHealth
@@ -38,10 +47,11 @@ from .kafka_client import KafkaRefused, check_security, kafka_options
 from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .record import Record, coordinates
+from .reload import CannotApply, Load, NotRunning, Reloader, unrunnable
 from .replies import ReplySink
 from .routing import Invocation, Poison, Router, Skip
-from .schemas.decoder import Decoder
-from .schemas.setup import open_decoder
+from .schemas.decoder import Decoder, route_formats
+from .schemas.setup import open_decoder, uses_registry
 from .secrets import TokenFile
 from .server import StatusServer
 from .status import RecentDeadLetters, snapshot
@@ -99,6 +109,20 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+def _load_again(running: BridgeConfig) -> BridgeConfig:
+    """The default reload: the same file, with this process's environment."""
+    return load_config(running.path, os.environ, running=running)
+
+
+@dataclass
+class _Swap:
+    """New routes waiting for the consume loop, and the reload waiting for them to run."""
+
+    config: BridgeConfig
+    changes: ConfigDiff
+    done: asyncio.Future[None]
+
+
 class Bridge:
     """One bridge worker. ``await bridge.run(stop)`` returns after a graceful shutdown."""
 
@@ -109,15 +133,30 @@ class Bridge:
         metrics: Metrics | None = None,
         token: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        load: Load = _load_again,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self._token = token or config.restate.token
         self._clock = clock
         self.router = Router(config)
-        self.metrics.prepare((r.name, r.topics) for r in config.routes)
-        self.metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
-        self.metrics.prepare_batches(r.name for r in config.routes if r.batch)
+        self._prepare_metrics(config)
+        self.reloader = Reloader(
+            running=lambda: self.config,
+            load=load,
+            apply=self.reload_routes,
+            metrics=self.metrics,
+        )
+        self._reload_wanted = asyncio.Event()
+        self._swap: _Swap | None = None
+        self._consuming = False
+        """True while the consume loop runs: only then can routes be swapped."""
+        self._subscribed_anew = False
+        """Subscribed to other topics since the last assignment: aiokafka has dropped the old
+        partitions' state before the revocation callback runs."""
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._replies_ready = False
+        """Reply routes can run: the attach client and the reply producer were made at start."""
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics)
         self.dead_letters = RecentDeadLetters()
@@ -127,8 +166,14 @@ class Bridge:
             *config.metrics.host_port,
             token=config.metrics.token,
             status=lambda: snapshot(
-                config, self.metrics, self.dead_letters, self.readiness(), self.blocked
+                self.config,
+                self.metrics,
+                self.dead_letters,
+                self.readiness(),
+                self.blocked,
+                controls=self.controls(),
             ),
+            reload=self.admin_reload,
         )
         self._blocked: dict[TopicPartition, tuple[Blocked, float]] = {}
         """Blocked partitions with the fetch time of their oldest unfinished record; kept for the
@@ -165,6 +210,11 @@ class Bridge:
         """Partitions stopped at a record that can never succeed, and why."""
         return {tp: blocked for tp, (blocked, _) in self._blocked.items()}
 
+    def controls(self) -> dict[str, Any]:
+        """The operator's side of ``/status.json``: the last reload."""
+        last = self.reloader.last
+        return {"last_reload": None if last is None else last.as_json()}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -174,11 +224,21 @@ class Bridge:
         once: nothing was fetched yet, so there is nothing to drain.
         """
         async with contextlib.AsyncExitStack() as stack:
+            self._stack = stack
             consumer = await _unless_stopped(self._start(stack), stop)
             if consumer is None:
                 log.info("stopped while starting")
                 return
-            await self._consume(consumer, stop)
+            self._consuming = True
+            reloads = asyncio.create_task(self._reload_when_asked())
+            try:
+                await self._consume(consumer, stop)
+            finally:
+                self._consuming = False
+                if self._swap is not None:  # asked for while the loop ended: never applied
+                    self._swap.done.set_exception(NotRunning("the bridge is stopping"))
+                    self._swap = None
+                await _cancel(reloads)
             await self._shutdown(consumer)
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> AIOKafkaConsumer:
@@ -197,7 +257,8 @@ class Bridge:
             )
         )
         attach_client = None
-        if any(r.reply_topic for r in cfg.routes):
+        self._replies_ready = any(r.reply_topic for r in cfg.routes)
+        if self._replies_ready:
             # waiting for results holds connections for as long as a handler runs: a pool of
             # their own, so that waiting replies never take the connections sends need
             attach_client = await stack.enter_async_context(
@@ -244,7 +305,6 @@ class Bridge:
             metrics=self.metrics,
             health=self.health,
             delivery=cfg.delivery,
-            route_limits={r.name: r.config.max_in_flight for r in self.router.routes},
             dead_letters=dead_letters,
             on_finished=self.record_finished,
             on_blocked=self.partition_blocked,
@@ -253,6 +313,7 @@ class Bridge:
             replies=replies,
             attach_client=attach_client,
         )
+        dispatcher.configure_routes(cfg.routes)
         stack.push_async_callback(dispatcher.aclose)
 
         consumer = self._consumer = AIOKafkaConsumer(
@@ -267,22 +328,27 @@ class Bridge:
             fetch_max_bytes=cfg.kafka.fetch_max_bytes,
             max_partition_fetch_bytes=cfg.kafka.max_partition_fetch_bytes,
         )
-        listener = _Rebalance(self)
-        if cfg.topic_pattern:
-            consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
-        else:
-            consumer.subscribe(topics=list(cfg.topics), listener=listener)
+        self._subscribe(consumer, cfg)
         stack.push_async_callback(consumer.stop)
         await consumer.start()
         topics = cfg.topic_pattern or list(cfg.topics)
         log.info("consuming %s as group %s", topics, cfg.kafka.group_id)
         return consumer
 
+    def _subscribe(self, consumer: AIOKafkaConsumer, cfg: BridgeConfig) -> None:
+        listener = _Rebalance(self)
+        if cfg.topic_pattern:
+            consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(cfg.topics), listener=listener)
+
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         delivery = self.config.delivery
         interval = delivery.commit_interval.total_seconds()
         next_commit = time.monotonic() + interval
         while not stop.is_set():
+            if self._swap is not None:  # between two fetches: no record is half planned
+                await self._swap_in(consumer, self._swap)
             capacity = delivery.max_pending_records - self.tracker.in_progress
             registry_up = self._decoder is None or self._decoder.up
             self._flow_control(consumer, capacity > 0 and self.health.up and registry_up)
@@ -312,12 +378,110 @@ class Bridge:
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
 
+    # -- reload ----------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Reload the routing file soon (the SIGHUP handler: it only sets a flag; several
+        signals during one reload make one more reload after it)."""
+        self._reload_wanted.set()
+
+    async def _reload_when_asked(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await self.reloader.reload("SIGHUP")
+
+    async def admin_reload(self) -> tuple[int, dict[str, Any]]:
+        """``POST /admin/reload``: refused with 409 while another reload runs."""
+        report = await self.reloader.reload("admin", wait=False)
+        return report.answer()
+
+    async def reload_routes(self, config: BridgeConfig, changes: ConfigDiff) -> None:
+        """Run ``config``'s routes from the consume loop's next turn; returns once they run.
+
+        Raises :class:`CannotApply` (routes this process cannot add without a restart) or
+        :class:`NotRunning` before anything changed.
+        """
+        if not self._consuming:
+            raise NotRunning("the bridge is starting or stopping; reload when it consumes")
+        problems = unrunnable(config, replies=self._replies_ready)
+        if problems:
+            raise CannotApply(problems)
+        swap = self._swap = _Swap(config, changes, asyncio.get_running_loop().create_future())
+        await swap.done
+
+    async def _swap_in(self, consumer: AIOKafkaConsumer, swap: _Swap) -> None:
+        """Run the new routes (the consume loop awaits this: nothing is fetched meanwhile)."""
+        self._swap = None
+        try:
+            await self._use_routes(consumer, swap.config, swap.changes)
+        except asyncio.CancelledError:  # a forced exit: the reload waiting must not hang
+            swap.done.set_exception(NotRunning("the bridge is stopping"))
+            raise
+        except Exception as exc:  # the reload reports it; the loop goes on
+            swap.done.set_exception(exc)
+        else:
+            swap.done.set_result(None)
+
+    async def _use_routes(
+        self, consumer: AIOKafkaConsumer, config: BridgeConfig, changes: ConfigDiff
+    ) -> None:
+        assert self._dispatcher is not None
+        assert self._stack is not None
+        decoder = self._decoder
+        if decoder is None and uses_registry(config):  # the first route with a framed format
+            decoder = await open_decoder(config, self.metrics, self._stack)
+        if changes.subscription_changed:
+            # once subscribed anew, aiokafka commits nothing of the old partitions: the
+            # revocation that follows could not commit what finished, so drain and commit now
+            self._flow_control(consumer, False)
+            self._dispatcher.flush()
+            unblocked = {tp for tp in self.tracker.partitions if tp not in self._blocked}
+            log.info(
+                "reload: the topics change; draining %d unfinished records before subscribing",
+                self.tracker.in_progress_of(unblocked),
+            )
+            if not await self._drain(unblocked):
+                log.warning(
+                    "reload: drain timed out; the unfinished records are read again after the "
+                    "rebalance and planned with the new routes"
+                )
+            await self._commit(consumer)
+        else:
+            # an open batch holds invocations planned by the old route: it closes now, as planned
+            self._dispatcher.flush(changes.stale_routes)
+        # from here on every record is planned by the new routes
+        switch = (self.config.topic_pattern is None) != (config.topic_pattern is None)
+        self.config = config
+        self.router = Router(config)
+        self._prepare_metrics(config)
+        self._dispatcher.configure_routes(config.routes)
+        if decoder is not None:
+            decoder.use_formats(route_formats(config.routes))
+            self._decoder = decoder
+        if changes.subscription_changed:
+            if switch:  # aiokafka refuses to go from topics to a pattern or back
+                consumer.unsubscribe()
+            self._subscribed_anew = True
+            self._subscribe(consumer, config)
+            topics = config.topic_pattern or list(config.topics)
+            log.info("reload: consuming %s as group %s", topics, config.kafka.group_id)
+
+    def _prepare_metrics(self, config: BridgeConfig) -> None:
+        """Every route's series at 0 (a reload's new routes too; a removed route's stay)."""
+        self.metrics.prepare((r.name, r.topics) for r in config.routes)
+        self.metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
+        self.metrics.prepare_batches(r.name for r in config.routes if r.batch)
+
     # -- records ---------------------------------------------------------------------------
 
     def _take(self, consumer: AIOKafkaConsumer, tp: TopicPartition, msgs: Sequence[Any]) -> None:
         """Handle one partition's fetched records, up to ``max_pending_per_partition`` records
         not yet committable; seek back to the first one left over, so Kafka keeps it."""
         if tp not in self._assigned:  # being revoked: the next owner reads it from the commit
+            return
+        if not self.router.routes_for(tp.topic):
+            # a topic a reload removed, fetched before its revocation: leave it uncommitted
             return
         if tp in self._blocked:  # fetched before the pause took effect
             room = 0
@@ -423,8 +587,10 @@ class Bridge:
         # fetched or taken, or a record sent after the commit below would be sent again by
         # the next owner
         self._assigned -= tps
+        # after a reload subscribed anew, aiokafka has dropped the old partitions (pausing one
+        # would fail an assertion): nothing of them is fetched any more anyway
         with contextlib.suppress(KafkaError):  # IllegalStateError: no longer assigned
-            consumer.pause(*tps)
+            consumer.pause(*(tps & consumer.assignment()))
         self._dispatcher.flush()
         await self._drain(unblocked)
         await self._commit(consumer, only=tps)
@@ -439,6 +605,7 @@ class Bridge:
     def partitions_assigned(self, tps: set[TopicPartition]) -> None:
         """Own ``tps``; a partition blocked earlier in this process stays paused and reported."""
         self._joined = True
+        self._subscribed_anew = False
         self._assigned = set(tps)
         log.info("partitions assigned: %s", sorted(tps))
         held = tps & self._blocked.keys()
@@ -466,6 +633,8 @@ class Bridge:
         or hold ``max_pending_per_partition`` records not yet committable; resume the rest."""
         # the callbacks' view of ownership: consumer.assignment() lags behind a revocation
         assigned = self._assigned
+        if self._subscribed_anew:  # aiokafka forgot the old partitions before the callback ran
+            assigned = assigned & consumer.assignment()
         if fetch:
             full = self.tracker.full(self.config.delivery.max_pending_per_partition)
             want_paused = assigned & (self._blocked.keys() | full)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from bridge import __version__, cli
 from bridge.cli import main
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, ConfigError
 
 GOOD = """\
 [kafka]
@@ -289,8 +290,9 @@ def test_an_unexpected_error_while_loading_is_one_line(
 
 
 class FakeBridge:
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, load: Callable[[BridgeConfig], BridgeConfig]) -> None:
         seen["config"] = config
+        seen["load"] = load
 
 
 seen: dict[str, Any] = {}
@@ -327,6 +329,29 @@ def test_run_takes_level_and_token_from_the_config(
     assert main(["run", "--routes", str(routes), *flag]) == 0
     assert logged["level"] == level
     assert seen["config"].restate.token == "s3cret"
+    # a reload reads the same file, with the same environment
+    assert seen["load"](seen["config"]) == seen["config"]
+
+
+def test_a_reload_reads_the_file_again_and_reports_problems_as_path_line(
+    routes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "Bridge", FakeBridge)
+
+    async def serve(bridge: object) -> int:
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    assert main(["run", "--routes", str(routes)]) == 0
+    running = seen["config"]
+    routes.write_text(routes.read_text().replace('target = "', 'target = "x', 1))
+    with pytest.raises(ConfigError) as caught:
+        seen["load"](running)
+    assert caught.value.problems[0].startswith(f"{routes}:")
+    routes.write_bytes(b"\xff")
+    with pytest.raises(ConfigError) as caught:
+        seen["load"](running)
+    assert caught.value.problems == [f"{routes}:1: the routes file is not UTF-8 text (byte 0xff)"]
 
 
 def test_route_key_hex_and_value_file(

@@ -28,7 +28,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from bridge.config import DeliveryConfig
+from bridge.config import DeliveryConfig, RouteConfig
 from bridge.deadletter import DeadLetter, DeadLetterSink
 from bridge.dispatch import Blocked, Dispatcher, PendingRecord
 from bridge.health import IngressHealth
@@ -278,12 +278,14 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             metrics=metrics,
             health=health,
             delivery=delivery,
-            route_limits=route_limits or {},
             dead_letters=DeadLetterSink(producer, "dlq") if dead_letter else None,
             on_finished=lambda p: box[0].finished.append(p),
             on_blocked=lambda b: box[0].blocked.append(b),
             on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
+        )
+        dispatcher.configure_routes(
+            [route_config(name, limit) for name, limit in (route_limits or {}).items()]
         )
         box.append(Harness(dispatcher, metrics, health, producer))
         made.append((box[0], client))
@@ -514,6 +516,37 @@ async def test_a_route_at_its_cap_does_not_starve_other_routes(
     await h.finished_offsets(*range(8))
     assert ingress.peak["Slow"] == 2
     assert ingress.total_peak <= 4
+
+
+async def test_configure_routes_again_keeps_a_routes_cap_and_a_new_limit_takes_over(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    """A reload calls configure_routes again: an unchanged limit keeps its semaphore (the sends
+    under way still count), a route that is gone keeps its cap for what was planned before, and
+    a route whose limit is lifted is uncapped from then on."""
+    h = harness(max_in_flight=64, route_limits={"Slow": 2}, timeout=30)
+    gate = asyncio.Event()
+    for n in range(12):
+        ingress.script(f"s{n}", Answer(gate=gate))
+    for n in range(4):
+        h.send(n, f"s{n}", route="Slow")
+    await until(lambda: ingress.in_flight["Slow"], lambda n: n == 2, "Slow at its cap")
+    h.dispatcher.configure_routes([route_config("Slow", 2)])  # unchanged
+    h.dispatcher.configure_routes([route_config("Other", None)])  # Slow removed
+    for n in range(4, 8):
+        h.send(n, f"s{n}", route="Slow")  # planned before the removal
+    await asyncio.sleep(0.05)
+    assert ingress.in_flight["Slow"] == 2, "a reload lifted the cap of sends under way"
+    h.dispatcher.configure_routes([route_config("Slow", None)])  # added again, no limit
+    for n in range(8, 12):
+        h.send(n, f"s{n}", route="Slow")
+    await until(lambda: ingress.in_flight["Slow"], lambda n: n == 6, "the new sends uncapped")
+    gate.set()
+    await h.finished_offsets(*range(12))
+
+
+def route_config(name: str, limit: int | None) -> RouteConfig:
+    return RouteConfig(name, 1, "service", name, "h", topics=("t",), max_in_flight=limit)
 
 
 # -- records that cannot become requests, bugs ------------------------------------------------

@@ -104,11 +104,12 @@ class Harness:
         batch: BatchConfig,
         kind: str = "object",
         value: bytes = b'{"n": 1}',
+        route: str = "r",
     ) -> PendingRecord:
         rec = Record(TP.topic, TP.partition, offset, 0, key.encode(), value)
         pending = PendingRecord(rec, TP, 1, PartitionOffsets())
         inv = Invocation(
-            route="r",
+            route=route,
             kind=kind,  # type: ignore[arg-type]
             service="Ledger",
             handler="apply",
@@ -156,7 +157,6 @@ async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]
                 retry_max=timedelta(milliseconds=20),
                 unknown_target_grace=timedelta(seconds=grace),
             ),
-            route_limits={},
             dead_letters=DeadLetterSink(producer, "dlq"),
             on_finished=lambda p: box[0].finished.append(p.record.offset),
             on_blocked=lambda b: None,
@@ -322,3 +322,20 @@ async def test_a_revoked_partition_drops_its_open_batch(
     await asyncio.sleep(0.05)
     assert ingress.requests == []
     assert h.finished == []
+
+
+async def test_flushing_some_routes_closes_only_their_batches(
+    ingress: BatchIngress, harness: Callable[..., Harness]
+) -> None:
+    """A reload closes the open batches of the routes it removes or changes (they hold
+    invocations planned by the old route), and leaves the others to fill up."""
+    h = harness()
+    h.send(0, "a", batch=FIVE, route="changed")
+    h.send(1, "a", batch=FIVE, route="kept")
+    h.dispatcher.flush({"changed", "removed"})
+    await h.finished_all(0)
+    assert [r.offsets for r in ingress.requests] == [[0]]
+    h.send(2, "a", batch=FIVE, route="changed")  # planned by the new route: a batch of its own
+    h.dispatcher.flush()
+    await h.finished_all(0, 1, 2)
+    assert sorted(r.offsets for r in ingress.requests) == [[0], [1], [2]]

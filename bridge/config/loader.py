@@ -30,8 +30,17 @@ from .schema import (
 # -- loading ----------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Read and validate a routes file, with the environment overrides and secrets in ``env``."""
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    running: BridgeConfig | None = None,
+) -> BridgeConfig:
+    """Read and validate a routes file, with the environment overrides and secrets in ``env``.
+
+    ``running`` is the config of a running bridge that reloads the file: a reload applies only
+    the routes, which keep running with ``running``'s other tables, so the routes are also
+    checked against those (a route reading the running dead-letter topic, say)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -47,10 +56,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Bridg
         raise ConfigError(
             [f"{path}:{line}: the routes file is not UTF-8 text (byte {raw[exc.start]:#04x})"]
         ) from None
-    return parse_config(text, path, env or {})
+    return parse_config(text, path, env or {}, running=running)
 
 
-def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
+def parse_config(
+    text: str, path: Path, env: Mapping[str, str], *, running: BridgeConfig | None = None
+) -> BridgeConfig:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -96,6 +107,8 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     if "schema_registry" in clean:  # else its own problem says what is wrong with it
         registry = _schema_registry_rules(registry, problems, env)
         _framed_formats(indexed, registry, problems)
+    if running is not None:
+        _against_running(indexed, running, problems)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
@@ -103,6 +116,22 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     return BridgeConfig(
         path, kafka, restate, metrics, dead_letter, delivery, routes, log_level, registry
     )
+
+
+def _against_running(
+    routes: list[tuple[int, RouteConfig]], running: BridgeConfig, problems: Problems
+) -> None:
+    """The rules across the file once more, with the tables a reload keeps from ``running``."""
+    kept = Problems(problems.path, problems.lines)
+    for rule in FILE_RULES:
+        rule(routes, running.dead_letter, running.delivery, kept)
+    _framed_formats(routes, running.schema_registry, kept)
+    for problem in dict.fromkeys(kept.items):
+        if problem not in problems.items:
+            problems.items.append(
+                f"{problem} (the running [dead_letter], [delivery] and [schema_registry] "
+                "stay in force until a restart)"
+            )
 
 
 def check_log_level(value: str) -> str | None:

@@ -113,6 +113,11 @@ class Decoder:
                     self._down.clear()
                     self._on_state(True)
 
+    def use_formats(self, formats: Callable[[str], tuple[frozenset[str], frozenset[str]]]) -> None:
+        """Read the framed fields ``formats`` names from the next record on (a reload's routes);
+        the cached schemas stay."""
+        self._formats = formats
+
     # -- decoding -------------------------------------------------------------------------
 
     def _framed(self, record: Record) -> list[tuple[str, bytes]]:

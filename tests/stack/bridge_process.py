@@ -143,6 +143,21 @@ class BridgeProcess:
                 f"log {self.process.log_path}:\n{self.process.log_tail()}"
             )
 
+    def post(
+        self, path: str, *, token: str | None = None, timeout: float = 60
+    ) -> tuple[int, dict[str, Any]]:
+        """``POST path`` without a body, with ``token`` as the bearer token (default: the
+        bridge's ``token``; ``""`` sends none); ``(status, JSON body)``."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(url, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
     def ready(self) -> bool:
         return self._get("/readyz")[0] == 200
 
