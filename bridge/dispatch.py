@@ -27,12 +27,12 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
-from .config import DeliveryConfig
+from .config import DeliveryConfig, RouteConfig
 from .deadletter import DeadLetter, DeadLetterSink
 from .decisions import (
     Attempts,
@@ -49,6 +49,7 @@ from .health import IngressHealth
 from .ingress import NO_INPUT, Client, SendReceipt
 from .metrics import Metrics
 from .offsets import PartitionOffsets, TopicPartition
+from .ratelimit import TokenBucket, default_burst
 from .record import Record
 from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .routing import Invocation, Poison
@@ -133,7 +134,6 @@ class Dispatcher:
         metrics: Metrics,
         health: IngressHealth,
         delivery: DeliveryConfig,
-        route_limits: dict[str, int | None],
         dead_letters: DeadLetterSink | None,
         on_finished: Callable[[PendingRecord], None],
         on_blocked: Callable[[Blocked], None],
@@ -157,9 +157,10 @@ class Dispatcher:
         self._timeout = request_timeout
         self._policy = Policy.from_config(delivery)
         self._global = asyncio.Semaphore(delivery.max_in_flight)
-        self._route_limits = {
-            name: asyncio.Semaphore(limit) for name, limit in route_limits.items() if limit
-        }
+        # per-route state, built by configure_routes
+        self._route_limits: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._policies: dict[str, Policy] = {}
         self._lanes: dict[tuple[Any, ...], deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[TopicPartition, _Ownership] = {}
@@ -169,6 +170,37 @@ class Dispatcher:
         self._batch_timer: asyncio.Task[None] | None = None
         self._batch_timer_at = 0.0
         self._batch_wake = asyncio.Event()
+
+    def configure_routes(self, routes: Sequence[RouteConfig]) -> None:
+        """Build every per-route setting from ``routes``: the ``max_in_flight`` semaphores, the
+        ``rate_limit`` token buckets and the status policies (``retry_on``, ...).
+
+        Called once at start and again on a reload. A route whose ``max_in_flight`` or rate
+        limit did not change keeps its semaphore or its bucket (sends under way and tokens spent
+        carry over); a changed one starts afresh, full, and sends already holding a slot of the
+        old semaphore release it there. Jobs already waiting for tokens keep their reservation.
+        """
+        now = time.monotonic()
+        limits: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        buckets: dict[str, TokenBucket] = {}
+        policies: dict[str, Policy] = {}
+        for route in routes:
+            name = route.name
+            if route.max_in_flight:
+                kept = self._route_limits.get(name)
+                if kept is None or kept[0] != route.max_in_flight:
+                    kept = (route.max_in_flight, asyncio.Semaphore(route.max_in_flight))
+                limits[name] = kept
+            if route.rate_limit:
+                capacity = float(route.rate_limit_burst or default_burst(route.rate_limit))
+                bucket = self._buckets.get(name)
+                if bucket is None or (bucket.rate, bucket.capacity) != (route.rate_limit, capacity):
+                    bucket = TokenBucket.full(route.rate_limit, capacity, now)
+                buckets[name] = bucket
+            if route.statuses:
+                policies[name] = dataclasses.replace(self._policy, statuses=route.statuses)
+        self._route_limits, self._buckets, self._policies = limits, buckets, policies
+        self._metrics.prepare_rate_limits((r.name, r.rate_limit) for r in routes)
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -250,6 +282,11 @@ class Dispatcher:
         try:
             if job.stale:
                 return
+            if isinstance(item, Invocation):
+                # before any slot: a job waiting for its route's rate holds none others need
+                await self._throttle(job, item.route, 1)
+                if job.stale:
+                    return
             if isinstance(item, Invocation) and item.reply is not None:
                 await self._reply_slots.acquire()
                 slot = True
@@ -267,7 +304,10 @@ class Dispatcher:
                         slot, handed_off = False, True
                         return
             if reason is not None:
-                await self._reject(job, item.route, reason)
+                if job.gave_up is not None and job.gave_up.block:
+                    await self._block(job, item.route, reason, by_policy=True)
+                else:
+                    await self._reject(job, item.route, reason)
         except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
             reason = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("%s: %s", job.pending.coordinates, reason)
@@ -282,6 +322,7 @@ class Dispatcher:
         """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
         ``None`` when the partition was revoked meanwhile."""
         metrics, route = self._metrics, inv.route
+        policy = self._policies.get(route, self._policy)
         attempts = Attempts()
         while not job.stale:
             started = time.perf_counter()
@@ -289,7 +330,7 @@ class Dispatcher:
                 receipt = await self._send(job, inv)
             except Exception as exc:  # every failure goes to the decision, whatever its type
                 error = exc
-                decision = after_send_failure(error, attempts, time.monotonic(), self._policy)
+                decision = after_send_failure(error, attempts, time.monotonic(), policy)
             else:
                 if receipt is None:  # revoked while waiting for a slot
                     return None
@@ -327,7 +368,7 @@ class Dispatcher:
         """One ``/send`` within the route's limit, then the global one (in that order: a slow
         route at its cap waits for its own slots without holding global slots others need)."""
         route_limit = self._route_limits.get(inv.route)
-        async with route_limit or contextlib.nullcontext(), self._global:
+        async with route_limit[1] if route_limit else contextlib.nullcontext(), self._global:
             if job.stale:
                 return None
             gauge = self._metrics.in_flight_gauge(inv.route)
@@ -340,6 +381,7 @@ class Dispatcher:
                     idempotency_key=inv.idempotency_key,
                     headers=inv.headers,
                     timeout=self._timeout,
+                    limit_key=inv.limit_key,
                 )
             finally:
                 gauge.dec()
@@ -348,6 +390,25 @@ class Dispatcher:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.ownership.released.wait(), seconds)
+
+    async def _throttle(self, job: _Job, route: str, records: int) -> None:
+        """Wait until the route's rate limit lets ``records`` records go (a batch takes one token
+        per record, once: retries take none), or until the partition is revoked."""
+        bucket = self._buckets.get(route)
+        if bucket is None:
+            return
+        started = time.monotonic()
+        wait = bucket.reserve(records, started)
+        if wait <= 0:
+            return
+        self._metrics.rate_limited.labels(route).inc(records)
+        try:
+            await self._pause(job, wait)
+        finally:
+            now = time.monotonic()
+            self._metrics.rate_limit_wait.labels(route).inc(now - started)
+            if job.stale:  # revoked (or closing) while waiting: the tokens were never used
+                bucket.refund(records, now)
 
     # -- replies ---------------------------------------------------------------------------
 
@@ -564,21 +625,24 @@ class Dispatcher:
         self._on_dead_letter(letter)
         self._finish(job, route, "dead_lettered")
 
-    async def _block(self, job: _Job, route: str, reason: str) -> None:
+    async def _block(self, job: _Job, route: str, reason: str, *, by_policy: bool = False) -> None:
         """Report the partition blocked and hold this job (and its lane) until the partition is
         revoked or the dispatcher closes; the record stays unfinished, so nothing past it is
-        committed and the next owner reads it again."""
+        committed and the next owner reads it again. ``by_policy``: the route's ``block_on``
+        asked for it (a dead-letter topic would not help)."""
         pending = job.pending
         tp = pending.tp
         log.error(
-            "%s: partition %s-%d blocked at offset %d: route %s: %s (fix the cause or configure "
-            "a [dead_letter] topic, then restart)",
+            "%s: partition %s-%d blocked at offset %d: route %s: %s (%s, then restart)",
             pending.coordinates,
             tp.topic,
             tp.partition,
             pending.record.offset,
             route,
             reason,
+            "the route's block_on names this answer: fix its cause"
+            if by_policy
+            else "fix the cause or configure a [dead_letter] topic",
         )
         try:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
@@ -607,7 +671,9 @@ class Dispatcher:
         assert config is not None
         assert inv.body is not None
         rec = pending.record
-        group = (inv.route, rec.topic, rec.partition, inv.key if inv.kind == "object" else None)
+        key = inv.key if inv.kind == "object" else None
+        # a batch is one invocation: one scope and one limit key for all its records
+        group = (inv.route, rec.topic, rec.partition, key, inv.scope, inv.limit_key)
         opens = group not in self._batches
         now = time.monotonic()
         for batch in self._batches.add(
@@ -679,11 +745,16 @@ class Dispatcher:
         try:
             if job.stale:
                 return
+            await self._throttle(job, inv.route, len(tickets))
+            if job.stale:
+                return
             accepted = await self._deliver(job, inv)
             if isinstance(accepted, SendReceipt):
                 self._batch_accepted(inv.route, tickets, accepted)
             elif accepted is not None:
-                if len(tickets) > 1 and _splits(job.gave_up):
+                if job.gave_up is not None and job.gave_up.block:
+                    await self._block(job, inv.route, accepted, by_policy=True)
+                elif len(tickets) > 1 and _splits(job.gave_up):
                     log.warning(
                         "%s: route %s: a batch of %d records was refused (%s); retrying it "
                         "record by record",
@@ -726,6 +797,9 @@ class Dispatcher:
                 return
             if isinstance(accepted, SendReceipt):
                 self._batch_accepted(inv.route, [(pending, inv, owner)], accepted)
+            elif one.gave_up is not None and one.gave_up.block:
+                await self._block(one, inv.route, accepted, by_policy=True)
+                return
             else:
                 self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
                 await self._reject(one, inv.route, accepted)

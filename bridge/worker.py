@@ -244,7 +244,6 @@ class Bridge:
             metrics=self.metrics,
             health=self.health,
             delivery=cfg.delivery,
-            route_limits={r.name: r.config.max_in_flight for r in self.router.routes},
             dead_letters=dead_letters,
             on_finished=self.record_finished,
             on_blocked=self.partition_blocked,
@@ -253,6 +252,7 @@ class Bridge:
             replies=replies,
             attach_client=attach_client,
         )
+        dispatcher.configure_routes(cfg.routes)
         stack.push_async_callback(dispatcher.aclose)
 
         consumer = self._consumer = AIOKafkaConsumer(

@@ -156,7 +156,6 @@ async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]
                 retry_max=timedelta(milliseconds=20),
                 unknown_target_grace=timedelta(seconds=grace),
             ),
-            route_limits={},
             dead_letters=DeadLetterSink(producer, "dlq"),
             on_finished=lambda p: box[0].finished.append(p.record.offset),
             on_blocked=lambda b: None,
