@@ -13,6 +13,11 @@ reply is produced, never a send slot. Past the route's maximum wait the record i
 (the invocation keeps running in Restate); a reply that cannot be produced yet (a missing topic, a
 broker away) is retried without end, visibly, and its record stays unfinished.
 
+Per-route settings (:meth:`Dispatcher.configure_routes`): a route's ``max_in_flight`` semaphore,
+its ``rate_limit`` token bucket and its status lists. A job takes its route's tokens before any
+slot (so a job held back by its rate holds nothing others need), then the route's slot, then a
+global one; the route's status lists go into the decisions with its :class:`Policy`.
+
 Nothing a record holds can end a lane: every exception while handling one job is caught there and
 becomes a dead letter (or a blocked partition) with its reason. A blocked job waits until its
 partition is revoked (:meth:`Dispatcher.drop`) or the dispatcher closes, and then ends without

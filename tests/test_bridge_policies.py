@@ -149,8 +149,7 @@ async def test_rate_limit_spreads_sends_over_time_and_shows_the_waiting(
     for i, key in enumerate(keys):
         await recorded_as(client, key, list(range(i, 100, 10)), timeout=60)
     rows = restate.query(
-        "select id, created_at from sys_invocation "
-        f"where target like 'Recorder/{tag}-%/record'"
+        f"select id, created_at from sys_invocation where target like 'Recorder/{tag}-%/record'"
     )
     assert len(rows) == 100  # each record once
     created = sorted(_instant(row["created_at"]) for row in rows)
