@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check":
         print(f"{args.routes}: ok, {len(config.routes)} route(s)")
+        for note in scope_notes(config):
+            print(f"note: {note}")
         return 0
     if args.command == "route":
         return _route(args, config)
@@ -227,6 +229,24 @@ async def _decode(config: BridgeConfig, record: Record) -> Record | str:
     return decoded
 
 
+def scope_notes(config: BridgeConfig) -> list[str]:
+    """What a routing file with scoped routes needs from the Restate server, which ``check``
+    cannot see: one sentence per scoped route."""
+    notes = []
+    for route in config.routes:
+        if route.scope is None:
+            continue
+        needs = "experimental-enable-vqueues = true"
+        if route.target == "object":
+            needs += " and experimental-enable-scoped-virtual-objects = true"
+        notes.append(
+            f"route {route.name!r} sends scoped invocations: the Restate server needs {needs} "
+            "(Restate 1.7 answers 400 otherwise, and the bridge retries with the ingress marked "
+            "down)"
+        )
+    return notes
+
+
 def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
     if isinstance(item, Poison):
         return {"route": item.route, "dead_letter": item.reason}
@@ -246,6 +266,8 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         "headers": item.headers,
         "content_type": item.content_type,
         "body": None if item.body is None else item.body.decode("utf-8", "replace"),
+        **({"scope": item.scope} if item.scope is not None else {}),
+        **({"limit_key": item.limit_key} if item.limit_key is not None else {}),
     }
 
 
@@ -259,6 +281,8 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     factory = loop_factory(getattr(args, "loop", "auto"))
     # secrets are repr=False fields: the whole configuration is safe to log
     log.debug("configuration: %r; event loop: %s", config, "uvloop" if factory else "asyncio")
+    for note in scope_notes(config):
+        log.info("%s", note)
     bridge = Bridge(config, load=lambda running: _load(args.routes, running))
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(bridge))

@@ -30,6 +30,7 @@ from .config import DeliveryConfig
 from .durations import format_duration
 from .ingress import IngressError, InvocationError
 from .replies import Failed, ReplyTopicMissing
+from .status_policy import StatusPolicy
 
 DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx", "http_401", "http_403"})
 """Failures that say the ingress itself is unwell, or refuses the bridge's credentials: fetching
@@ -47,6 +48,8 @@ class Policy:
     """Retry delays, capped at ``retry_max`` whatever a ``Retry-After`` says."""
     unknown_target_grace: float = 60.0
     """Seconds a 404 for an unknown service or handler is retried."""
+    statuses: StatusPolicy = field(default_factory=StatusPolicy)
+    """A route's ``retry_on`` / ``dead_letter_on`` / ``block_on``: they win over the defaults."""
 
     @classmethod
     def from_config(cls, delivery: DeliveryConfig) -> Policy:
@@ -87,6 +90,8 @@ class GiveUp:
     label: str
     unexpected: bool = False
     """Not an ingress answer but an exception nobody expected (log it with its traceback)."""
+    block: bool = False
+    """Stop the partition at this record even when a dead-letter topic exists (``block_on``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,12 @@ def after_send_failure(
 ) -> Retry | GiveUp:
     """What to do after a send of one invocation failed with ``error`` at monotonic time ``now``.
 
+    - an ingress answer (not a handler's terminal error) whose status the route's
+      ``policy.statuses`` names: ``retry_on`` retries forever as below, ``dead_letter_on`` gives
+      up, ``block_on`` gives up and blocks; the lists win over every rule after this one, the
+      404 grace included;
+    - a 400 saying the server has scoped invocations switched off: retry forever and mark the
+      ingress down (the server's configuration is at fault, not the record);
     - retryable ingress errors (connection, timeout, 401/403 not from a handler, 408, 425, 429,
       5xx): retry forever with backoff, honouring ``retry_after`` up to ``retry_max``; connection,
       timeout, 401, 403 and 5xx mark the ingress down;
@@ -123,6 +134,27 @@ def after_send_failure(
     if not isinstance(error, IngressError):
         return GiveUp(f"internal error: {type(error).__name__}: {error}", "internal", True)
     label = error.reason
+    status = error.status
+    if status is not None and not _from_handler(error) and policy.statuses:
+        treatment = policy.statuses.treatment(status)
+        if treatment == "retry":
+            return Retry(
+                policy.backoff.delay(attempts.count, error.retry_after, rng),
+                Attempts(attempts.count + 1, attempts.unknown_target_since),
+                label,
+                ingress_down=label in DOWN_REASONS,
+            )
+        if treatment == "dead_letter":
+            return GiveUp(f"ingress answered {error} (dead_letter_on)", label)
+        if treatment == "block":
+            return GiveUp(f"ingress answered {error} (block_on)", label, block=True)
+    if scopes_switched_off(error):
+        return Retry(
+            policy.backoff.delay(attempts.count, error.retry_after, rng),
+            Attempts(attempts.count + 1, attempts.unknown_target_since),
+            label,
+            ingress_down=True,
+        )
     if error.retryable:
         return Retry(
             policy.backoff.delay(attempts.count, error.retry_after, rng),
@@ -142,6 +174,29 @@ def after_send_failure(
     if error.status is None:
         return GiveUp(str(error), label)
     return GiveUp(f"ingress answered {error}", label)
+
+
+SCOPES_SWITCHED_OFF = (
+    "scoped invocations require vqueues to be enabled",
+    "scope is not supported for virtual object targets",
+)
+"""How Restate 1.7 says (400, source ``ingress``) that its experimental options for scoped
+invocations (``experimental-enable-vqueues``, ``experimental-enable-scoped-virtual-objects``)
+are off."""
+
+
+def scopes_switched_off(error: IngressError) -> bool:
+    """The ingress refused a scoped invocation because the server does not enable scopes: no
+    record is at fault, and every record of the route would be refused alike."""
+    if error.status != 400 or _from_handler(error):
+        return False
+    message = error.message.lower()
+    return any(phrase in message for phrase in SCOPES_SWITCHED_OFF)
+
+
+def _from_handler(error: IngressError) -> bool:
+    """A handler's terminal error (the invocation's outcome), not the ingress's own answer."""
+    return isinstance(error, InvocationError) or error.source == "invocation"
 
 
 def after_dead_letter_failure(

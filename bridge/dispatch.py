@@ -13,6 +13,11 @@ reply is produced, never a send slot. Past the route's maximum wait the record i
 (the invocation keeps running in Restate); a reply that cannot be produced yet (a missing topic, a
 broker away) is retried without end, visibly, and its record stays unfinished.
 
+Per-route settings (:meth:`Dispatcher.configure_routes`): a route's ``max_in_flight`` semaphore,
+its ``rate_limit`` token bucket and its status lists. A job takes its route's tokens before any
+slot (so a job held back by its rate holds nothing others need), then the route's slot, then a
+global one; the route's status lists go into the decisions with its :class:`Policy`.
+
 Nothing a record holds can end a lane: every exception while handling one job is caught there and
 becomes a dead letter (or a blocked partition) with its reason. A blocked job waits until its
 partition is revoked (:meth:`Dispatcher.drop`) or the dispatcher closes, and then ends without
@@ -49,6 +54,7 @@ from .health import IngressHealth
 from .ingress import NO_INPUT, Client, SendReceipt
 from .metrics import Metrics
 from .offsets import PartitionOffsets, TopicPartition
+from .ratelimit import TokenBucket, default_burst
 from .record import Record
 from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .routing import Invocation, Poison
@@ -156,8 +162,11 @@ class Dispatcher:
         self._timeout = request_timeout
         self._policy = Policy.from_config(delivery)
         self._global = asyncio.Semaphore(delivery.max_in_flight)
+        # per-route state, built by configure_routes
         self._route_limits: dict[str, tuple[int, asyncio.Semaphore]] = {}
         """Per route name: its ``max_in_flight`` and the semaphore that holds it."""
+        self._buckets: dict[str, TokenBucket] = {}
+        self._policies: dict[str, Policy] = {}
         self._lanes: dict[tuple[Any, ...], deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[TopicPartition, _Ownership] = {}
@@ -171,20 +180,38 @@ class Dispatcher:
     # -- per-route settings ----------------------------------------------------------------
 
     def configure_routes(self, routes: Sequence[RouteConfig]) -> None:
-        """Per-route state for ``routes``: called once at start and again on each reload.
+        """Build every per-route setting from ``routes``: the ``max_in_flight`` semaphores, the
+        ``rate_limit`` token buckets and the status policies (``retry_on``, ...).
 
-        A route whose limit is unchanged keeps its semaphore, so its sends under way still count.
-        A changed limit takes a new semaphore: sends already waiting or under way finish under
-        the old one, so for a moment both limits' worth may be in flight. A route that is gone
-        keeps its semaphore: invocations planned before the reload are sent as planned.
+        Called once at start and again on each reload. A route whose ``max_in_flight`` or rate
+        limit did not change keeps its semaphore or its bucket (sends under way and tokens spent
+        carry over); a changed one starts afresh, full, and sends already holding a slot of the
+        old semaphore release it there, so for a moment both limits' worth may be in flight. A
+        route that is gone keeps its settings: invocations planned before the reload are sent as
+        planned.
         """
+        now = time.monotonic()
+        limits = dict(self._route_limits)
+        buckets = dict(self._buckets)
+        policies = dict(self._policies)
         for route in routes:
-            limit = route.max_in_flight
-            current = self._route_limits.get(route.name)
-            if not limit:
-                self._route_limits.pop(route.name, None)
-            elif current is None or current[0] != limit:
-                self._route_limits[route.name] = (limit, asyncio.Semaphore(limit))
+            name = route.name
+            kept = limits.pop(name, None)
+            if route.max_in_flight:
+                if kept is None or kept[0] != route.max_in_flight:
+                    kept = (route.max_in_flight, asyncio.Semaphore(route.max_in_flight))
+                limits[name] = kept
+            bucket = buckets.pop(name, None)
+            if route.rate_limit:
+                capacity = float(route.rate_limit_burst or default_burst(route.rate_limit))
+                if bucket is None or (bucket.rate, bucket.capacity) != (route.rate_limit, capacity):
+                    bucket = TokenBucket.full(route.rate_limit, capacity, now)
+                buckets[name] = bucket
+            policies.pop(name, None)
+            if route.statuses:
+                policies[name] = dataclasses.replace(self._policy, statuses=route.statuses)
+        self._route_limits, self._buckets, self._policies = limits, buckets, policies
+        self._metrics.prepare_rate_limits((r.name, r.rate_limit) for r in routes)
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -266,6 +293,11 @@ class Dispatcher:
         try:
             if job.stale:
                 return
+            if isinstance(item, Invocation):
+                # before any slot: a job waiting for its route's rate holds none others need
+                await self._throttle(job, item.route, 1)
+                if job.stale:
+                    return
             if isinstance(item, Invocation) and item.reply is not None:
                 await self._reply_slots.acquire()
                 slot = True
@@ -283,7 +315,10 @@ class Dispatcher:
                         slot, handed_off = False, True
                         return
             if reason is not None:
-                await self._reject(job, item.route, reason)
+                if job.gave_up is not None and job.gave_up.block:
+                    await self._block(job, item.route, reason, by_policy=True)
+                else:
+                    await self._reject(job, item.route, reason)
         except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
             reason = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("%s: %s", job.pending.coordinates, reason)
@@ -298,6 +333,7 @@ class Dispatcher:
         """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
         ``None`` when the partition was revoked meanwhile."""
         metrics, route = self._metrics, inv.route
+        policy = self._policies.get(route, self._policy)
         attempts = Attempts()
         while not job.stale:
             started = time.perf_counter()
@@ -305,7 +341,7 @@ class Dispatcher:
                 receipt = await self._send(job, inv)
             except Exception as exc:  # every failure goes to the decision, whatever its type
                 error = exc
-                decision = after_send_failure(error, attempts, time.monotonic(), self._policy)
+                decision = after_send_failure(error, attempts, time.monotonic(), policy)
             else:
                 if receipt is None:  # revoked while waiting for a slot
                     return None
@@ -356,6 +392,7 @@ class Dispatcher:
                     idempotency_key=inv.idempotency_key,
                     headers=inv.headers,
                     timeout=self._timeout,
+                    limit_key=inv.limit_key,
                 )
             finally:
                 gauge.dec()
@@ -364,6 +401,25 @@ class Dispatcher:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.ownership.released.wait(), seconds)
+
+    async def _throttle(self, job: _Job, route: str, records: int) -> None:
+        """Wait until the route's rate limit lets ``records`` records go (a batch takes one token
+        per record, once: retries take none), or until the partition is revoked."""
+        bucket = self._buckets.get(route)
+        if bucket is None:
+            return
+        started = time.monotonic()
+        wait = bucket.reserve(records, started)
+        if wait <= 0:
+            return
+        self._metrics.rate_limited.labels(route).inc(records)
+        try:
+            await self._pause(job, wait)
+        finally:
+            now = time.monotonic()
+            self._metrics.rate_limit_wait.labels(route).inc(now - started)
+            if job.stale:  # revoked (or closing) while waiting: the tokens were never used
+                bucket.refund(records, now)
 
     # -- replies ---------------------------------------------------------------------------
 
@@ -580,21 +636,24 @@ class Dispatcher:
         self._on_dead_letter(letter)
         self._finish(job, route, "dead_lettered")
 
-    async def _block(self, job: _Job, route: str, reason: str) -> None:
+    async def _block(self, job: _Job, route: str, reason: str, *, by_policy: bool = False) -> None:
         """Report the partition blocked and hold this job (and its lane) until the partition is
         revoked or the dispatcher closes; the record stays unfinished, so nothing past it is
-        committed and the next owner reads it again."""
+        committed and the next owner reads it again. ``by_policy``: the route's ``block_on``
+        asked for it (a dead-letter topic would not help)."""
         pending = job.pending
         tp = pending.tp
         log.error(
-            "%s: partition %s-%d blocked at offset %d: route %s: %s (fix the cause or configure "
-            "a [dead_letter] topic, then restart)",
+            "%s: partition %s-%d blocked at offset %d: route %s: %s (%s, then restart)",
             pending.coordinates,
             tp.topic,
             tp.partition,
             pending.record.offset,
             route,
             reason,
+            "the route's block_on names this answer: fix its cause"
+            if by_policy
+            else "fix the cause or configure a [dead_letter] topic",
         )
         try:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
@@ -625,7 +684,9 @@ class Dispatcher:
         assert config is not None
         assert inv.body is not None
         rec = pending.record
-        group = (inv.route, rec.topic, rec.partition, inv.key if inv.kind == "object" else None)
+        key = inv.key if inv.kind == "object" else None
+        # a batch is one invocation: one scope and one limit key for all its records
+        group = (inv.route, rec.topic, rec.partition, key, inv.scope, inv.limit_key)
         opens = group not in self._batches
         now = time.monotonic()
         for batch in self._batches.add(
@@ -697,11 +758,16 @@ class Dispatcher:
         try:
             if job.stale:
                 return
+            await self._throttle(job, inv.route, len(tickets))
+            if job.stale:
+                return
             accepted = await self._deliver(job, inv)
             if isinstance(accepted, SendReceipt):
                 self._batch_accepted(inv.route, tickets, accepted)
             elif accepted is not None:
-                if len(tickets) > 1 and _splits(job.gave_up):
+                if job.gave_up is not None and job.gave_up.block:
+                    await self._block(job, inv.route, accepted, by_policy=True)
+                elif len(tickets) > 1 and _splits(job.gave_up):
                     log.warning(
                         "%s: route %s: a batch of %d records was refused (%s); retrying it "
                         "record by record",
@@ -744,6 +810,9 @@ class Dispatcher:
                 return
             if isinstance(accepted, SendReceipt):
                 self._batch_accepted(inv.route, [(pending, inv, owner)], accepted)
+            elif one.gave_up is not None and one.gave_up.block:
+                await self._block(one, inv.route, accepted, by_policy=True)
+                return
             else:
                 self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
                 await self._reject(one, inv.route, accepted)

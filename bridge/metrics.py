@@ -6,6 +6,7 @@ cardinality (topic, partition, route, outcome, reason), never keys or offsets.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -227,10 +228,29 @@ class Metrics:
             "Unix time the routes in force were loaded: at start, then at each applied reload.",
             registry=registry,
         )
+        self.rate_limit = Gauge(
+            "restate_bridge_rate_limit_records_per_second",
+            "A route's rate_limit in records per second (0: unlimited).",
+            ["route"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "restate_bridge_rate_limited",
+            "Records that waited for their route's rate limit before being sent.",
+            ["route"],
+            registry=registry,
+        )
+        self.rate_limit_wait = Counter(
+            "restate_bridge_rate_limit_wait_seconds",
+            "Seconds sends (a batch counts once) waited for their route's rate limit.",
+            ["route"],
+            registry=registry,
+        )
 
         self._message_counters: dict[tuple[str, str, str], Counter] = {}
         self._latency_histograms: dict[str, Histogram] = {}
         self._in_flight_gauges: dict[str, Gauge] = {}
+        self._rate_limit_routes: set[str] = set()
 
     # -- the per-record series, their children cached ---------------------------------------
     # ``labels()`` checks and stringifies its values and takes a lock on every call; the hot
@@ -271,6 +291,22 @@ class Metrics:
             self.batch_size.labels(route)
             for outcome in INVOCATION_OUTCOMES:
                 self.invocations.labels(route, outcome)
+
+    def prepare_rate_limits(self, routes: Iterable[tuple[str, float | None]]) -> None:
+        """Set every route's rate-limit gauge (0: unlimited) and create the waiting counters of
+        the limited routes at 0; a route no longer listed loses its series (after a reload)."""
+        routes = list(routes)
+        listed = {name for name, _ in routes}
+        for labels in list(self._rate_limit_routes - listed):
+            for metric in (self.rate_limit, self.rate_limited, self.rate_limit_wait):
+                with contextlib.suppress(KeyError):  # a counter never created for it
+                    metric.remove(labels)
+        self._rate_limit_routes = listed
+        for name, rate in routes:
+            self.rate_limit.labels(name).set(rate or 0)
+            if rate:
+                self.rate_limited.labels(name)
+                self.rate_limit_wait.labels(name)
 
     def prepare(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
         """Create the per-route series at 0, so that ``increase()`` sees the first event.

@@ -21,6 +21,7 @@ Every value taken from a record is checked before it becomes part of a request:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -41,6 +42,7 @@ from .record import (
     http_token,
     reserved_header,
 )
+from .scopes import limit_key_problem, scope_problem
 from .template import Template
 
 log = logging.getLogger(__name__)
@@ -88,14 +90,18 @@ class Invocation:
     batch: BatchConfig | None = None
     """A batch route's: ``body`` is the record's JSON item, sent with others in one invocation
     (:mod:`bridge.batching`)."""
+    scope: str | None = None
+    """The Restate scope the invocation runs in (a route's ``scope``)."""
+    limit_key: str | None = None
+    """Sent as ``x-restate-limit-key`` (a route's ``limit_key``); only with ``scope``."""
 
     def target(self, client: Client) -> Target:
         """The handler this invocation goes to, built by ``client``."""
         if self.key is None:
-            return client.service(self.service, self.handler)
+            return client.service(self.service, self.handler, scope=self.scope)
         if self.kind == "workflow":
-            return client.workflow(self.service, self.key, self.handler)
-        return client.object(self.service, self.key, self.handler)
+            return client.workflow(self.service, self.key, self.handler, scope=self.scope)
+        return client.object(self.service, self.key, self.handler, scope=self.scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +200,15 @@ class Route:
             body, content_type = _body(c, view)
         else:
             body, content_type = encode_item(view), "application/json"
+        scope = None if c.scope is None else _scoped("scope", c.scope, view, scope_problem)
+        limit_key = None
+        if c.limit_key is not None:
+            limit_key = _scoped("limit_key", c.limit_key, view, limit_key_problem)
         if c.ordering == "key":
-            lane: tuple[Any, ...] | None = (c.service, key)
+            # one scope's object is not another's: their records need no common order
+            lane: tuple[Any, ...] | None = (
+                (c.service, key) if scope is None else (c.service, key, scope)
+            )
         elif c.ordering == "partition":
             lane = (c.name, rec.topic, rec.partition)
         else:
@@ -218,6 +231,8 @@ class Route:
             lane=lane,
             reply=self._reply,
             batch=c.batch,
+            scope=scope,
+            limit_key=limit_key,
         )
 
     def _delay(self, view: RecordView) -> timedelta | None:
@@ -290,6 +305,19 @@ def _key(template: Template, kind: TargetKind, view: RecordView) -> str:
             f"the limit is {MAX_KEY_BYTES} bytes of UTF-8"
         )
     return key
+
+
+def _scoped(
+    option: str, template: Template, view: RecordView, problem: Callable[[str], str | None]
+) -> str:
+    """A rendered ``scope`` or ``limit_key``, checked by Restate's rules (:mod:`bridge.scopes`)."""
+    text = template.render(view)
+    wrong = problem(text)
+    if wrong is not None:
+        raise FieldError(
+            f"the {option} template {template.source!r} rendered an unusable value: {wrong}"
+        )
+    return text
 
 
 def _idempotency_key(template: Template, route: str, view: RecordView) -> str:

@@ -75,11 +75,15 @@ def handlers(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Handle
 
 
 def _restate(
-    owner: pytest.Config | pytest.Item, workdir: Path, handlers: HandlerServer | None
+    owner: pytest.Config | pytest.Item,
+    workdir: Path,
+    handlers: HandlerServer | None,
+    options: str = "",
 ) -> Iterator[RestateServer]:
-    """A Restate server in ``workdir``, its log kept for ``owner``'s failure reports, with the
-    test handlers registered unless ``handlers`` is None; stopped at the end."""
-    server = RestateServer(workdir)
+    """A Restate server in ``workdir`` (with the server-wide ``options``, TOML lines), its log
+    kept for ``owner``'s failure reports, with the test handlers registered unless ``handlers``
+    is None; stopped at the end."""
+    server = RestateServer(workdir, options=options)
     server.start()
     keep_log(owner, server.workdir / "restate.log")
     try:
@@ -96,6 +100,41 @@ def restate(
 ) -> Iterator[RestateServer]:
     """A Restate server with the test handlers registered, shared by the whole session."""
     yield from _restate(request.config, stack_dir / "restate", handlers)
+
+
+SCOPED_OPTIONS = (
+    "experimental-enable-vqueues = true\nexperimental-enable-scoped-virtual-objects = true"
+)
+"""Restate 1.7's options for scoped invocations (``/restate/scope/{scope}/...``, limit keys):
+vqueues for any scoped target, and scoped virtual objects for objects."""
+
+
+@pytest.fixture(scope="session")
+def scoped_restate(
+    request: pytest.FixtureRequest, stack_dir: Path, handlers: HandlerServer
+) -> Iterator[RestateServer]:
+    """A Restate server with scoped invocations switched on and the test handlers registered,
+    shared by the session (started by the first test that asks for it)."""
+    yield from _restate(request.config, stack_dir / "scoped-restate", handlers, SCOPED_OPTIONS)
+
+
+@pytest.fixture
+async def scoped_client(scoped_restate: RestateServer) -> AsyncIterator[Client]:
+    async with Client(scoped_restate.ingress_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def scoped_bridges(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    broker: Broker,
+    scoped_restate: RestateServer,
+) -> Iterator[BridgeFactory]:
+    """Start bridge processes against the session broker and the scoped Restate server."""
+    factory = BridgeFactory(request, tmp_path, broker, scoped_restate)
+    yield factory
+    factory.stop_all()
 
 
 @pytest.fixture

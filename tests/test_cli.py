@@ -380,3 +380,70 @@ def test_route_bad_key_hex_and_missing_value_file(
     missing = tmp_path / "absent.json"
     assert main(["route", str(routes), "--topic", "ledger", "--value-file", str(missing)]) == 2
     assert capsys.readouterr().err == (f"--value-file {missing}: No such file or directory\n")
+
+
+SCOPED = """\
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[restate]
+ingress_url = "http://restate:8080"
+
+[[routes]]
+name = "tenants"
+topic = "orders"
+target = "object"
+service = "Ledger"
+handler = "append"
+key = "{key}"
+scope = "{header.tenant}"
+limit_key = "{header.tenant}/{value.user}"
+
+[[routes]]
+name = "jobs"
+topic = "orders"
+target = "service"
+service = "Jobs"
+handler = "run"
+scope = "batch"
+rate_limit = 5
+retry_on = [409]
+"""
+
+
+def test_check_says_what_scoped_routes_need_from_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_text(SCOPED, encoding="utf-8")
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"{path}: ok, 2 route(s)",
+        "note: route 'tenants' sends scoped invocations: the Restate server needs "
+        "experimental-enable-vqueues = true and experimental-enable-scoped-virtual-objects = true "
+        "(Restate 1.7 answers 400 otherwise, and the bridge retries with the ingress marked down)",
+        "note: route 'jobs' sends scoped invocations: the Restate server needs "
+        "experimental-enable-vqueues = true (Restate 1.7 answers 400 otherwise, and the bridge "
+        "retries with the ingress marked down)",
+    ]
+
+
+def test_route_shows_scope_and_limit_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_text(SCOPED, encoding="utf-8")
+    argv = ["route", str(path), "--topic", "orders", "--key", "k1", "--header", "tenant=acme"]
+    assert main([*argv, "--value", '{"user": "u7"}']) == 0
+    tenants, jobs = lines(capsys.readouterr().out)
+    assert tenants["url"] == "http://restate:8080/restate/scope/acme/send/Ledger/k1/append"
+    assert (tenants["scope"], tenants["limit_key"]) == ("acme", "acme/u7")
+    assert jobs["url"] == "http://restate:8080/restate/scope/batch/send/Jobs/run"
+    assert jobs["scope"] == "batch"
+    assert "limit_key" not in jobs
+    assert main([*argv[:-2], "--header", "tenant=a b", "--value", "{}"]) == 0
+    poison, _ = lines(capsys.readouterr().out)
+    assert poison["route"] == "tenants"
+    assert "scope 'a b' holds characters Restate refuses" in poison["dead_letter"]

@@ -3,6 +3,7 @@ produce failures. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -41,6 +42,7 @@ from bridge.ingress import (
     NotReady,
     ResponseError,
 )
+from bridge.status_policy import StatusPolicy, parse_statuses
 
 POLICY = Policy(Backoff(initial=0.1, maximum=10.0), unknown_target_grace=60.0)
 
@@ -216,6 +218,147 @@ def test_zero_grace_gives_up_on_the_second_404() -> None:
     first = after_send_failure(error, Attempts(), 5.0, policy, Top())
     assert isinstance(first, Retry)
     assert isinstance(after_send_failure(error, first.attempts, 5.0, policy, Top()), GiveUp)
+
+
+# -- a route's status lists (retry_on, dead_letter_on, block_on) -------------------------------
+
+ROUTE_POLICY = dataclasses.replace(
+    POLICY,
+    statuses=StatusPolicy(
+        retry_on=parse_statuses([409, "400"], "retry_on")[0],
+        dead_letter_on=parse_statuses(["5xx", 429, 404], "dead_letter_on")[0],
+        block_on=parse_statuses(["410-422"], "block_on")[0],
+    ),
+)
+
+
+def decide_for_route(
+    error: Exception, attempts: Attempts | None = None, now: float = 1000.0
+) -> object:
+    return after_send_failure(error, attempts or Attempts(), now, ROUTE_POLICY, Top())
+
+
+LISTED: list[tuple[str, IngressError, object]] = [
+    # retry_on: retried forever, with backoff; ingress down only for what is "down" by default
+    ("409 retry", ResponseError(409, "conflict", source="ingress"), "retry"),
+    ("400 retry", ResponseError(400, "bad", source="ingress"), "retry"),
+    ("409 no source retry", ResponseError(409, "conflict"), "retry"),
+    # dead_letter_on: given up at once, whatever the default was
+    ("503 dead", ResponseError(503, "unavailable", source="ingress"), "dead_letter"),
+    ("500 dead", ResponseError(500, "boom"), "dead_letter"),
+    ("429 dead", ResponseError(429, "busy", retry_after=1.0), "dead_letter"),
+    ("404 dead, no grace", ResponseError(404, "unknown service", source="ingress"), "dead_letter"),
+    # block_on: given up, blocking even with a dead-letter topic
+    ("413 block", ResponseError(413, "too large", source="ingress"), "block"),
+    ("410 block", ResponseError(410, "gone"), "block"),
+    ("422 block", ResponseError(422, "unprocessable"), "block"),
+]
+
+
+@pytest.mark.parametrize("attempt", [0, 3, 10_000])
+@pytest.mark.parametrize(("name", "error", "treatment"), LISTED, ids=[x[0] for x in LISTED])
+def test_a_listed_status_gets_its_lists_treatment(
+    name: str, error: IngressError, treatment: str, attempt: int
+) -> None:
+    decision = decide_for_route(error, Attempts(attempt, 42.0))
+    label = error.reason
+    if treatment == "retry":
+        assert decision == Retry(ceiling(attempt), Attempts(attempt + 1, 42.0), label)
+    elif treatment == "dead_letter":
+        assert decision == GiveUp(f"ingress answered {error} (dead_letter_on)", label)
+    else:
+        assert decision == GiveUp(f"ingress answered {error} (block_on)", label, block=True)
+
+
+def test_retry_on_honours_retry_after_and_marks_a_5xx_down() -> None:
+    policy = dataclasses.replace(
+        POLICY, statuses=StatusPolicy(retry_on=parse_statuses(["409", "5xx"], "retry_on")[0])
+    )
+    conflict = ResponseError(409, "conflict", retry_after=3.0)
+    decision = after_send_failure(conflict, Attempts(), 0.0, policy, Top())
+    assert decision == Retry(3.0, Attempts(1), "http_409", ingress_down=False)
+    down = ResponseError(502, "bad gateway")
+    decision = after_send_failure(down, Attempts(), 0.0, policy, Top())
+    assert decision == Retry(ceiling(0), Attempts(1), "http_5xx", ingress_down=True)
+
+
+UNLISTED: list[tuple[str, Exception]] = [
+    ("408", ResponseError(408, "request timeout")),
+    ("425", ResponseError(425, "too early")),
+    ("401", ResponseError(401, "token refused", source="ingress")),
+    ("400 handler", InvocationError(400, "no such account", source="invocation")),
+    ("503 handler", InvocationError(503, "handler said so", source="invocation")),
+    ("409 handler", InvocationError(409, "handler said so", source="invocation")),
+    ("413 handler", InvocationError(413, "handler said so", source="invocation")),
+    ("connect", ConnectError("refused")),
+    ("timeout", IngressTimeout("slow")),
+    ("invalid request", InvalidRequest("POST /x: invalid request")),
+    ("internal", RuntimeError("bug")),
+]
+
+
+@pytest.mark.parametrize(("name", "error"), UNLISTED, ids=[x[0] for x in UNLISTED])
+def test_what_no_list_names_and_handler_errors_keep_the_default(
+    name: str, error: Exception
+) -> None:
+    """A handler's terminal error is the invocation's outcome, not the ingress's answer: the
+    lists never apply to it (retrying would only get the same outcome again)."""
+    assert decide_for_route(error, Attempts(2)) == decide(error, Attempts(2))
+
+
+def test_404_outside_the_lists_keeps_its_grace() -> None:
+    policy = dataclasses.replace(
+        POLICY, statuses=StatusPolicy(retry_on=parse_statuses([409], "retry_on")[0])
+    )
+    error = ResponseError(404, "unknown service", source="ingress")
+    decision = after_send_failure(error, Attempts(), 500.0, policy, Top())
+    assert decision == Retry(ceiling(0), Attempts(1, 500.0), "http_404", grace_started=True)
+
+
+def test_retry_on_404_retries_past_the_grace() -> None:
+    policy = dataclasses.replace(
+        POLICY, statuses=StatusPolicy(retry_on=parse_statuses([404], "retry_on")[0])
+    )
+    error = ResponseError(404, "unknown service", source="ingress")
+    decision = after_send_failure(error, Attempts(9, 0.0), 1e9, policy, Top())
+    assert decision == Retry(ceiling(9), Attempts(10, 0.0), "http_404")
+
+
+# -- a server without scoped invocations -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "scoped invocations require vqueues to be enabled",
+        "scope is not supported for Virtual Object targets",
+    ],
+)
+@pytest.mark.parametrize("source", ["ingress", None])
+def test_scopes_switched_off_on_the_server_are_retried_with_the_ingress_down(
+    message: str, source: str | None
+) -> None:
+    error = ResponseError(400, message, source=source)
+    decision = decide(error, Attempts(3))
+    assert decision == Retry(ceiling(3), Attempts(4), "http_400", ingress_down=True)
+
+
+def test_other_400s_about_scopes_are_the_records_fault() -> None:
+    error = ResponseError(400, "bad scope value: value too long: 37 bytes (max 36)")
+    assert decide(error) == GiveUp(f"ingress answered {error}", "http_400")
+    handler = InvocationError(400, "scoped invocations require vqueues to be enabled")
+    assert isinstance(decide(handler), GiveUp)
+
+
+def test_a_list_naming_400_wins_over_the_scope_rule() -> None:
+    error = ResponseError(400, "scoped invocations require vqueues to be enabled")
+    assert decide_for_route(error) == Retry(ceiling(0), Attempts(1), "http_400")
+    blocking = dataclasses.replace(
+        POLICY, statuses=StatusPolicy(block_on=parse_statuses([400], "block_on")[0])
+    )
+    decision = after_send_failure(error, Attempts(), 0.0, blocking, Top())
+    assert isinstance(decision, GiveUp)
+    assert decision.block
 
 
 # -- Retry-After ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets, TopicPartition
 from bridge.record import Record
 from bridge.routing import Invocation, Poison
+from bridge.status_policy import parse_statuses
 from tests.helpers import answer_cut_short, until
 
 TOPIC = "orders"
@@ -244,6 +245,13 @@ class Harness:
 HarnessFactory = Callable[..., Harness]
 
 
+def route_config(name: str, **options: Any) -> RouteConfig:
+    """The per-route options of route ``name`` (``max_in_flight``, ``rate_limit``, ...)."""
+    return RouteConfig(
+        name=name, line=1, target="object", service=name, handler="append", **options
+    )
+
+
 async def idle(h: Harness) -> None:
     """Every job ended, quickly (a job spinning after its partition was revoked fails here)."""
     await until(lambda: h.dispatcher.busy, lambda n: n == 0, "no job left", 1.0, 0.002)
@@ -257,7 +265,7 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
         *,
         dead_letter: bool = True,
         max_in_flight: int = 64,
-        route_limits: dict[str, int | None] | None = None,
+        routes: tuple[RouteConfig, ...] = (),
         timeout: float = TIMEOUT,
         producer: FakeProducer | None = None,
     ) -> Harness:
@@ -284,9 +292,7 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
         )
-        dispatcher.configure_routes(
-            [route_config(name, limit) for name, limit in (route_limits or {}).items()]
-        )
+        dispatcher.configure_routes(routes)
         box.append(Harness(dispatcher, metrics, health, producer))
         made.append((box[0], client))
         return box[0]
@@ -501,7 +507,9 @@ async def test_the_global_in_flight_limit_holds(
 async def test_a_route_at_its_cap_does_not_starve_other_routes(
     ingress: FakeIngress, harness: HarnessFactory
 ) -> None:
-    h = harness(max_in_flight=4, route_limits={"Slow": 2, "Fast": None})
+    h = harness(
+        max_in_flight=4, routes=(route_config("Slow", max_in_flight=2), route_config("Fast"))
+    )
     gate = asyncio.Event()
     for n in range(8):
         ingress.script(f"s{n}", Answer(gate=gate))
@@ -524,29 +532,25 @@ async def test_configure_routes_again_keeps_a_routes_cap_and_a_new_limit_takes_o
     """A reload calls configure_routes again: an unchanged limit keeps its semaphore (the sends
     under way still count), a route that is gone keeps its cap for what was planned before, and
     a route whose limit is lifted is uncapped from then on."""
-    h = harness(max_in_flight=64, route_limits={"Slow": 2}, timeout=30)
+    h = harness(max_in_flight=64, routes=(route_config("Slow", max_in_flight=2),), timeout=30)
     gate = asyncio.Event()
     for n in range(12):
         ingress.script(f"s{n}", Answer(gate=gate))
     for n in range(4):
         h.send(n, f"s{n}", route="Slow")
     await until(lambda: ingress.in_flight["Slow"], lambda n: n == 2, "Slow at its cap")
-    h.dispatcher.configure_routes([route_config("Slow", 2)])  # unchanged
-    h.dispatcher.configure_routes([route_config("Other", None)])  # Slow removed
+    h.dispatcher.configure_routes([route_config("Slow", max_in_flight=2)])  # unchanged
+    h.dispatcher.configure_routes([route_config("Other")])  # Slow removed
     for n in range(4, 8):
         h.send(n, f"s{n}", route="Slow")  # planned before the removal
     await asyncio.sleep(0.05)
     assert ingress.in_flight["Slow"] == 2, "a reload lifted the cap of sends under way"
-    h.dispatcher.configure_routes([route_config("Slow", None)])  # added again, no limit
+    h.dispatcher.configure_routes([route_config("Slow")])  # added again, no limit
     for n in range(8, 12):
         h.send(n, f"s{n}", route="Slow")
     await until(lambda: ingress.in_flight["Slow"], lambda n: n == 6, "the new sends uncapped")
     gate.set()
     await h.finished_offsets(*range(12))
-
-
-def route_config(name: str, limit: int | None) -> RouteConfig:
-    return RouteConfig(name, 1, "service", name, "h", topics=("t",), max_in_flight=limit)
 
 
 # -- records that cannot become requests, bugs ------------------------------------------------
@@ -814,3 +818,192 @@ async def test_jobs_of_a_partition_revoked_before_they_start_do_nothing(
     assert h.blocked == []
     assert h.producer.calls == 0
     assert h.finished == []
+
+
+# -- per-route policies: status lists, rate limits (configure_routes) --------------------------
+
+
+def statuses(**lists: list[int | str]) -> dict[str, Any]:
+    return {key: parse_statuses(value, key)[0] for key, value in lists.items()}
+
+
+async def test_retry_on_retries_a_listed_4xx_until_accepted_never_dead_letters(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Ledger", **statuses(retry_on=[409])),))
+    ingress.script("a", 409, 409, 409)
+    h.send(0, "a")
+    h.send(1, "a")
+    await h.finished_offsets(0, 1)
+    assert [s.seq for s in ingress.requests("a")] == [0, 0, 0, 0, 1]
+    assert ingress.applied["a"] == [0, 1]
+    assert h.counter("restate_bridge_ingress_errors_total", route="Ledger", reason="http_409") == 3
+    assert h.counter("restate_bridge_retries_total", route="Ledger") == 3
+    assert h.producer.sent == []
+    assert h.health.up  # a 409 says nothing about the ingress's health
+
+
+async def test_without_the_list_the_same_409_is_dead_lettered(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Other", **statuses(retry_on=[409])),))
+    ingress.script("a", 409)
+    h.send(0, "a")
+    await h.finished_offsets(0)
+    (sent,) = h.producer.sent
+    assert dlq_headers(sent)["bridge.error"] == b"ingress answered 409: scripted 409"
+
+
+async def test_dead_letter_on_gives_up_on_a_listed_5xx_at_once(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Ledger", **statuses(dead_letter_on=["5xx"])),))
+    ingress.script("a", Answer(503, source="ingress"))
+    h.send(0, "a")
+    h.send(1, "a")
+    await h.finished_offsets(0, 1)
+    assert [s.seq for s in ingress.requests("a")] == [0, 1]  # never retried
+    (sent,) = h.producer.sent
+    assert dlq_headers(sent)["bridge.error"] == (
+        b"ingress answered 503 (ingress): scripted 503 (dead_letter_on)"
+    )
+    assert h.outcome("dead_lettered") == 1
+    assert h.counter("restate_bridge_retries_total", route="Ledger") == 0
+
+
+async def test_dead_letter_on_without_a_dead_letter_topic_blocks_as_today(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(
+        dead_letter=False, routes=(route_config("Ledger", **statuses(dead_letter_on=[503])),)
+    )
+    ingress.script("a", 503)
+    h.send(0, "a")
+    await until(lambda: h.blocked, bool, "blocked", timeout=3, interval=0.002)
+    assert h.blocked == [
+        Blocked(TP, 0, "Ledger", "ingress answered 503: scripted 503 (dead_letter_on)")
+    ]
+
+
+async def test_block_on_blocks_even_with_a_dead_letter_topic(
+    ingress: FakeIngress, harness: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness(routes=(route_config("Ledger", **statuses(block_on=[400])),))
+    ingress.script("a", 400)
+    h.send(0, "a")
+    h.send(1, "a")
+    h.send(2, "b")
+    await until(lambda: h.blocked, bool, "blocked", timeout=3, interval=0.002)
+    await h.finished_offsets(2)
+    await asyncio.sleep(0.05)
+    assert h.blocked == [Blocked(TP, 0, "Ledger", "ingress answered 400: scripted 400 (block_on)")]
+    assert h.producer.sent == []  # nothing dead-lettered, though the topic exists
+    assert [s.seq for s in ingress.requests("a")] == [0]
+    assert h.dispatcher.busy == 2
+    assert "the route's block_on names this answer" in caplog.text
+    h.dispatcher.drop({TP})
+    await idle(h)
+
+
+async def _finish_times(h: Harness, ingress: FakeIngress, count: int) -> list[float]:
+    await h.finished_offsets(*range(count), timeout=10)
+    return sorted(s.at for s in ingress.seen)
+
+
+async def test_a_rate_limit_spaces_the_sends_and_counts_the_waiting(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Ledger", rate_limit=50.0, rate_limit_burst=5),))
+    started = time.monotonic()
+    for n in range(20):
+        h.send(n, f"k{n}")  # 20 keys: nothing but the rate holds them back
+    times = await _finish_times(h, ingress, 20)
+    assert times[-1] - started >= (20 - 5) / 50 * 0.95
+    assert h.counter("restate_bridge_rate_limited_total", route="Ledger") == 15
+    assert h.counter("restate_bridge_rate_limit_wait_seconds_total", route="Ledger") > 0
+    gauge = "restate_bridge_rate_limit_records_per_second"
+    assert h.counter(gauge, route="Ledger") == 50
+
+
+async def test_a_rate_limit_keeps_per_key_order(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Ledger", rate_limit=200.0, rate_limit_burst=1),))
+    for n in range(12):
+        h.send(n, "ab"[n % 2])
+    await h.finished_offsets(*range(12), timeout=10)
+    assert ingress.applied["a"] == [0, 2, 4, 6, 8, 10]
+    assert ingress.applied["b"] == [1, 3, 5, 7, 9, 11]
+    assert ingress.overtakes == []
+
+
+async def test_a_route_waiting_for_its_rate_holds_no_send_slot(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    """One global slot; the slow route's records wait for tokens (seconds) without it, so the
+    other route's records go at once."""
+    h = harness(
+        max_in_flight=1,
+        routes=(route_config("Slow", rate_limit=0.5, rate_limit_burst=1), route_config("Fast")),
+    )
+    for n in range(3):
+        h.send(n, f"s{n}", route="Slow")
+    await h.finished_offsets(0)
+    for n in range(10):
+        h.send(100 + n, f"f{n}", route="Fast")
+    await h.finished_offsets(*range(100, 110), timeout=1.5)  # long before Slow's 2nd token (2 s)
+    assert {p.record.offset for p in h.finished} == {0, *range(100, 110)}
+    h.dispatcher.drop({TP})
+    await idle(h)
+
+
+async def test_a_revoked_partition_stops_waiting_for_tokens_and_gives_them_back(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(routes=(route_config("Ledger", rate_limit=1.0, rate_limit_burst=1),))
+    h.send(0, "a")
+    await h.finished_offsets(0)
+    h.send(1, "b")
+    h.send(2, "c")  # both wait for tokens: 1 s and 2 s
+    await asyncio.sleep(0.05)
+    h.dispatcher.drop({TP})
+    await idle(h)  # at once, not after the waits
+    assert [s.seq for s in ingress.seen] == [0]
+    bucket = h.dispatcher._buckets["Ledger"]
+    assert bucket.tokens > -0.5  # the two unused reservations went back
+
+
+async def test_configure_routes_again_keeps_what_did_not_change(harness: HarnessFactory) -> None:
+    h = harness(
+        routes=(
+            route_config("A", max_in_flight=2, rate_limit=5.0),
+            route_config("B", max_in_flight=3, rate_limit=7.0, **statuses(retry_on=[409])),
+        )
+    )
+    d = h.dispatcher
+    a_slots, b_slots = d._route_limits["A"], d._route_limits["B"]
+    a_bucket, b_bucket = d._buckets["A"], d._buckets["B"]
+    d.configure_routes(
+        (
+            route_config("A", max_in_flight=2, rate_limit=5.0),
+            route_config("B", max_in_flight=4, rate_limit=8.0),
+            route_config("C"),
+        )
+    )
+    assert d._route_limits["A"] is a_slots
+    assert d._buckets["A"] is a_bucket
+    assert d._route_limits["B"] is not b_slots
+    assert d._route_limits["B"][0] == 4
+    assert d._buckets["B"] is not b_bucket
+    assert d._buckets["B"].rate == 8.0
+    assert "B" not in d._policies  # its retry_on is gone
+    assert set(d._route_limits) == {"A", "B"}
+    gauge = "restate_bridge_rate_limit_records_per_second"
+    assert (h.counter(gauge, route="B"), h.counter(gauge, route="C")) == (8.0, 0.0)
+    d.configure_routes((route_config("C"),))
+    # removed routes keep their settings: invocations planned before the reload go as planned
+    assert d._route_limits == {"A": a_slots, "B": d._route_limits["B"]}
+    assert set(d._buckets) == {"A", "B"}
+    registry = h.metrics.registry
+    assert registry.get_sample_value(gauge, {"route": "A"}) is None  # a removed route's series
+    assert registry.get_sample_value(gauge, {"route": "C"}) == 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,17 +18,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.batching import encode_item
-from bridge.config import BatchConfig, DeliveryConfig
+from bridge.config import BatchConfig, DeliveryConfig, RouteConfig
 from bridge.deadletter import DeadLetterSink
-from bridge.dispatch import Dispatcher, PendingRecord
+from bridge.dispatch import Blocked, Dispatcher, PendingRecord
 from bridge.health import IngressHealth
 from bridge.ingress import Client
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets, TopicPartition
 from bridge.record import Record, RecordView
 from bridge.routing import Invocation
+from bridge.status_policy import parse_statuses
 from tests.helpers import until
-from tests.test_dispatch import FakeProducer
+from tests.test_dispatch import FakeProducer, route_config
 
 TP = TopicPartition("orders", 0)
 
@@ -95,6 +97,7 @@ class Harness:
     metrics: Metrics
     producer: FakeProducer
     finished: list[int] = field(default_factory=list)
+    blocked: list[Blocked] = field(default_factory=list)
 
     def send(
         self,
@@ -141,7 +144,7 @@ class Harness:
 async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]]:
     made: list[tuple[Harness, Client]] = []
 
-    def make(*, grace: float = 0.2) -> Harness:
+    def make(*, grace: float = 0.2, routes: tuple[RouteConfig, ...] = ()) -> Harness:
         client = Client(ingress.url, timeout=5.0)
         metrics = Metrics()
         health = IngressHealth(metrics)
@@ -159,10 +162,11 @@ async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]
             ),
             dead_letters=DeadLetterSink(producer, "dlq"),
             on_finished=lambda p: box[0].finished.append(p.record.offset),
-            on_blocked=lambda b: None,
+            on_blocked=lambda b: box[0].blocked.append(b),
             on_dead_letter=lambda d: None,
             request_timeout=2.0,
         )
+        dispatcher.configure_routes(routes)
         box.append(Harness(dispatcher, metrics, producer))
         made.append((box[0], client))
         return box[0]
@@ -339,3 +343,36 @@ async def test_flushing_some_routes_closes_only_their_batches(
     h.dispatcher.flush()
     await h.finished_all(0, 1, 2)
     assert sorted(r.offsets for r in ingress.requests) == [[0], [1], [2]]
+
+
+# -- per-route policies on batch routes --------------------------------------------------------
+
+
+async def test_a_batch_takes_one_token_per_record(
+    ingress: BatchIngress, harness: Callable[..., Harness]
+) -> None:
+    h = harness(routes=(route_config("r", rate_limit=50.0, rate_limit_burst=2),))
+    started = time.monotonic()
+    for offset in range(10):
+        h.send(offset, batch=FIVE)
+    await h.finished_all(*range(10))
+    assert time.monotonic() - started >= (10 - 2) / 50 * 0.95
+    assert [r.offsets for r in ingress.requests] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert h.count("restate_bridge_rate_limited_total", route="r") == 10
+
+
+async def test_block_on_blocks_a_batch_whole_without_splitting_or_dead_letters(
+    ingress: BatchIngress, harness: Callable[..., Harness]
+) -> None:
+    h = harness(routes=(route_config("r", block_on=parse_statuses([400], "block_on")[0]),))
+    ingress.answers = [400]
+    for offset in range(5):
+        h.send(offset, batch=FIVE)
+    await until(lambda: h.blocked, bool, "blocked", 3.0, 0.002)
+    await asyncio.sleep(0.05)
+    (blocked,) = h.blocked
+    assert (blocked.offset, blocked.reason) == (0, "ingress answered 400: no (block_on)")
+    assert len(ingress.requests) == 1  # not retried record by record
+    assert h.finished == []
+    assert h.producer.sent == []
+    h.dispatcher.drop({TP})

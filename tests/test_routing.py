@@ -715,3 +715,103 @@ def test_an_unexpected_error_is_poison_for_that_route_only_and_logged(
     (entry,) = caplog.records
     assert entry.getMessage() == "orders-2@99: route Obj.add: internal error while planning"
     assert entry.exc_info is not None
+
+
+# -- scope and limit key ------------------------------------------------------------------------
+
+TENANT = (("tenant", b"acme"),)
+
+
+def test_scope_and_limit_key_are_rendered_per_record() -> None:
+    r = router(
+        obj('scope = "{header.tenant}"\nlimit_key = "{header.tenant}/{value.customer.id}"\n')
+    )
+    inv = one(r, record(headers=TENANT))
+    assert (inv.scope, inv.limit_key) == ("acme", "acme/c-9")
+    target = inv.target(Client("http://ingress"))
+    assert target.scope == "acme"
+    assert target.send_path == "/restate/scope/acme/send/Obj/k1/add"
+
+
+def test_a_scoped_key_lane_is_per_scope() -> None:
+    """One scope's object is not another's: their records need no common order."""
+    r = router(obj('scope = "{header.tenant}"\n'))
+    a = one(r, record(headers=TENANT))
+    b = one(r, record(headers=(("tenant", b"globex"),)))
+    assert a.lane == ("Obj", "k1", "acme")
+    assert b.lane == ("Obj", "k1", "globex")
+    unscoped = one(router(obj()), record())
+    assert unscoped.lane == ("Obj", "k1")
+    assert unscoped.scope is None
+    assert unscoped.limit_key is None
+
+
+def test_a_constant_scope_on_a_service() -> None:
+    inv = one(router(service('scope = "batch-jobs"\nlimit_key = "nightly"\n')), record())
+    assert (inv.scope, inv.limit_key) == ("batch-jobs", "nightly")
+    assert inv.target(Client("http://i")).send_url() == (
+        "http://i/restate/scope/batch-jobs/send/Svc/h"
+    )
+
+
+RULE = "1 to 36 of the characters a-z A-Z 0-9 _ . -"
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "reason"),
+    [
+        (
+            (),
+            b"{}",
+            "header 'tenant' is missing",
+        ),
+        (
+            (("tenant", b"acme corp"),),
+            b'{"user": "u1"}',
+            "the scope template '{header.tenant}' rendered an unusable value: scope 'acme corp' "
+            f"holds characters Restate refuses; it allows {RULE}",
+        ),
+        (
+            (("tenant", b""),),
+            b'{"user": "u1"}',
+            "the scope template '{header.tenant}' rendered an unusable value: scope '' is empty",
+        ),
+        (
+            (("tenant", b"t" * 37),),
+            b'{"user": "u1"}',
+            f"the scope template '{{header.tenant}}' rendered an unusable value: scope "
+            f"'{'t' * 37}' is 37 characters long; Restate allows {RULE}",
+        ),
+        (
+            TENANT,
+            b'{"user": "a/b"}',
+            "the limit_key template '{header.tenant}/{value.user}' rendered an unusable value: "
+            "limit key 'acme/a/b' has 3 parts; Restate allows one or two joined by '/' (such as "
+            "'tenant' or 'tenant/user')",
+        ),
+        (
+            TENANT,
+            b'{"user": "\\u00fcser"}',
+            "the limit_key template '{header.tenant}/{value.user}' rendered an unusable value: "
+            f"limit key 'acme/\u00fcser' (part '\u00fcser') holds characters Restate refuses; "
+            f"it allows {RULE}",
+        ),
+        (TENANT, b"not json", None),
+        (TENANT, b"{}", None),
+    ],
+)
+def test_a_bad_scope_or_limit_key_is_poison_naming_it(
+    headers: tuple[tuple[str, bytes], ...], value: bytes, reason: str | None
+) -> None:
+    r = router(obj('scope = "{header.tenant}"\nlimit_key = "{header.tenant}/{value.user}"\n'))
+    verdict = poison(r, record(headers=headers, value=value))
+    if reason is not None:
+        assert verdict.reason == reason
+    else:  # the value is not JSON, or has no user: the field's own reason
+        assert "value" in verdict.reason or "user" in verdict.reason
+
+
+def test_a_bad_scope_on_one_route_does_not_stop_the_other() -> None:
+    r = router(obj('scope = "{header.tenant}"\n') + service())
+    planned = r.plan(record(headers=(("tenant", b"a b"),)))
+    assert [type(p) for p in planned] == [Poison, Invocation]

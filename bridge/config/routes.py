@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, cast
 
 from ..durations import DurationError, parse_duration
 from ..record import FieldPath, http_token, reserved_header
+from ..scopes import limit_key_problem, scope_problem
+from ..status_policy import LIST_KEYS, StatusPolicy, overlap, parse_statuses
 from ..template import Template, TemplateError
 from .reading import Problems, human, label, read_value, short
 from .schema import (
@@ -457,6 +459,71 @@ def _batch(r: _Route) -> None:
     r.values["batch"] = BatchConfig(**read, idempotent=idem != "none")
 
 
+def _status_lists(r: _Route) -> None:
+    """``retry_on``, ``dead_letter_on``, ``block_on``: error statuses, each in one list only."""
+    given = [key for key in LIST_KEYS if key in r.table]
+    for key in given:
+        ranges, wrong = parse_statuses(r.table[key], key)
+        for problem in wrong:
+            r.problem(key, problem)
+        r.values[key] = ranges
+    if len(given) > 1:
+        clash = overlap(StatusPolicy(*(r.values.get(key, ()) for key in LIST_KEYS)))
+        if clash is not None:
+            r.problem(*clash)
+
+
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
+"""Records per second a ``rate_limit`` may be: from one per 1000 s to a million a second."""
+
+
+def _rate_limit(r: _Route) -> None:
+    """``rate_limit`` records a second (an integer or a decimal number), ``rate_limit_burst``
+    records (a positive integer, only with ``rate_limit``)."""
+    value = r.table.get("rate_limit")
+    if value is not None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not (MIN_RATE <= value <= MAX_RATE):  # nan compares false: refused too
+            r.problem(
+                "rate_limit",
+                "rate_limit must be a number of records per second from 0.001 to 1000000 "
+                f"(such as 50 or 0.5), not {short(value)}",
+            )
+        else:
+            r.values["rate_limit"] = float(value)
+    if "rate_limit_burst" in r.table:
+        burst = r.scalar("rate_limit_burst")
+        if value is None:
+            r.problem(
+                "rate_limit_burst",
+                "rate_limit_burst is only used with rate_limit; add rate_limit or remove it",
+            )
+        elif burst is not None:
+            r.values["rate_limit_burst"] = burst
+
+
+def _scope(r: _Route) -> None:
+    """``scope`` and ``limit_key``: templates; a constant one must already be a value Restate
+    accepts, and a limit key needs a scope (Restate refuses one on an unscoped invocation)."""
+    for key, problem in (("scope", scope_problem), ("limit_key", limit_key_problem)):
+        if key not in r.table:
+            continue
+        template = r.template(key, r.table[key])
+        if template is None:
+            continue
+        if template.constant:
+            wrong = problem("".join(str(part) for part in template.parts))
+            if wrong is not None:
+                r.problem(key, wrong)
+        r.values[key] = template
+    if "limit_key" in r.table and "scope" not in r.table:
+        r.problem(
+            "limit_key",
+            "limit_key needs scope: Restate counts limit keys within a scope and refuses one on "
+            'an unscoped invocation; add scope (for example scope = "{header.tenant}")',
+        )
+
+
 def _formats(r: _Route) -> None:
     """``key.a.b`` needs a key read as data; ``value.a.b`` a value that is not raw bytes."""
     value_format = r.values.get("value_format", "json")
@@ -474,7 +541,7 @@ def _formats(r: _Route) -> None:
 
 def _paths(r: _Route) -> list[tuple[str, FieldPath]]:
     found: list[tuple[str, FieldPath]] = [("match", m.field) for m in r.values.get("match", ())]
-    for key in ("key", "delay", "idempotency_key"):
+    for key in ("key", "delay", "idempotency_key", "scope", "limit_key"):
         template = r.values.get(key)
         if isinstance(template, Template):
             found += [(key, f) for f in template.fields]
@@ -499,6 +566,9 @@ _ROUTE_RULES: tuple[Callable[[_Route], None], ...] = (
     _plain_options,
     _reply,
     _batch,
+    _status_lists,
+    _rate_limit,
+    _scope,
     _formats,
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 from ..record import FieldPath, Format
+from ..status_policy import StatusPolicy, StatusRange
 from ..template import Template
 
 TargetKind = Literal["service", "object", "workflow"]
@@ -400,6 +401,28 @@ class RouteConfig:
     """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
     batch: BatchConfig | None = None
     """Send records in batches (:mod:`bridge.batching`); ``None``: one invocation per record."""
+    retry_on: tuple[StatusRange, ...] = ()
+    """Ingress statuses retried with backoff, without end (``[409, "5xx", "400-404"]``)."""
+    dead_letter_on: tuple[StatusRange, ...] = ()
+    """Ingress statuses that dead-letter the record at once (or block without a dead-letter
+    topic)."""
+    block_on: tuple[StatusRange, ...] = ()
+    """Ingress statuses that stop the partition at the record, even with a dead-letter topic."""
+    rate_limit: float | None = None
+    """Records per second sent for this route (a token bucket); ``None``: unlimited."""
+    rate_limit_burst: int | None = None
+    """Records that may go at once after a quiet spell; default one second's worth, at least 1."""
+    scope: Template | None = None
+    """Restate scope of every invocation (``/restate/scope/{scope}/send/...``); needs a server
+    with scoped invocations enabled."""
+    limit_key: Template | None = None
+    """Restate limit key (``x-restate-limit-key``: ``level1`` or ``level1/level2``); only with
+    ``scope``."""
+
+    @property
+    def statuses(self) -> StatusPolicy:
+        """The route's ``retry_on`` / ``dead_letter_on`` / ``block_on`` lists as one policy."""
+        return StatusPolicy(self.retry_on, self.dead_letter_on, self.block_on)
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
@@ -453,4 +476,6 @@ ROUTE_KEYS = frozenset(
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
     | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
+    | {"retry_on", "dead_letter_on", "block_on", "rate_limit", "rate_limit_burst"}
+    | {"scope", "limit_key"}
 )

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar, overload
 import orjson
 
 from ._codec import (
+    check_header_value,
     check_idempotency_key,
     encode_input,
     error_from_response,
@@ -32,6 +33,8 @@ DEFAULT_TIMEOUT = 30.0
 """Seconds a send, an ``output()`` or a health check waits when neither the client nor the call
 sets a timeout: each is answered promptly by a healthy ingress (a send once the invocation is
 durably recorded, never after it ran), so a longer wait means something is wrong."""
+LIMIT_KEY_HEADER = "x-restate-limit-key"
+"""The header Restate 1.7 reads a scoped invocation's limit key from."""
 CONNECT_TIMEOUT = 30.0
 """Seconds to establish a connection when a request has no overall timeout (Go's default dialer
 waits as long): an unreachable host still fails, a long-running invocation is still waited for."""
@@ -160,22 +163,33 @@ class Client:
 
     # -- targets ---------------------------------------------------------------------------
 
-    def service(self, service: str, handler: str) -> Target:
-        """A handler of a service: ``POST /{service}/{handler}``."""
-        return Target(self, _path(service, handler), "service")
+    def service(self, service: str, handler: str, *, scope: str | None = None) -> Target:
+        """A handler of a service: ``POST /{service}/{handler}``.
 
-    def object(self, name: str, key: str, handler: str) -> Target:
-        """A handler of the virtual object ``name`` with ``key``: ``/{name}/{key}/{handler}``."""
-        return Target(self, _path(name, key, handler), "object")
+        ``scope``: the invocation runs in that Restate scope
+        (``/restate/scope/{scope}/call|send/{service}/{handler}``); see :class:`Target`.
+        """
+        return Target(self, _path(service, handler), "service", _scope(scope))
 
-    def workflow(self, name: str, workflow_id: str, handler: str = "run") -> Target:
+    def object(self, name: str, key: str, handler: str, *, scope: str | None = None) -> Target:
+        """A handler of the virtual object ``name`` with ``key``: ``/{name}/{key}/{handler}``.
+
+        ``scope``: the object ``key`` of that scope, whose state is its own (Restate 1.7 needs
+        ``experimental-enable-scoped-virtual-objects`` for this); see :class:`Target`.
+        """
+        return Target(self, _path(name, key, handler), "object", _scope(scope))
+
+    def workflow(
+        self, name: str, workflow_id: str, handler: str = "run", *, scope: str | None = None
+    ) -> Target:
         """A handler of the workflow ``name`` with id ``workflow_id``.
 
         The main handler (``run`` in the Python and TypeScript SDKs) accepts no idempotency key:
         the workflow id already makes it run once, and a second send for the same id answers
-        ``PreviouslyAccepted``. Shared handlers accept idempotency keys.
+        ``PreviouslyAccepted``. Shared handlers accept idempotency keys. ``scope``: see
+        :class:`Target`.
         """
-        return Target(self, _path(name, workflow_id, handler), "workflow")
+        return Target(self, _path(name, workflow_id, handler), "workflow", _scope(scope))
 
     def invocation(self, invocation_id: str) -> InvocationHandle:
         """An invocation by its id (``inv_...``), to attach to or read its output."""
@@ -304,6 +318,38 @@ def _cached_path(parts: tuple[str, ...]) -> str:
     return "".join(f"/{segment(part)}" for part in parts)
 
 
+def _scope(scope: str | None) -> str | None:
+    """``scope`` checked as a path segment: a ``str`` (``TypeError``), not empty (``ValueError``:
+    ``/restate/scope//...`` would name no scope). Restate itself checks its characters."""
+    if scope is None:
+        return None
+    if not isinstance(scope, str):
+        raise TypeError(f"scope must be str, not {type(scope).__name__}")
+    if not scope:
+        raise ValueError("scope must not be empty; pass None for an unscoped target")
+    return scope
+
+
+def _limit_key_headers(
+    target: Target, headers: Headers | None, limit_key: str | None
+) -> Headers | None:
+    """``headers`` with ``x-restate-limit-key`` set (over any the caller passed) when
+    ``limit_key`` is given; a limit key without a scope is refused before sending."""
+    if limit_key is None:
+        return headers
+    if not isinstance(limit_key, str):
+        raise TypeError(f"limit_key must be str, not {type(limit_key).__name__}")
+    if target.scope is None:
+        raise ValueError(
+            "limit_key needs a scoped target (scope=...): Restate refuses a limit key on an "
+            "unscoped invocation"
+        )
+    check_header_value("limit key", limit_key)
+    merged = {k: v for k, v in (headers or {}).items() if k.lower() != LIMIT_KEY_HEADER}
+    merged[LIMIT_KEY_HEADER] = limit_key
+    return merged
+
+
 def _check_timeout(timeout: Timeout) -> None:
     if timeout is None or timeout == "default":
         return
@@ -315,15 +361,38 @@ def _check_timeout(timeout: Timeout) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A handler to call or send to; made by :meth:`Client.service`, ``object``, ``workflow``."""
+    """A handler to call or send to; made by :meth:`Client.service`, ``object``, ``workflow``.
+
+    ``path`` names the handler (``/{service}[/{key}]/{handler}``). Unscoped, a call goes to
+    ``path`` and a send to ``{path}/send``. With a ``scope`` (Restate 1.7's scoped invocations,
+    behind the server's ``experimental-enable-vqueues`` option) they go to
+    ``/restate/scope/{scope}/call{path}`` and ``/restate/scope/{scope}/send{path}``; a
+    ``limit_key=`` on :meth:`send` or :meth:`request` is then sent as ``x-restate-limit-key``
+    (``level1`` or ``level1/level2``), which Restate accepts only on a scoped invocation.
+    """
 
     client: Client
     path: str
     kind: Literal["service", "object", "workflow"]
+    scope: str | None = None
+
+    @property
+    def call_path(self) -> str:
+        """The path :meth:`request` posts to."""
+        if self.scope is None:
+            return self.path
+        return f"/restate/scope/{segment(self.scope)}/call{self.path}"
+
+    @property
+    def send_path(self) -> str:
+        """The path :meth:`send` posts to."""
+        if self.scope is None:
+            return f"{self.path}/send"
+        return f"/restate/scope/{segment(self.scope)}/send{self.path}"
 
     def send_url(self, *, delay: timedelta | None = None) -> str:
         """The URL :meth:`send` posts to, with the delay encoded as the client sends it."""
-        url = f"{self.client.url}{self.path}/send"
+        url = f"{self.client.url}{self.send_path}"
         formatted = None if delay is None else format_delay(delay)
         return url if formatted is None else f"{url}?delay={formatted}"
 
@@ -337,6 +406,7 @@ class Target:
         headers: Headers | None = ...,
         content_type: str | None = ...,
         timeout: Timeout = ...,
+        limit_key: str | None = ...,
     ) -> Any: ...
 
     @overload
@@ -349,6 +419,7 @@ class Target:
         headers: Headers | None = ...,
         content_type: str | None = ...,
         timeout: Timeout = ...,
+        limit_key: str | None = ...,
     ) -> T: ...
 
     async def request(
@@ -360,22 +431,24 @@ class Target:
         headers: Headers | None = None,
         content_type: str | None = None,
         timeout: Timeout = "default",
+        limit_key: str | None = None,
     ) -> Any:
         """Call the handler and wait for its output, as long as it runs unless a timeout is set.
 
         ``output=None``: decoded JSON, or ``bytes`` for other content types; ``output=Type``:
         decoded into ``Type`` (see :mod:`bridge.ingress._decode`; ``bytes``: the raw body).
         Raises :class:`InvocationError` when the handler fails terminally, :class:`DecodeError`
-        when the answer does not fit ``output``.
+        when the answer does not fit ``output``. ``limit_key``: see :class:`Target`.
         """
         check_output_type(output)
         _check_timeout(timeout)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
+        headers = _limit_key_headers(self, headers, limit_key)
         body, ctype = encode_input(input, content_type)
         resp = await self.client._request(
             "POST",
-            self.path,
+            self.call_path,
             body=body,
             content_type=ctype,
             headers=headers,
@@ -394,20 +467,22 @@ class Target:
         headers: Headers | None = None,
         content_type: str | None = None,
         timeout: Timeout = "default",
+        limit_key: str | None = None,
     ) -> SendReceipt:
         """Enqueue an invocation without waiting for it to run (``/send``, HTTP 202).
 
         The 202 comes once Restate has durably recorded the invocation, so a second send for
         the same object key made after it will run after it. Waits :data:`DEFAULT_TIMEOUT`
-        unless the client or the call sets a timeout.
+        unless the client or the call sets a timeout. ``limit_key``: see :class:`Target`.
         """
         _check_timeout(timeout)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
+        headers = _limit_key_headers(self, headers, limit_key)
         body, ctype = encode_input(input, content_type)
         resp = await self.client._request(
             "POST",
-            f"{self.path}/send",
+            self.send_path,
             body=body,
             content_type=ctype,
             headers=headers,

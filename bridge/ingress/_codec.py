@@ -55,6 +55,15 @@ def check_idempotency_key(key: str) -> None:
         )
 
 
+def check_header_value(what: str, value: str) -> None:
+    """Refuse, before sending, a header value Restate would answer 400 to (or that could not be
+    sent at all): it must be printable ASCII."""
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidRequest(
+            f"{what} {value[:80]!r} is not printable ASCII: Restate refuses any other header value"
+        )
+
+
 def encode_input(value: Any, content_type: str | None) -> tuple[bytes | None, str | None]:
     """The body and content-type for ``value``.
 

@@ -107,14 +107,16 @@ class SyncClient:
 
     # -- targets ---------------------------------------------------------------------------
 
-    def service(self, service: str, handler: str) -> SyncTarget:
-        return SyncTarget(self, self._client.service(service, handler))
+    def service(self, service: str, handler: str, *, scope: str | None = None) -> SyncTarget:
+        return SyncTarget(self, self._client.service(service, handler, scope=scope))
 
-    def object(self, name: str, key: str, handler: str) -> SyncTarget:
-        return SyncTarget(self, self._client.object(name, key, handler))
+    def object(self, name: str, key: str, handler: str, *, scope: str | None = None) -> SyncTarget:
+        return SyncTarget(self, self._client.object(name, key, handler, scope=scope))
 
-    def workflow(self, name: str, workflow_id: str, handler: str = "run") -> SyncTarget:
-        return SyncTarget(self, self._client.workflow(name, workflow_id, handler))
+    def workflow(
+        self, name: str, workflow_id: str, handler: str = "run", *, scope: str | None = None
+    ) -> SyncTarget:
+        return SyncTarget(self, self._client.workflow(name, workflow_id, handler, scope=scope))
 
     def invocation(self, invocation_id: str) -> SyncInvocationHandle:
         return SyncInvocationHandle(self, self._client.invocation(invocation_id))
@@ -149,6 +151,10 @@ class SyncTarget:
     def kind(self) -> Literal["service", "object", "workflow"]:
         return self.target.kind
 
+    @property
+    def scope(self) -> str | None:
+        return self.target.scope
+
     def send_url(self, *, delay: timedelta | None = None) -> str:
         return self.target.send_url(delay=delay)
 
@@ -162,6 +168,7 @@ class SyncTarget:
         headers: Headers | None = ...,
         content_type: str | None = ...,
         timeout: Timeout = ...,
+        limit_key: str | None = ...,
     ) -> Any: ...
 
     @overload
@@ -174,6 +181,7 @@ class SyncTarget:
         headers: Headers | None = ...,
         content_type: str | None = ...,
         timeout: Timeout = ...,
+        limit_key: str | None = ...,
     ) -> T: ...
 
     def request(
@@ -185,6 +193,7 @@ class SyncTarget:
         headers: Headers | None = None,
         content_type: str | None = None,
         timeout: Timeout = "default",
+        limit_key: str | None = None,
     ) -> Any:
         """Call the handler and wait for its output; see :meth:`Target.request`."""
         return self.client._run(
@@ -195,6 +204,7 @@ class SyncTarget:
                 headers=headers,
                 content_type=content_type,
                 timeout=timeout,
+                limit_key=limit_key,
             )
         )
 
@@ -207,6 +217,7 @@ class SyncTarget:
         headers: Headers | None = None,
         content_type: str | None = None,
         timeout: Timeout = "default",
+        limit_key: str | None = None,
     ) -> SendReceipt:
         """Enqueue an invocation; see :meth:`Target.send`."""
         return self.client._run(
@@ -217,6 +228,7 @@ class SyncTarget:
                 headers=headers,
                 content_type=content_type,
                 timeout=timeout,
+                limit_key=limit_key,
             )
         )
 

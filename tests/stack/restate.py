@@ -26,9 +26,14 @@ class KafkaCluster:
 class RestateServer:
     """``restate-server`` started directly (not through the node wrapper) so it can be signalled."""
 
-    def __init__(self, workdir: Path, *, kafka: KafkaCluster | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, kafka: KafkaCluster | None = None, options: str = ""
+    ) -> None:
         self.workdir = workdir
         self.kafka = kafka
+        self.options = options
+        """TOML lines placed at the top of ``restate.toml``, before any table: server-wide
+        options such as ``experimental-enable-vqueues = true``."""
         self.ingress_port = free_port()
         self.admin_port = free_port()
         self.node_port = free_port()
@@ -48,6 +53,7 @@ class RestateServer:
             'cluster-name = "bridge-tests"',
             f'bind-address = "127.0.0.1:{self.node_port}"',
             f'advertised-address = "http://127.0.0.1:{self.node_port}"',
+            self.options,
             "",
             "[ingress]",
             f'bind-address = "127.0.0.1:{self.ingress_port}"',
