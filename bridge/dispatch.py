@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
 from .config import DeliveryConfig
@@ -52,6 +52,10 @@ from .offsets import PartitionOffsets, TopicPartition
 from .record import Record
 from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .routing import Invocation, Poison
+from .tracecontext import trace_headers
+
+if TYPE_CHECKING:  # OpenTelemetry is an optional extra: imported only with spans on
+    from .tracing.spans import RecordSpan, RecordTracer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,8 @@ class _Job:
     ownership: _Ownership
     gave_up: GiveUp | None = None
     """Why :meth:`Dispatcher._deliver` gave up, when it did."""
+    span: RecordSpan | None = None
+    """The record's span for this route, with ``[tracing] spans = true``."""
 
     @property
     def stale(self) -> bool:
@@ -141,8 +147,10 @@ class Dispatcher:
         request_timeout: float,
         replies: ReplySink | None = None,
         attach_client: Client | None = None,
+        tracer: RecordTracer | None = None,
     ) -> None:
         self._client = client
+        self._tracer = tracer
         self._replies = replies
         self._attach_client = attach_client or client
         self._reply_slots = asyncio.Semaphore(delivery.max_waiting_replies)
@@ -182,6 +190,8 @@ class Dispatcher:
             self._add_to_batch(pending, item, ownership)
             return
         job = _Job(pending, item, ownership)
+        if self._tracer is not None:
+            job.span = self._start_span(pending.record, item)
         self._jobs += 1
         lane = item.lane if isinstance(item, Invocation) else None
         if lane is None:
@@ -193,6 +203,14 @@ class Dispatcher:
             self._spawn(self._run_lane(lane))
         else:
             queue.append(job)
+
+    def _start_span(self, record: Record, item: Invocation | Poison) -> RecordSpan:
+        assert self._tracer is not None
+        if isinstance(item, Invocation):
+            headers: dict[str, str] = item.headers
+        else:  # a poison has no request: its parent is the record's valid traceparent
+            headers = dict(trace_headers(record.headers).headers)
+        return self._tracer.start(record, item.route, headers)
 
     def drop(self, tps: set[TopicPartition]) -> None:
         """Stop work for revoked partitions: jobs submitted so far are skipped or abandoned
@@ -260,6 +278,8 @@ class Dispatcher:
                 reason = accepted if isinstance(accepted, str) else None
                 if isinstance(accepted, SendReceipt):
                     outcome = "duplicate" if accepted.duplicate else "accepted"
+                    if job.span is not None:
+                        job.span.accepted(accepted.duplicate)
                     if item.reply is None:
                         self._finish(job, item.route, outcome)
                     else:  # the waiting task owns the job (and its reply slot) from here
@@ -277,6 +297,8 @@ class Dispatcher:
                 self._reply_slots.release()
             if not handed_off:
                 self._jobs -= 1
+            if job.span is not None:  # revoked or cancelled before it finished
+                job.span.abandoned()
 
     async def _deliver(self, job: _Job, inv: Invocation) -> SendReceipt | str | None:
         """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
@@ -286,7 +308,7 @@ class Dispatcher:
         while not job.stale:
             started = time.perf_counter()
             try:
-                receipt = await self._send(job, inv)
+                receipt = await self._send(job, inv, attempts.count)
             except Exception as exc:  # every failure goes to the decision, whatever its type
                 error = exc
                 decision = after_send_failure(error, attempts, time.monotonic(), self._policy)
@@ -323,26 +345,40 @@ class Dispatcher:
             await self._pause(job, decision.delay)
         return None
 
-    async def _send(self, job: _Job, inv: Invocation) -> SendReceipt | None:
+    async def _send(self, job: _Job, inv: Invocation, attempt: int = 0) -> SendReceipt | None:
         """One ``/send`` within the route's limit, then the global one (in that order: a slow
-        route at its cap waits for its own slots without holding global slots others need)."""
+        route at its cap waits for its own slots without holding global slots others need).
+        ``attempt`` counts the failed sends before this one (for its span)."""
         route_limit = self._route_limits.get(inv.route)
         async with route_limit or contextlib.nullcontext(), self._global:
             if job.stale:
                 return None
             gauge = self._metrics.in_flight_gauge(inv.route)
             gauge.inc()
+            target = inv.target(self._client)
+            headers = inv.headers
+            send_span = None
+            if job.span is not None:
+                send_span = job.span.send(target.send_url(delay=inv.delay), attempt)
+                headers = send_span.headers(headers)  # Restate's spans hang under this one
             try:
-                return await inv.target(self._client).send(
+                receipt = await target.send(
                     NO_INPUT if inv.body is None else inv.body,
                     content_type=inv.content_type,
                     delay=inv.delay,
                     idempotency_key=inv.idempotency_key,
-                    headers=inv.headers,
+                    headers=headers,
                     timeout=self._timeout,
                 )
+            except BaseException as exc:
+                if send_span is not None:
+                    send_span.failed(exc)
+                raise
             finally:
                 gauge.dec()
+            if send_span is not None:
+                send_span.answered(202)
+            return receipt
 
     async def _pause(self, job: _Job, seconds: float) -> None:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
@@ -561,6 +597,8 @@ class Dispatcher:
         else:
             return  # revoked: the next owner handles the record
         log.warning("dead-lettered %s (route %s): %s", letter.coordinates, route, reason)
+        if job.span is not None:
+            job.span.failed("dead_lettered", reason)
         self._on_dead_letter(letter)
         self._finish(job, route, "dead_lettered")
 
@@ -580,6 +618,8 @@ class Dispatcher:
             route,
             reason,
         )
+        if job.span is not None:
+            job.span.failed("blocked", reason)
         try:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
         except Exception:  # the log line above still says it; the job must hold its lane

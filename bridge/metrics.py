@@ -212,6 +212,14 @@ class Metrics:
             registry=registry,
         )
 
+        self.trace_context_dropped = Counter(
+            "restate_bridge_trace_context_dropped",
+            "traceparent / tracestate record headers not forwarded because they break the W3C "
+            "Trace Context rules (the record itself is sent).",
+            ["route"],
+            registry=registry,
+        )
+
         self._message_counters: dict[tuple[str, str, str], Counter] = {}
         self._latency_histograms: dict[str, Histogram] = {}
         self._in_flight_gauges: dict[str, Gauge] = {}
@@ -266,6 +274,7 @@ class Metrics:
         for route, topics in routes:
             self.retries.labels(route)
             self.in_flight.labels(route)
+            self.trace_context_dropped.labels(route)
             for topic in topics:
                 for outcome in ("accepted", "duplicate", "dead_lettered", "skipped"):
                     self.messages.labels(topic, route, outcome)

@@ -239,6 +239,11 @@ class Bridge:
             if attach_client is not None:
                 replies = ReplySink(producer, functools.partial(_cluster_topics, producer))
 
+        tracer = None
+        if cfg.tracing.spans:  # `check` made sure the otel extra is installed
+            from .tracing.spans import RecordTracer
+
+            tracer = RecordTracer(cfg.kafka.group_id)
         dispatcher = self._dispatcher = Dispatcher(
             client=client,
             metrics=self.metrics,
@@ -252,6 +257,7 @@ class Bridge:
             request_timeout=cfg.restate.request_timeout.total_seconds(),
             replies=replies,
             attach_client=attach_client,
+            tracer=tracer,
         )
         stack.push_async_callback(dispatcher.aclose)
 
@@ -374,8 +380,10 @@ class Bridge:
         for item in items:
             if isinstance(item, Skip):
                 self.metrics.messages.labels(msg.topic, item.route, "skipped").inc()
-            else:
-                sendable.append(item)
+                continue
+            if isinstance(item, Invocation) and item.trace_dropped:
+                self._trace_dropped(record, item)
+            sendable.append(item)
         if not sendable:
             self.tracker.finish(tp, msg.offset, owner)
             return True
@@ -389,6 +397,17 @@ class Bridge:
             reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
             self.partition_blocked(Blocked(tp, msg.offset, "", reason))
         return True
+
+    def _trace_dropped(self, record: Record, inv: Invocation) -> None:
+        """Count and log trace headers left out: tracing is best effort, the record goes on."""
+        self.metrics.trace_context_dropped.labels(inv.route).inc(len(inv.trace_dropped))
+        for reason in inv.trace_dropped:
+            log.debug(
+                "%s: route %s: trace header not forwarded: %s",
+                record.coordinates,
+                inv.route,
+                reason,
+            )
 
     # -- dispatcher callbacks --------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from .schema import (
     RestateConfig,
     RouteConfig,
     SchemaRegistryConfig,
+    TracingConfig,
 )
 
 # -- loading ----------------------------------------------------------------------------------
@@ -81,6 +82,7 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
     delivery = cast(DeliveryConfig, sections["delivery"] or DeliveryConfig())
     registry = cast(SchemaRegistryConfig, sections["schema_registry"] or SchemaRegistryConfig())
+    tracing = cast(TracingConfig, sections["tracing"] or TracingConfig())
     if kafka is not None and "kafka" in clean:
         kafka = _kafka_rules(kafka, problems, env)
     if "delivery" in clean:
@@ -96,12 +98,23 @@ def parse_config(text: str, path: Path, env: Mapping[str, str]) -> BridgeConfig:
     if "schema_registry" in clean:  # else its own problem says what is wrong with it
         registry = _schema_registry_rules(registry, problems, env)
         _framed_formats(indexed, registry, problems)
+    if "tracing" in clean:
+        _tracing_rules(tracing, problems)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
     routes = tuple(route for _, route in indexed)
     return BridgeConfig(
-        path, kafka, restate, metrics, dead_letter, delivery, routes, log_level, registry
+        path,
+        kafka,
+        restate,
+        metrics,
+        dead_letter,
+        delivery,
+        routes,
+        log_level,
+        registry,
+        tracing=tracing,
     )
 
 
@@ -293,6 +306,18 @@ def _framed_formats(
                     f"{key} = {fmt!r} needs {missing}, which is not installed: "
                     "pip install 'restate-kafka-bridge[schemas]'",
                 )
+
+
+def _tracing_rules(tracing: TracingConfig, problems: Problems) -> None:
+    """Spans need the OpenTelemetry API (the ``otel`` extra)."""
+    from ..tracing import missing_extra
+
+    if tracing.spans and (missing := missing_extra()) is not None:
+        problems.add(
+            ("tracing", "spans"),
+            f"spans = true needs {missing}, which is not installed: "
+            "pip install 'restate-kafka-bridge[otel]'",
+        )
 
 
 def ingress_ssl_context(restate: RestateConfig) -> ssl.SSLContext | None:

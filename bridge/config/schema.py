@@ -400,11 +400,24 @@ class RouteConfig:
     """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
     batch: BatchConfig | None = None
     """Send records in batches (:mod:`bridge.batching`); ``None``: one invocation per record."""
+    trace_context: bool = True
+    """Forward the record's W3C ``traceparent`` / ``tracestate`` headers (when valid) to the
+    ingress, listed in ``headers`` or not, so that Restate joins the producer's trace."""
 
     def matches_topic(self, topic: str) -> bool:
         if topic in self.topics:
             return True
         return self.topic_pattern is not None and self.topic_pattern.fullmatch(topic) is not None
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry spans of the bridge itself (table ``[tracing]``)."""
+
+    spans: bool = False
+    """One span per record and route (``process``, kind CONSUMER) with a child span per
+    ``/send`` attempt (kind CLIENT), from the global OpenTelemetry tracer; needs the ``otel``
+    extra. Off: no span work at all."""
 
 
 @dataclass(frozen=True)
@@ -419,6 +432,7 @@ class BridgeConfig:
     log_level: str = "INFO"
     """From ``BRIDGE_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -441,6 +455,7 @@ SECTIONS: dict[str, type[Any]] = {
     "dead_letter": DeadLetterConfig,
     "delivery": DeliveryConfig,
     "schema_registry": SchemaRegistryConfig,
+    "tracing": TracingConfig,
 }
 HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.values(), RouteConfig)}
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
@@ -452,5 +467,5 @@ ROUTE_KEYS = frozenset(
     {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
-    | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
+    | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch", "trace_context"}
 )
