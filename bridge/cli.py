@@ -227,7 +227,8 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
     if not isinstance(item, Invocation):  # a Skip: on_null = "skip"
         return {"route": getattr(item, "route", None), "skipped": True}
     # a client is only a URL until its first request: nothing is sent here
-    url = item.target(Client(config.restate.ingress_url)).send_url(delay=item.delay)
+    # the first node's URL: any node would do
+    url = item.target(Client(config.restate.ingress_urls[0])).send_url(delay=item.delay)
     return {
         "route": item.route,
         "target": item.kind,
@@ -319,7 +320,7 @@ def _result(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 2
         client = Client(
-            args.url or restate.ingress_url,
+            args.url or restate.ingress_urls[0],  # every node knows every invocation
             token=restate.token,
             ssl_context=ingress_ssl_context(restate),
         )

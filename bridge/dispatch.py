@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -123,6 +123,13 @@ class _BatchJob(_Job):
     batch: Batch[_Ticket] = field(kw_only=True)
 
 
+def _nodes(client: Client | Sequence[Client]) -> tuple[Client, ...]:
+    nodes = (client,) if isinstance(client, Client) else tuple(client)
+    if not nodes:
+        raise ValueError("at least one ingress client")
+    return nodes
+
+
 def _splits(gave_up: GiveUp | None) -> bool:
     """A batch refused for good with a 4xx answer (not an unknown target) is retried record by
     record: the ingress may refuse the batch for one record (or for its size)."""
@@ -132,10 +139,17 @@ def _splits(gave_up: GiveUp | None) -> bool:
 
 
 class Dispatcher:
+    """Sends the invocations of submitted records (module docstring).
+
+    ``client`` is the ingress client, or one client per ingress node (in the order of
+    ``health``'s nodes): each send goes to the node ``health`` picks, among the up ones; so do
+    the attach requests of reply routes (``attach_client``, likewise one or one per node).
+    """
+
     def __init__(
         self,
         *,
-        client: Client,
+        client: Client | Sequence[Client],
         metrics: Metrics,
         health: IngressHealth,
         delivery: DeliveryConfig,
@@ -146,13 +160,15 @@ class Dispatcher:
         on_dead_letter: Callable[[DeadLetter], None],
         request_timeout: float,
         replies: ReplySink | None = None,
-        attach_client: Client | None = None,
+        attach_client: Client | Sequence[Client] | None = None,
         tracer: RecordTracer | None = None,
     ) -> None:
-        self._client = client
+        self._clients = _nodes(client)
+        if len(self._clients) != len(health.labels):
+            raise ValueError("one ingress client per node of the health")
         self._tracer = tracer
         self._replies = replies
-        self._attach_client = attach_client or client
+        self._attach_clients = self._clients if attach_client is None else _nodes(attach_client)
         self._reply_slots = asyncio.Semaphore(delivery.max_waiting_replies)
         self.missing_reply_topics: dict[str, int] = {}
         """Reply topics that do not exist, with how many replies wait for each (for /readyz)."""
@@ -307,17 +323,16 @@ class Dispatcher:
         attempts = Attempts()
         while not job.stale:
             started = time.perf_counter()
-            try:
-                receipt = await self._send(job, inv, attempts.count)
-            except Exception as exc:  # every failure goes to the decision, whatever its type
-                error = exc
-                decision = after_send_failure(error, attempts, time.monotonic(), self._policy)
-            else:
-                if receipt is None:  # revoked while waiting for a slot
+            node, since, sent = await self._send(job, inv, attempts.count)
+            if not isinstance(sent, Exception):
+                if sent is None:  # revoked while waiting for a slot
                     return None
                 metrics.latency_histogram(route).observe(time.perf_counter() - started)
-                self._health.mark_up()
-                return receipt
+                self._health.answered(node, since)
+                return sent
+            # every failure goes to the decision, whatever its type
+            error = sent
+            decision = after_send_failure(error, attempts, time.monotonic(), self._policy)
             metrics.ingress_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
                 job.gave_up = decision
@@ -330,8 +345,8 @@ class Dispatcher:
                         exc_info=error,
                     )
                 return decision.reason
-            if decision.ingress_down:
-                self._health.mark_down(f"{decision.label}: {error}")
+            if decision.ingress_down:  # this node: the retry goes to another one that is up
+                self._health.mark_down(f"{decision.label}: {error}", node)
             if decision.grace_started:
                 log.warning(
                     "%s: route %s: %s; retrying for %.0fs (unknown_target_grace)",
@@ -345,23 +360,30 @@ class Dispatcher:
             await self._pause(job, decision.delay)
         return None
 
-    async def _send(self, job: _Job, inv: Invocation, attempt: int = 0) -> SendReceipt | None:
+    async def _send(
+        self, job: _Job, inv: Invocation, attempt: int = 0
+    ) -> tuple[int, int, SendReceipt | Exception | None]:
         """One ``/send`` within the route's limit, then the global one (in that order: a slow
-        route at its cap waits for its own slots without holding global slots others need).
+        route at its cap waits for its own slots without holding global slots others need), to
+        the node the health picks once the slots are taken. The node, what
+        :meth:`IngressHealth.started` said, and the receipt, or what the send raised (any
+        exception: the caller's decision judges it), or ``None`` when revoked meanwhile.
         ``attempt`` counts the failed sends before this one (for its span)."""
         route_limit = self._route_limits.get(inv.route)
         async with route_limit or contextlib.nullcontext(), self._global:
             if job.stale:
-                return None
+                return 0, 0, None
+            node = self._health.pick()
+            since = self._health.started(node)
             gauge = self._metrics.in_flight_gauge(inv.route)
             gauge.inc()
-            target = inv.target(self._client)
-            headers = inv.headers
             send_span = None
-            if job.span is not None:
-                send_span = job.span.send(target.send_url(delay=inv.delay), attempt)
-                headers = send_span.headers(headers)  # Restate's spans hang under this one
             try:
+                target = inv.target(self._clients[node])
+                headers = inv.headers
+                if job.span is not None:
+                    send_span = job.span.send(target.send_url(delay=inv.delay), attempt)
+                    headers = send_span.headers(headers)  # Restate's spans hang under this one
                 receipt = await target.send(
                     NO_INPUT if inv.body is None else inv.body,
                     content_type=inv.content_type,
@@ -370,15 +392,20 @@ class Dispatcher:
                     headers=headers,
                     timeout=self._timeout,
                 )
-            except BaseException as exc:
+            except Exception as exc:
+                if send_span is not None:
+                    send_span.failed(exc)
+                return node, since, exc
+            except BaseException as exc:  # cancelled: the span ends, the job's owner decides
                 if send_span is not None:
                     send_span.failed(exc)
                 raise
             finally:
                 gauge.dec()
+                self._health.finished(node)
             if send_span is not None:
                 send_span.answered(202)
-            return receipt
+            return node, since, receipt
 
     async def _pause(self, job: _Job, seconds: float) -> None:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
@@ -444,9 +471,10 @@ class Dispatcher:
         route, max_wait = inv.route, inv.reply.max_wait
         started = time.monotonic()
         deadline = started + max_wait
-        handle = self._attach_client.invocation(invocation_id)
         attempt = 0
         while not job.stale:
+            # any node that is up: the invocation lives in the cluster, not in one node
+            handle = self._attach_clients[self._health.pick()].invocation(invocation_id)
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:

@@ -115,7 +115,20 @@ class Metrics:
         )
         self.ingress_up = Gauge(
             "restate_bridge_ingress_up",
-            "1 when the Restate ingress answers, 0 while it is unreachable.",
+            "1 when the Restate ingress answers (at least one of its nodes), 0 while it is "
+            "unreachable.",
+            registry=registry,
+        )
+        self.ingress_node_up = Gauge(
+            "restate_bridge_ingress_node_up",
+            "1 while this ingress node answers, 0 while it is down (sends go to the other nodes).",
+            ["node"],
+            registry=registry,
+        )
+        self.ingress_node_sends = Counter(
+            "restate_bridge_ingress_node_sends",
+            "/send attempts made to this ingress node (accepted or not).",
+            ["node"],
             registry=registry,
         )
         self.pending_records = Gauge(

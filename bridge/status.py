@@ -73,9 +73,12 @@ def snapshot(
     dead_letters: RecentDeadLetters,
     readiness: tuple[bool, str],
     blocked: Mapping[TopicPartition, Blocked] | None = None,
+    *,
+    ingress_nodes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
-    blocked partition is blocked."""
+    blocked partition is blocked and each ingress node's state (``node``, ``up``, ``reason``,
+    ``in_flight``)."""
     samples = _samples(metrics)
 
     def by_route(name: str, **match: str) -> dict[str, float]:
@@ -137,6 +140,7 @@ def snapshot(
         "ready": ready,
         "detail": detail,
         "ingress_up": up,
+        "ingress_nodes": ingress_nodes or [],
         "pending_records": samples.get("restate_bridge_pending_records", [({}, 0.0)])[0][1],
         "unrouted": unrouted,
         "routes": routes,

@@ -119,7 +119,7 @@ class Bridge:
         self.metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
         self.metrics.prepare_batches(r.name for r in config.routes if r.batch)
         self.tracker = OffsetTracker()
-        self.health = IngressHealth(self.metrics)
+        self.health = IngressHealth(self.metrics, config.restate.ingress_urls)
         self.dead_letters = RecentDeadLetters()
         self.status = StatusServer(
             self.metrics,
@@ -127,7 +127,12 @@ class Bridge:
             *config.metrics.host_port,
             token=config.metrics.token,
             status=lambda: snapshot(
-                config, self.metrics, self.dead_letters, self.readiness(), self.blocked
+                config,
+                self.metrics,
+                self.dead_letters,
+                self.readiness(),
+                self.blocked,
+                ingress_nodes=self.health.nodes(),
             ),
         )
         self._blocked: dict[TopicPartition, tuple[Blocked, float]] = {}
@@ -158,6 +163,8 @@ class Bridge:
             return False, f"reply topic {', '.join(sorted(missing))} does not exist (retrying)"
         if self._decoder is not None and not self._decoder.up:
             return False, f"schema registry unreachable: {self._decoder.reason}"
+        if self.health.down_nodes:  # still ready: the other nodes take the sends
+            return True, f"consuming; ingress {self.health.reason}"
         return True, "consuming"
 
     @property
@@ -187,39 +194,47 @@ class Bridge:
         await self.status.start()
         stack.push_async_callback(self.status.stop)
 
-        client = await stack.enter_async_context(
-            Client(
-                cfg.restate.ingress_url,
-                token=self._token,
-                timeout=cfg.restate.request_timeout.total_seconds(),
-                max_connections=cfg.restate.max_connections,
-                ssl_context=ingress_ssl_context(cfg.restate),
-            )
-        )
-        attach_client = None
-        if any(r.reply_topic for r in cfg.routes):
-            # waiting for results holds connections for as long as a handler runs: a pool of
-            # their own, so that waiting replies never take the connections sends need
-            attach_client = await stack.enter_async_context(
+        urls = cfg.restate.ingress_urls
+        # one client per ingress node, all alike (token, TLS, timeouts, pool size)
+        clients = [
+            await stack.enter_async_context(
                 Client(
-                    cfg.restate.ingress_url,
+                    url,
                     token=self._token,
-                    timeout=None,
-                    max_connections=cfg.delivery.max_waiting_replies,
+                    timeout=cfg.restate.request_timeout.total_seconds(),
+                    max_connections=cfg.restate.max_connections,
                     ssl_context=ingress_ssl_context(cfg.restate),
                 )
             )
+            for url in urls
+        ]
+        attach_clients: list[Client] = []
+        if any(r.reply_topic for r in cfg.routes):
+            # waiting for results holds connections for as long as a handler runs: a pool of
+            # their own, so that waiting replies never take the connections sends need
+            attach_clients = [
+                await stack.enter_async_context(
+                    Client(
+                        url,
+                        token=self._token,
+                        timeout=None,
+                        max_connections=cfg.delivery.max_waiting_replies,
+                        ssl_context=ingress_ssl_context(cfg.restate),
+                    )
+                )
+                for url in urls
+            ]
         if cfg.restate.token_file is not None:
-            clients = [c for c in (client, attach_client) if c is not None]
+            every = [*clients, *attach_clients]
 
             def set_token(token: str | None) -> None:
-                for each in clients:
+                for each in every:
                     each.set_token(token)
 
             token_file = TokenFile(cfg.restate.token_file, set_token, current=self._token)
             watch = asyncio.create_task(token_file.watch_forever())
             stack.push_async_callback(_cancel, watch)
-        probe = asyncio.create_task(self.health.probe_forever(client))
+        probe = asyncio.create_task(self.health.probe_forever(clients))
         stack.push_async_callback(_cancel, probe)
         self._decoder = await open_decoder(cfg, self.metrics, stack)
 
@@ -230,13 +245,13 @@ class Bridge:
             raise
 
         dead_letters = replies = None
-        if cfg.dead_letter.topic or attach_client is not None:
+        if cfg.dead_letter.topic or attach_clients:
             producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
             stack.push_async_callback(producer.stop)
             await producer.start()
             if cfg.dead_letter.topic:
                 dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
-            if attach_client is not None:
+            if attach_clients:
                 replies = ReplySink(producer, functools.partial(_cluster_topics, producer))
 
         tracer = None
@@ -245,7 +260,7 @@ class Bridge:
 
             tracer = RecordTracer(cfg.kafka.group_id)
         dispatcher = self._dispatcher = Dispatcher(
-            client=client,
+            client=clients,
             metrics=self.metrics,
             health=self.health,
             delivery=cfg.delivery,
@@ -256,7 +271,7 @@ class Bridge:
             on_dead_letter=self.dead_lettered,
             request_timeout=cfg.restate.request_timeout.total_seconds(),
             replies=replies,
-            attach_client=attach_client,
+            attach_client=attach_clients or None,
             tracer=tracer,
         )
         stack.push_async_callback(dispatcher.aclose)

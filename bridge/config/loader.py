@@ -231,7 +231,7 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
     for key, name in files.items():
         if name is None:
             continue
-        if not restate.ingress_url.startswith("https://"):
+        if not any(url.startswith("https://") for url in restate.ingress_urls):
             problems.add(("restate", key), f"{key} is only used with an https:// ingress_url")
         elif not os.path.isfile(name):
             problems.add(("restate", key), f"{key}: no such file {name!r}")

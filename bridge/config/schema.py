@@ -98,6 +98,22 @@ def http_url_problem(value: str) -> str | None:
     return None
 
 
+def ingress_urls_problem(value: str) -> str | None:
+    """Each of a comma-separated list of ingress URLs is ``http(s)://host``, none twice."""
+    urls = [u.strip() for u in value.split(",")]
+    if len(urls) > 1 and not all(urls):
+        return f"ingress_url: an empty entry in {value!r}; separate URLs with single commas"
+    seen: set[str] = set()
+    for url in urls:
+        wrong = http_url_problem(url)
+        if wrong is not None:
+            return wrong
+        if url.rstrip("/") in seen:
+            return f"ingress_url {url!r} is listed twice"
+        seen.add(url.rstrip("/"))
+    return None
+
+
 def bootstrap_servers_problem(value: str) -> str | None:
     for server in value.split(","):
         server = server.strip()
@@ -204,8 +220,14 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class RestateConfig:
-    ingress_url: Annotated[str, Check(http_url_problem)] = "http://127.0.0.1:8080"
-    """Overridden by ``RESTATE_URL``."""
+    ingress_url: Annotated[
+        str,
+        CommaList(),
+        Hint("a URL 'http(s)://host:port', a list of them, or a comma-separated string"),
+        Check(ingress_urls_problem),
+    ] = "http://127.0.0.1:8080"
+    """The ingress, or several nodes of one Restate cluster (a list, or URLs separated by
+    commas): sends spread over the nodes that answer. Overridden by ``RESTATE_URL``."""
     request_timeout: timedelta = timedelta(seconds=30)
     """Per ``/send``; a timeout is retried."""
     max_connections: int = 128
@@ -223,6 +245,11 @@ class RestateConfig:
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """From ``token_env``, ``token_file`` or ``RESTATE_AUTH_TOKEN``; sent as
     ``Authorization: Bearer``."""
+
+    @property
+    def ingress_urls(self) -> tuple[str, ...]:
+        """Every ingress node's URL, in the order written."""
+        return tuple(u.strip() for u in self.ingress_url.split(","))
 
 
 @dataclass(frozen=True)
