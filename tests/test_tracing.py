@@ -228,3 +228,15 @@ def test_without_a_traceparent_a_record_starts_a_trace(
     assert consumer.status.status_code is StatusCode.ERROR
     assert consumer.status.description == "ingress answered 400: bad input"
     assert (consumer.attributes or {})["restate.bridge.outcome"] == "dead_lettered"
+
+
+def test_an_attempt_span_shows_no_credentials(
+    tracer: RecordTracer, exporter: InMemorySpanExporter
+) -> None:
+    span = tracer.start(record(), "rec", {})
+    span.send("https://bridge:s3cret@restate:8443/S/h/send?delay=4s", 0).answered(202)
+    span.accepted(duplicate=True)
+    attempt, consumer = exporter.get_finished_spans()
+    assert (attempt.attributes or {})["url.full"] == "https://restate:8443/S/h/send?delay=4s"
+    assert "s3cret" not in str(attempt.attributes)
+    assert (consumer.attributes or {})["restate.bridge.outcome"] == "duplicate"

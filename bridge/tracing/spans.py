@@ -7,10 +7,10 @@
   semantic conventions: ``messaging.system = kafka``, ``messaging.operation.type = process``,
   ``messaging.destination.name``, ``messaging.destination.partition.id``,
   ``messaging.kafka.offset``, ``messaging.consumer.group.name``; and ``restate.bridge.route``.
-- ``POST`` (kind CLIENT), one per attempt: ``http.request.method``, ``url.full``,
-  ``server.address``, ``server.port``, ``http.response.status_code``, and from the second attempt
-  on ``http.request.resend_count``; a failure sets ``error.type`` and status ERROR. The
-  ``traceparent`` sent to the ingress is this span's, so Restate's spans hang under it.
+- ``POST`` (kind CLIENT), one per attempt: ``http.request.method``, ``url.full`` (without
+  credentials), ``server.address``, ``server.port``, ``http.response.status_code``, and from the
+  second attempt on ``http.request.resend_count``; a failure sets ``error.type`` and status
+  ERROR. The ``traceparent`` sent to the ingress is this span's, so Restate's spans hang under it.
 
 The tracer is the global one (``opentelemetry.trace.get_tracer``): exporters are configured with
 the OpenTelemetry SDK as usual, before the bridge starts.
@@ -27,6 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import __version__
 from ..ingress import IngressError
+from ..nodes import node_label
 from ..record import Record
 from ..tracecontext import TRACEPARENT, for_restate
 
@@ -85,7 +86,7 @@ class RecordSpan:
         parts = urllib.parse.urlsplit(url)
         attributes: dict[str, str | int] = {
             "http.request.method": "POST",
-            "url.full": url,
+            "url.full": node_label(url),  # never credentials, as the conventions ask
             "server.address": parts.hostname or "",
         }
         if parts.port is not None:
