@@ -39,7 +39,7 @@ class Send:
     held: bool = False
     """Whether the proxy held it back (see :meth:`IngressProxy.hold`)."""
     lost: bool = False
-    """Forwarded, answered upstream, and the answer not passed on (``lose_answers``)."""
+    """Forwarded, answered upstream, and the answer not passed on (``lose_from``)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -77,9 +77,9 @@ class IngressProxy:
     refuse: int = 0
     """Answer this many ``/send`` calls with ``refuse_status`` instead of forwarding (-1: all)."""
     retry_after: str | None = None
-    lose_answers: int = 0
-    """Forward this many ``/send`` calls, then close the connection instead of passing the
-    answer on (-1: all): what a node that fails after enqueuing looks like to the sender."""
+    lose_from: int | None = None
+    """Sends from this index on (0-based, in arrival order) are forwarded, and the connection is
+    closed instead of passing the answer on: a node failing after enqueuing, to the sender."""
     hold_from: int | None = None
     """Sends from this index on (0-based, in arrival order) wait until :meth:`release`."""
     tokens: set[str] | None = None
@@ -207,9 +207,7 @@ class IngressProxy:
             response = await self._forward(request, body)
             send.status = response.status
             with self._lock:
-                lose = self.lose_answers != 0
-                if lose and self.lose_answers > 0:
-                    self.lose_answers -= 1
+                lose = self.lose_from is not None and index >= self.lose_from
             if lose:
                 send.lost = True
                 assert request.transport is not None
