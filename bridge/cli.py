@@ -226,10 +226,10 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         return {"route": item.route, "dead_letter": item.reason}
     if not isinstance(item, Invocation):  # a Skip: on_null = "skip"
         return {"route": getattr(item, "route", None), "skipped": True}
-    # a client is only a URL until its first request: nothing is sent here
-    # the first node's URL: any node would do
+    # a client is only a URL until its first request: nothing is sent here; the first node's
+    # URL (any node would do)
     url = item.target(Client(config.restate.ingress_urls[0])).send_url(delay=item.delay)
-    return {
+    described: dict[str, object] = {
         "route": item.route,
         "target": item.kind,
         "url": url,
@@ -242,6 +242,9 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         "content_type": item.content_type,
         "body": None if item.body is None else item.body.decode("utf-8", "replace"),
     }
+    if item.trace_dropped:  # sent all the same, without them
+        described["trace_headers_dropped"] = list(item.trace_dropped)
+    return described
 
 
 def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
