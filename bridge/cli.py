@@ -252,9 +252,10 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         return {"route": item.route, "dead_letter": item.reason}
     if not isinstance(item, Invocation):  # a Skip: on_null = "skip"
         return {"route": getattr(item, "route", None), "skipped": True}
-    # a client is only a URL until its first request: nothing is sent here
-    url = item.target(Client(config.restate.ingress_url)).send_url(delay=item.delay)
-    return {
+    # a client is only a URL until its first request: nothing is sent here; the first node's
+    # URL (any node would do)
+    url = item.target(Client(config.restate.ingress_urls[0])).send_url(delay=item.delay)
+    described: dict[str, object] = {
         "route": item.route,
         "target": item.kind,
         "url": url,
@@ -269,6 +270,9 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         **({"scope": item.scope} if item.scope is not None else {}),
         **({"limit_key": item.limit_key} if item.limit_key is not None else {}),
     }
+    if item.trace_dropped:  # sent all the same, without them
+        described["trace_headers_dropped"] = list(item.trace_dropped)
+    return described
 
 
 def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
@@ -354,7 +358,7 @@ def _result(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 2
         client = Client(
-            args.url or restate.ingress_url,
+            args.url or restate.ingress_urls[0],  # every node knows every invocation
             token=restate.token,
             ssl_context=ingress_ssl_context(restate),
         )

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
 from .config import DeliveryConfig, RouteConfig
@@ -58,6 +58,10 @@ from .ratelimit import TokenBucket, default_burst
 from .record import Record
 from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .routing import Invocation, Poison
+from .tracecontext import trace_headers
+
+if TYPE_CHECKING:  # OpenTelemetry is an optional extra: imported only with spans on
+    from .tracing.spans import RecordSpan, RecordTracer
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class _Job:
     ownership: _Ownership
     gave_up: GiveUp | None = None
     """Why :meth:`Dispatcher._deliver` gave up, when it did."""
+    span: RecordSpan | None = None
+    """The record's span for this route, with ``[tracing] spans = true``."""
 
     @property
     def stale(self) -> bool:
@@ -123,6 +129,13 @@ class _BatchJob(_Job):
     batch: Batch[_Ticket] = field(kw_only=True)
 
 
+def _nodes(client: Client | Sequence[Client]) -> tuple[Client, ...]:
+    nodes = (client,) if isinstance(client, Client) else tuple(client)
+    if not nodes:
+        raise ValueError("at least one ingress client")
+    return nodes
+
+
 def _splits(gave_up: GiveUp | None) -> bool:
     """A batch refused for good with a 4xx answer (not an unknown target) is retried record by
     record: the ingress may refuse the batch for one record (or for its size)."""
@@ -132,10 +145,17 @@ def _splits(gave_up: GiveUp | None) -> bool:
 
 
 class Dispatcher:
+    """Sends the invocations of submitted records (module docstring).
+
+    ``client`` is the ingress client, or one client per ingress node (in the order of
+    ``health``'s nodes): each send goes to the node ``health`` picks, among the up ones; so do
+    the attach requests of reply routes (``attach_client``, likewise one or one per node).
+    """
+
     def __init__(
         self,
         *,
-        client: Client,
+        client: Client | Sequence[Client],
         metrics: Metrics,
         health: IngressHealth,
         delivery: DeliveryConfig,
@@ -145,11 +165,15 @@ class Dispatcher:
         on_dead_letter: Callable[[DeadLetter], None],
         request_timeout: float,
         replies: ReplySink | None = None,
-        attach_client: Client | None = None,
+        attach_client: Client | Sequence[Client] | None = None,
+        tracer: RecordTracer | None = None,
     ) -> None:
-        self._client = client
+        self._clients = _nodes(client)
+        if len(self._clients) != len(health.labels):
+            raise ValueError("one ingress client per node of the health")
+        self._tracer = tracer
         self._replies = replies
-        self._attach_client = attach_client or client
+        self._attach_clients = self._clients if attach_client is None else _nodes(attach_client)
         self._reply_slots = asyncio.Semaphore(delivery.max_waiting_replies)
         self.missing_reply_topics: dict[str, int] = {}
         """Reply topics that do not exist, with how many replies wait for each (for /readyz)."""
@@ -225,6 +249,8 @@ class Dispatcher:
             self._add_to_batch(pending, item, ownership)
             return
         job = _Job(pending, item, ownership)
+        if self._tracer is not None:
+            job.span = self._start_span(pending.record, item)
         self._jobs += 1
         lane = item.lane if isinstance(item, Invocation) else None
         if lane is None:
@@ -236,6 +262,14 @@ class Dispatcher:
             self._spawn(self._run_lane(lane))
         else:
             queue.append(job)
+
+    def _start_span(self, record: Record, item: Invocation | Poison) -> RecordSpan:
+        assert self._tracer is not None
+        if isinstance(item, Invocation):
+            headers: dict[str, str] = item.headers
+        else:  # a poison has no request: its parent is the record's valid traceparent
+            headers = dict(trace_headers(record.headers).headers)
+        return self._tracer.start(record, item.route, headers)
 
     def drop(self, tps: set[TopicPartition]) -> None:
         """Stop work for revoked partitions: jobs submitted so far are skipped or abandoned
@@ -308,6 +342,8 @@ class Dispatcher:
                 reason = accepted if isinstance(accepted, str) else None
                 if isinstance(accepted, SendReceipt):
                     outcome = "duplicate" if accepted.duplicate else "accepted"
+                    if job.span is not None:
+                        job.span.accepted(accepted.duplicate)
                     if item.reply is None:
                         self._finish(job, item.route, outcome)
                     else:  # the waiting task owns the job (and its reply slot) from here
@@ -328,6 +364,8 @@ class Dispatcher:
                 self._reply_slots.release()
             if not handed_off:
                 self._jobs -= 1
+            if job.span is not None:  # revoked or cancelled before it finished
+                job.span.abandoned()
 
     async def _deliver(self, job: _Job, inv: Invocation) -> SendReceipt | str | None:
         """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
@@ -337,17 +375,16 @@ class Dispatcher:
         attempts = Attempts()
         while not job.stale:
             started = time.perf_counter()
-            try:
-                receipt = await self._send(job, inv)
-            except Exception as exc:  # every failure goes to the decision, whatever its type
-                error = exc
-                decision = after_send_failure(error, attempts, time.monotonic(), policy)
-            else:
-                if receipt is None:  # revoked while waiting for a slot
+            node, since, sent = await self._send(job, inv, attempts.count)
+            if not isinstance(sent, Exception):
+                if sent is None:  # revoked while waiting for a slot
                     return None
                 metrics.latency_histogram(route).observe(time.perf_counter() - started)
-                self._health.mark_up()
-                return receipt
+                self._health.answered(node, since)
+                return sent
+            # every failure goes to the decision, whatever its type
+            error = sent
+            decision = after_send_failure(error, attempts, time.monotonic(), policy)
             metrics.ingress_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
                 job.gave_up = decision
@@ -360,8 +397,8 @@ class Dispatcher:
                         exc_info=error,
                     )
                 return decision.reason
-            if decision.ingress_down:
-                self._health.mark_down(f"{decision.label}: {error}")
+            if decision.ingress_down:  # this node: the retry goes to another one that is up
+                self._health.mark_down(f"{decision.label}: {error}", node)
             if decision.grace_started:
                 log.warning(
                     "%s: route %s: %s; retrying for %.0fs (unknown_target_grace)",
@@ -375,27 +412,53 @@ class Dispatcher:
             await self._pause(job, decision.delay)
         return None
 
-    async def _send(self, job: _Job, inv: Invocation) -> SendReceipt | None:
+    async def _send(
+        self, job: _Job, inv: Invocation, attempt: int = 0
+    ) -> tuple[int, int, SendReceipt | Exception | None]:
         """One ``/send`` within the route's limit, then the global one (in that order: a slow
-        route at its cap waits for its own slots without holding global slots others need)."""
+        route at its cap waits for its own slots without holding global slots others need), to
+        the node the health picks once the slots are taken. The node, what
+        :meth:`IngressHealth.started` said, and the receipt, or what the send raised (any
+        exception: the caller's decision judges it), or ``None`` when revoked meanwhile.
+        ``attempt`` counts the failed sends before this one (for its span)."""
         limited = self._route_limits.get(inv.route)
         async with limited[1] if limited else contextlib.nullcontext(), self._global:
             if job.stale:
-                return None
+                return 0, 0, None
+            node = self._health.pick()
+            since = self._health.started(node)
             gauge = self._metrics.in_flight_gauge(inv.route)
             gauge.inc()
+            send_span = None
             try:
-                return await inv.target(self._client).send(
+                target = inv.target(self._clients[node])
+                headers = inv.headers
+                if job.span is not None:
+                    send_span = job.span.send(target.send_url(delay=inv.delay), attempt)
+                    headers = send_span.headers(headers)  # Restate's spans hang under this one
+                receipt = await target.send(
                     NO_INPUT if inv.body is None else inv.body,
                     content_type=inv.content_type,
                     delay=inv.delay,
                     idempotency_key=inv.idempotency_key,
-                    headers=inv.headers,
+                    headers=headers,
                     timeout=self._timeout,
                     limit_key=inv.limit_key,
                 )
+            except Exception as exc:
+                if send_span is not None:
+                    send_span.failed(exc)
+                return node, since, exc
+            except BaseException as exc:  # cancelled: the span ends, the job's owner decides
+                if send_span is not None:
+                    send_span.failed(exc)
+                raise
             finally:
                 gauge.dec()
+                self._health.finished(node)
+            if send_span is not None:
+                send_span.answered(202)
+            return node, since, receipt
 
     async def _pause(self, job: _Job, seconds: float) -> None:
         """Sleep ``seconds``, or less if the job's partition is revoked meanwhile."""
@@ -480,9 +543,10 @@ class Dispatcher:
         route, max_wait = inv.route, inv.reply.max_wait
         started = time.monotonic()
         deadline = started + max_wait
-        handle = self._attach_client.invocation(invocation_id)
         attempt = 0
         while not job.stale:
+            # any node that is up: the invocation lives in the cluster, not in one node
+            handle = self._attach_clients[self._health.pick()].invocation(invocation_id)
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:
@@ -633,6 +697,8 @@ class Dispatcher:
         else:
             return  # revoked: the next owner handles the record
         log.warning("dead-lettered %s (route %s): %s", letter.coordinates, route, reason)
+        if job.span is not None:
+            job.span.failed("dead_lettered", reason)
         self._on_dead_letter(letter)
         self._finish(job, route, "dead_lettered")
 
@@ -655,6 +721,8 @@ class Dispatcher:
             if by_policy
             else "fix the cause or configure a [dead_letter] topic",
         )
+        if job.span is not None:
+            job.span.failed("blocked", reason)
         try:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
         except Exception:  # the log line above still says it; the job must hold its lane

@@ -117,7 +117,20 @@ class Metrics:
         )
         self.ingress_up = Gauge(
             "restate_bridge_ingress_up",
-            "1 when the Restate ingress answers, 0 while it is unreachable.",
+            "1 when the Restate ingress answers (at least one of its nodes), 0 while it is "
+            "unreachable.",
+            registry=registry,
+        )
+        self.ingress_node_up = Gauge(
+            "restate_bridge_ingress_node_up",
+            "1 while this ingress node answers, 0 while it is down (sends go to the other nodes).",
+            ["node"],
+            registry=registry,
+        )
+        self.ingress_node_sends = Counter(
+            "restate_bridge_ingress_node_sends",
+            "/send attempts made to this ingress node (accepted or not).",
+            ["node"],
             registry=registry,
         )
         self.pending_records = Gauge(
@@ -246,6 +259,13 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.trace_context_dropped = Counter(
+            "restate_bridge_trace_context_dropped",
+            "traceparent / tracestate record headers not forwarded because they break the W3C "
+            "Trace Context rules (the record itself is sent).",
+            ["route"],
+            registry=registry,
+        )
 
         self._message_counters: dict[tuple[str, str, str], Counter] = {}
         self._latency_histograms: dict[str, Histogram] = {}
@@ -318,6 +338,7 @@ class Metrics:
         for route, topics in routes:
             self.retries.labels(route)
             self.in_flight.labels(route)
+            self.trace_context_dropped.labels(route)
             for topic in topics:
                 for outcome in ("accepted", "duplicate", "dead_lettered", "skipped"):
                     self.messages.labels(topic, route, outcome)

@@ -16,6 +16,11 @@ Every value taken from a record is checked before it becomes part of a request:
   (:func:`bridge.record.reserved_header`), a value of visible ASCII, spaces and tabs of at most
   :data:`MAX_HEADER_VALUE` bytes;
 - body: JSON sub-documents are re-encoded exactly (integers beyond 64 bits included).
+
+W3C trace context (``traceparent``, ``tracestate``) is forwarded by every route with
+``trace_context = true`` (the default), listed in ``headers`` or not; a trace header that breaks
+the W3C rules is left out and named in :attr:`Invocation.trace_dropped`, never a poison
+(:mod:`bridge.tracecontext`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from .record import (
 )
 from .scopes import limit_key_problem, scope_problem
 from .template import Template
+from .tracecontext import NONE as NO_TRACE_HEADERS
+from .tracecontext import TRACE_HEADERS, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,9 @@ class Invocation:
     """The Restate scope the invocation runs in (a route's ``scope``)."""
     limit_key: str | None = None
     """Sent as ``x-restate-limit-key`` (a route's ``limit_key``); only with ``scope``."""
+    trace_dropped: tuple[str, ...] = ()
+    """Trace headers of the record left out because they break the W3C rules, one reason each
+    (the worker counts and logs them; tracing never costs a record)."""
 
     def target(self, client: Client) -> Target:
         """The handler this invocation goes to, built by ``client``."""
@@ -130,10 +140,12 @@ class Route:
     """A compiled :class:`RouteConfig`."""
 
     __slots__ = (
+        "_forwarded",
         "_header_problems",
         "_json_matches",
         "_plain_matches",
         "_reply",
+        "_trace_context",
         "config",
         "max_delay",
         "name",
@@ -161,6 +173,12 @@ class Route:
         self._header_problems = {
             name: problem for name in config.headers if (problem := _header_name_problem(name))
         }
+        # a batch sends each record's headers inside its item, never as request headers
+        self._trace_context = config.trace_context and config.batch is None
+        # with trace_context, the trace headers follow the W3C rules even when listed in headers
+        self._forwarded = tuple(
+            name for name in config.headers if not (self._trace_context and name in TRACE_HEADERS)
+        )
 
     def plan(self, view: RecordView) -> Planned | None:
         """What this route does with the record; ``None`` when it does not match.
@@ -196,6 +214,9 @@ class Route:
         key = None if c.key is None else _key(c.key, c.target, view)
         delay = self._delay(view)
         headers = self._headers(rec)
+        trace = trace_headers(rec.headers) if self._trace_context else NO_TRACE_HEADERS
+        if trace.headers:
+            headers.update(trace.headers)
         if c.batch is None:
             body, content_type = _body(c, view)
         else:
@@ -233,6 +254,7 @@ class Route:
             batch=c.batch,
             scope=scope,
             limit_key=limit_key,
+            trace_dropped=trace.dropped,
         )
 
     def _delay(self, view: RecordView) -> timedelta | None:
@@ -253,7 +275,7 @@ class Route:
 
     def _headers(self, rec: Record) -> dict[str, str]:
         headers: dict[str, str] = {}
-        for name in self.config.headers:
+        for name in self._forwarded:
             raw = rec.header(name)
             if raw is None:
                 continue

@@ -74,9 +74,12 @@ def snapshot(
     readiness: tuple[bool, str],
     blocked: Mapping[TopicPartition, Blocked] | None = None,
     controls: Mapping[str, Any] | None = None,
+    *,
+    ingress_nodes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
-    blocked partition is blocked, and the operator's ``controls`` (the last reload, ...)."""
+    blocked partition is blocked, the operator's ``controls`` (the last reload, ...) and each
+    ingress node's state (``node``, ``up``, ``reason``, ``in_flight``)."""
     samples = _samples(metrics)
 
     def by_route(name: str, **match: str) -> dict[str, float]:
@@ -138,6 +141,7 @@ def snapshot(
         "ready": ready,
         "detail": detail,
         "ingress_up": up,
+        "ingress_nodes": ingress_nodes or [],
         "pending_records": samples.get("restate_bridge_pending_records", [({}, 0.0)])[0][1],
         "unrouted": unrouted,
         "routes": routes,

@@ -158,7 +158,7 @@ class Bridge:
         self._replies_ready = False
         """Reply routes can run: the attach client and the reply producer were made at start."""
         self.tracker = OffsetTracker()
-        self.health = IngressHealth(self.metrics)
+        self.health = IngressHealth(self.metrics, config.restate.ingress_urls)
         self.dead_letters = RecentDeadLetters()
         self.status = StatusServer(
             self.metrics,
@@ -172,6 +172,7 @@ class Bridge:
                 self.readiness(),
                 self.blocked,
                 controls=self.controls(),
+                ingress_nodes=self.health.nodes(),
             ),
             reload=self.admin_reload,
         )
@@ -203,6 +204,8 @@ class Bridge:
             return False, f"reply topic {', '.join(sorted(missing))} does not exist (retrying)"
         if self._decoder is not None and not self._decoder.up:
             return False, f"schema registry unreachable: {self._decoder.reason}"
+        if self.health.down_nodes:  # still ready: the other nodes take the sends
+            return True, f"consuming; ingress {self.health.reason}"
         return True, "consuming"
 
     @property
@@ -247,40 +250,48 @@ class Bridge:
         await self.status.start()
         stack.push_async_callback(self.status.stop)
 
-        client = await stack.enter_async_context(
-            Client(
-                cfg.restate.ingress_url,
-                token=self._token,
-                timeout=cfg.restate.request_timeout.total_seconds(),
-                max_connections=cfg.restate.max_connections,
-                ssl_context=ingress_ssl_context(cfg.restate),
+        urls = cfg.restate.ingress_urls
+        # one client per ingress node, all alike (token, TLS, timeouts, pool size)
+        clients = [
+            await stack.enter_async_context(
+                Client(
+                    url,
+                    token=self._token,
+                    timeout=cfg.restate.request_timeout.total_seconds(),
+                    max_connections=cfg.restate.max_connections,
+                    ssl_context=ingress_ssl_context(cfg.restate),
+                )
             )
-        )
-        attach_client = None
+            for url in urls
+        ]
+        attach_clients: list[Client] = []
         self._replies_ready = any(r.reply_topic for r in cfg.routes)
         if self._replies_ready:
             # waiting for results holds connections for as long as a handler runs: a pool of
             # their own, so that waiting replies never take the connections sends need
-            attach_client = await stack.enter_async_context(
-                Client(
-                    cfg.restate.ingress_url,
-                    token=self._token,
-                    timeout=None,
-                    max_connections=cfg.delivery.max_waiting_replies,
-                    ssl_context=ingress_ssl_context(cfg.restate),
+            attach_clients = [
+                await stack.enter_async_context(
+                    Client(
+                        url,
+                        token=self._token,
+                        timeout=None,
+                        max_connections=cfg.delivery.max_waiting_replies,
+                        ssl_context=ingress_ssl_context(cfg.restate),
+                    )
                 )
-            )
+                for url in urls
+            ]
         if cfg.restate.token_file is not None:
-            clients = [c for c in (client, attach_client) if c is not None]
+            every = [*clients, *attach_clients]
 
             def set_token(token: str | None) -> None:
-                for each in clients:
+                for each in every:
                     each.set_token(token)
 
             token_file = TokenFile(cfg.restate.token_file, set_token, current=self._token)
             watch = asyncio.create_task(token_file.watch_forever())
             stack.push_async_callback(_cancel, watch)
-        probe = asyncio.create_task(self.health.probe_forever(client))
+        probe = asyncio.create_task(self.health.probe_forever(clients))
         stack.push_async_callback(_cancel, probe)
         self._decoder = await open_decoder(cfg, self.metrics, stack)
 
@@ -291,17 +302,22 @@ class Bridge:
             raise
 
         dead_letters = replies = None
-        if cfg.dead_letter.topic or attach_client is not None:
+        if cfg.dead_letter.topic or attach_clients:
             producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
             stack.push_async_callback(producer.stop)
             await producer.start()
             if cfg.dead_letter.topic:
                 dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
-            if attach_client is not None:
+            if attach_clients:
                 replies = ReplySink(producer, functools.partial(_cluster_topics, producer))
 
+        tracer = None
+        if cfg.tracing.spans:  # `check` made sure the otel extra is installed
+            from .tracing.spans import RecordTracer
+
+            tracer = RecordTracer(cfg.kafka.group_id)
         dispatcher = self._dispatcher = Dispatcher(
-            client=client,
+            client=clients,
             metrics=self.metrics,
             health=self.health,
             delivery=cfg.delivery,
@@ -311,7 +327,8 @@ class Bridge:
             on_dead_letter=self.dead_lettered,
             request_timeout=cfg.restate.request_timeout.total_seconds(),
             replies=replies,
-            attach_client=attach_client,
+            attach_client=attach_clients or None,
+            tracer=tracer,
         )
         dispatcher.configure_routes(cfg.routes)
         stack.push_async_callback(dispatcher.aclose)
@@ -538,8 +555,10 @@ class Bridge:
         for item in items:
             if isinstance(item, Skip):
                 self.metrics.messages.labels(msg.topic, item.route, "skipped").inc()
-            else:
-                sendable.append(item)
+                continue
+            if isinstance(item, Invocation) and item.trace_dropped:
+                self._trace_dropped(record, item)
+            sendable.append(item)
         if not sendable:
             self.tracker.finish(tp, msg.offset, owner)
             return True
@@ -553,6 +572,17 @@ class Bridge:
             reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
             self.partition_blocked(Blocked(tp, msg.offset, "", reason))
         return True
+
+    def _trace_dropped(self, record: Record, inv: Invocation) -> None:
+        """Count and log trace headers left out: tracing is best effort, the record goes on."""
+        self.metrics.trace_context_dropped.labels(inv.route).inc(len(inv.trace_dropped))
+        for reason in inv.trace_dropped:
+            log.debug(
+                "%s: route %s: trace header not forwarded: %s",
+                record.coordinates,
+                inv.route,
+                reason,
+            )
 
     # -- dispatcher callbacks --------------------------------------------------------------
 

@@ -153,6 +153,27 @@ def test_route_fan_out(routes: Path, capsys: pytest.CaptureFixture[str]) -> None
     }
 
 
+def test_route_shows_trace_headers_forwarded_and_dropped(
+    routes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"
+    code = main(
+        [
+            *f"route {routes} --topic ledger --key k".split(),
+            *["--header", "kind=credit", "--header", "delay=1s", "--header", f"traceparent={good}"],
+            *["--header", "tracestate=Not A List", "--value", '{"payload": {}}'],
+        ]
+    )
+    assert code == 0
+    ledger, audit = lines(capsys.readouterr().out)
+    sent = good[:-2] + "01"  # only the sampled flag: Restate 1.7 ignores "03"
+    for each in (ledger, audit):
+        assert each["headers"] == {"traceparent": sent}
+        assert each["trace_headers_dropped"] == [
+            "tracestate is not a list of key=value members of printable ASCII"
+        ]
+
+
 def test_route_without_delay_header_is_poison_for_that_route(
     routes: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -303,7 +303,8 @@ ROUTE_KEYS = (
     "batch, block_on, body, content_type, dead_letter_on, delay, handler, headers, "
     "idempotency_key, key, key_format, limit_key, match, max_in_flight, name, on_null, ordering, "
     "rate_limit, rate_limit_burst, reply_correlation_header, reply_timeout, reply_topic, "
-    "retry_on, scope, service, target, topic, topic_pattern, topics, value_format, workflow_main"
+    "retry_on, scope, service, target, topic, topic_pattern, topics, trace_context, value_format, "
+    "workflow_main"
 )
 KAFKA_KEYS = (
     "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "
@@ -320,7 +321,7 @@ DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
         pytest.param(
             KAFKA + "\n[kafkaa]\nx = 1\n" + route("")[len(KAFKA) :],
             "routes.toml:4: unknown table [kafkaa]; expected one of ['dead_letter', 'delivery', "
-            "'kafka', 'metrics', 'restate', 'routes', 'schema_registry']",
+            "'kafka', 'metrics', 'restate', 'routes', 'schema_registry', 'tracing']",
             id="unknown-table",
         ),
         pytest.param(
@@ -544,7 +545,8 @@ def test_several_problems_are_reported_together() -> None:
     found = problems(text)
     assert found == [
         "routes.toml:5: unknown table [extra]; expected one of "
-        "['dead_letter', 'delivery', 'kafka', 'metrics', 'restate', 'routes', 'schema_registry']",
+        "['dead_letter', 'delivery', 'kafka', 'metrics', 'restate', 'routes', 'schema_registry', "
+        "'tracing']",
         f"routes.toml:3: unknown key 'bogus' in [kafka]; expected one of {KAFKA_KEYS}",
         "routes.toml:9: target must be one of service, object, workflow, not 'actor'",
         "routes.toml:13: an object route needs 'key' (the object key or workflow id), "

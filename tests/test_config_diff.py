@@ -136,6 +136,21 @@ CASES: list[tuple[str, str, ConfigDiff]] = [
         OLD + '\n[dead_letter]\ntopic = "dlq"\n',
         ConfigDiff(restart_required=(("dead_letter", ("topic",)),)),
     ),
+    (
+        "a second ingress node",
+        OLD.replace('"http://restate:8080"', '["http://restate:8080", "http://restate-2:8080"]'),
+        ConfigDiff(restart_required=(("restate", ("ingress_url",)),)),
+    ),
+    (
+        "[tracing] with its default",
+        OLD + "\n[tracing]\nspans = false\n",
+        ConfigDiff(),
+    ),
+    (
+        "[tracing] spans on",
+        OLD + "\n[tracing]\nspans = true\n",
+        ConfigDiff(restart_required=(("tracing", ("spans",)),)),
+    ),
 ]
 
 

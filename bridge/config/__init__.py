@@ -46,6 +46,7 @@ from .schema import (
     RouteConfig,
     SchemaRegistryConfig,
     TargetKind,
+    TracingConfig,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "SchemaRegistryConfig",
     "SecretFileError",
     "TargetKind",
+    "TracingConfig",
     "check_log_level",
     "ingress_ssl_context",
     "load_config",

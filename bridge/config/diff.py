@@ -11,10 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .schema import BridgeConfig, RouteConfig
+from .schema import SECTIONS, BridgeConfig, RouteConfig
 
-RESTART_SECTIONS = ("kafka", "restate", "metrics", "schema_registry", "dead_letter", "delivery")
-"""Tables a reload keeps as they were at start: connections, listener, group, limits."""
+RESTART_SECTIONS = tuple(SECTIONS)
+"""Tables a reload keeps as they were at start (every one but the routes): connections,
+listener, group, limits, tracing."""
 
 TARGET_KEYS = frozenset({"target", "service", "handler", "key", "idempotency_key"})
 """Route keys that decide an invocation's idempotency: Restate deduplicates by target and key."""

@@ -25,6 +25,7 @@ from .schema import (
     RestateConfig,
     RouteConfig,
     SchemaRegistryConfig,
+    TracingConfig,
 )
 
 # -- loading ----------------------------------------------------------------------------------
@@ -92,6 +93,7 @@ def parse_config(
     dead_letter = cast(DeadLetterConfig, sections["dead_letter"] or DeadLetterConfig())
     delivery = cast(DeliveryConfig, sections["delivery"] or DeliveryConfig())
     registry = cast(SchemaRegistryConfig, sections["schema_registry"] or SchemaRegistryConfig())
+    tracing = cast(TracingConfig, sections["tracing"] or TracingConfig())
     if kafka is not None and "kafka" in clean:
         kafka = _kafka_rules(kafka, problems, env)
     if "delivery" in clean:
@@ -109,12 +111,23 @@ def parse_config(
         _framed_formats(indexed, registry, problems)
     if running is not None:
         _against_running(indexed, running, problems)
+    if "tracing" in clean:
+        _tracing_rules(tracing, problems)
     log_level = _log_level(env.get("BRIDGE_LOG_LEVEL") or "INFO", problems)
     if problems.items or kafka is None:
         raise ConfigError(problems.items)
     routes = tuple(route for _, route in indexed)
     return BridgeConfig(
-        path, kafka, restate, metrics, dead_letter, delivery, routes, log_level, registry
+        path,
+        kafka,
+        restate,
+        metrics,
+        dead_letter,
+        delivery,
+        routes,
+        log_level,
+        registry,
+        tracing=tracing,
     )
 
 
@@ -247,7 +260,7 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
     for key, name in files.items():
         if name is None:
             continue
-        if not restate.ingress_url.startswith("https://"):
+        if not any(url.startswith("https://") for url in restate.ingress_urls):
             problems.add(("restate", key), f"{key} is only used with an https:// ingress_url")
         elif not os.path.isfile(name):
             problems.add(("restate", key), f"{key}: no such file {name!r}")
@@ -322,6 +335,18 @@ def _framed_formats(
                     f"{key} = {fmt!r} needs {missing}, which is not installed: "
                     "pip install 'restate-kafka-bridge[schemas]'",
                 )
+
+
+def _tracing_rules(tracing: TracingConfig, problems: Problems) -> None:
+    """Spans need the OpenTelemetry API (the ``otel`` extra)."""
+    from ..tracing import missing_extra
+
+    if tracing.spans and (missing := missing_extra()) is not None:
+        problems.add(
+            ("tracing", "spans"),
+            f"spans = true needs {missing}, which is not installed: "
+            "pip install 'restate-kafka-bridge[otel]'",
+        )
 
 
 def ingress_ssl_context(restate: RestateConfig) -> ssl.SSLContext | None:

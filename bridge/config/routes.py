@@ -337,7 +337,7 @@ def _ordering(r: _Route) -> None:
 
 def _plain_options(r: _Route) -> None:
     """Options read by their type hint alone: name, content_type, max_in_flight, on_null,
-    value_format, key_format, and the reply options."""
+    value_format, key_format, trace_context, and the reply options."""
     for key in (
         "name",
         "content_type",
@@ -345,6 +345,7 @@ def _plain_options(r: _Route) -> None:
         "on_null",
         "value_format",
         "key_format",
+        "trace_context",
         *_REPLY_OPTIONS,
     ):
         value = r.scalar(key)
@@ -440,6 +441,7 @@ def _batch(r: _Route) -> None:
     for key, why in (
         ("headers", "each item carries all its record's headers"),
         ("content_type", "a batch is sent as application/json"),
+        ("trace_context", "each item carries all its record's headers, trace headers included"),
     ):
         if key in r.table:
             r.problem(key, f"{key} does not apply to a batch route: {why}; remove {key}")

@@ -99,6 +99,22 @@ def http_url_problem(value: str) -> str | None:
     return None
 
 
+def ingress_urls_problem(value: str) -> str | None:
+    """Each of a comma-separated list of ingress URLs is ``http(s)://host``, none twice."""
+    urls = [u.strip() for u in value.split(",")]
+    if len(urls) > 1 and not all(urls):
+        return f"ingress_url: an empty entry in {value!r}; separate URLs with single commas"
+    seen: set[str] = set()
+    for url in urls:
+        wrong = http_url_problem(url)
+        if wrong is not None:
+            return wrong
+        if url.rstrip("/") in seen:
+            return f"ingress_url {url!r} is listed twice"
+        seen.add(url.rstrip("/"))
+    return None
+
+
 def bootstrap_servers_problem(value: str) -> str | None:
     for server in value.split(","):
         server = server.strip()
@@ -205,8 +221,14 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class RestateConfig:
-    ingress_url: Annotated[str, Check(http_url_problem)] = "http://127.0.0.1:8080"
-    """Overridden by ``RESTATE_URL``."""
+    ingress_url: Annotated[
+        str,
+        CommaList(),
+        Hint("a URL 'http(s)://host:port', a list of them, or a comma-separated string"),
+        Check(ingress_urls_problem),
+    ] = "http://127.0.0.1:8080"
+    """The ingress, or several nodes of one Restate cluster (a list, or URLs separated by
+    commas): sends spread over the nodes that answer. Overridden by ``RESTATE_URL``."""
     request_timeout: timedelta = timedelta(seconds=30)
     """Per ``/send``; a timeout is retried."""
     max_connections: int = 128
@@ -224,6 +246,11 @@ class RestateConfig:
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """From ``token_env``, ``token_file`` or ``RESTATE_AUTH_TOKEN``; sent as
     ``Authorization: Bearer``."""
+
+    @property
+    def ingress_urls(self) -> tuple[str, ...]:
+        """Every ingress node's URL, in the order written."""
+        return tuple(u.strip() for u in self.ingress_url.split(","))
 
 
 @dataclass(frozen=True)
@@ -419,6 +446,10 @@ class RouteConfig:
     """Restate limit key (``x-restate-limit-key``: ``level1`` or ``level1/level2``); only with
     ``scope``."""
 
+    trace_context: bool = True
+    """Forward the record's W3C ``traceparent`` / ``tracestate`` headers (when valid) to the
+    ingress, listed in ``headers`` or not, so that Restate joins the producer's trace."""
+
     @property
     def statuses(self) -> StatusPolicy:
         """The route's ``retry_on`` / ``dead_letter_on`` / ``block_on`` lists as one policy."""
@@ -428,6 +459,16 @@ class RouteConfig:
         if topic in self.topics:
             return True
         return self.topic_pattern is not None and self.topic_pattern.fullmatch(topic) is not None
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry spans of the bridge itself (table ``[tracing]``)."""
+
+    spans: bool = False
+    """One span per record and route (``process``, kind CONSUMER) with a child span per
+    ``/send`` attempt (kind CLIENT), from the global OpenTelemetry tracer; needs the ``otel``
+    extra. Off: no span work at all."""
 
 
 @dataclass(frozen=True)
@@ -442,6 +483,7 @@ class BridgeConfig:
     log_level: str = "INFO"
     """From ``BRIDGE_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -464,6 +506,7 @@ SECTIONS: dict[str, type[Any]] = {
     "dead_letter": DeadLetterConfig,
     "delivery": DeliveryConfig,
     "schema_registry": SchemaRegistryConfig,
+    "tracing": TracingConfig,
 }
 HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.values(), RouteConfig)}
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
@@ -477,5 +520,5 @@ ROUTE_KEYS = frozenset(
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
     | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
     | {"retry_on", "dead_letter_on", "block_on", "rate_limit", "rate_limit_burst"}
-    | {"scope", "limit_key"}
+    | {"scope", "limit_key", "trace_context"}
 )

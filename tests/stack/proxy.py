@@ -3,7 +3,8 @@
 Restate does not shed load, hang or go half-down on demand, so tests put this proxy between the
 bridge and the real ingress. It forwards everything unchanged and records every ``/send``: when it
 started and ended, its idempotency key, its headers and the answer. On demand it delays sends,
-holds them until released, or answers them itself (429 with ``Retry-After``, 503, ...).
+holds them until released, answers them itself (429 with ``Retry-After``, 503, ...), or forwards
+them and loses the answer (the invocation exists; the sender cannot know).
 
 It runs its own event loop in a daemon thread, so a test may block (``bridge.metrics()``,
 ``bridge.terminate()``) without stalling the sends it is watching.
@@ -37,6 +38,8 @@ class Send:
     """The answer given; None while under way, or when the bridge hung up first."""
     held: bool = False
     """Whether the proxy held it back (see :meth:`IngressProxy.hold`)."""
+    lost: bool = False
+    """Forwarded, answered upstream, and the answer not passed on (``lose_from``)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -74,6 +77,9 @@ class IngressProxy:
     refuse: int = 0
     """Answer this many ``/send`` calls with ``refuse_status`` instead of forwarding (-1: all)."""
     retry_after: str | None = None
+    lose_from: int | None = None
+    """Sends from this index on (0-based, in arrival order) are forwarded, and the connection is
+    closed instead of passing the answer on: a node failing after enqueuing, to the sender."""
     hold_from: int | None = None
     """Sends from this index on (0-based, in arrival order) wait until :meth:`release`."""
     tokens: set[str] | None = None
@@ -200,6 +206,12 @@ class IngressProxy:
                 await asyncio.sleep(self.delay)
             response = await self._forward(request, body)
             send.status = response.status
+            with self._lock:
+                lose = self.lose_from is not None and index >= self.lose_from
+            if lose:
+                send.lost = True
+                assert request.transport is not None
+                request.transport.close()  # the sender sees the connection end, no answer
             return response
         finally:
             send.end = time.monotonic()
