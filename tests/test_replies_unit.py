@@ -400,7 +400,6 @@ async def waiting(restate: FakeRestate) -> AsyncIterator[Any]:
                 retry_initial=timedelta(milliseconds=1),
                 retry_max=timedelta(milliseconds=20),
             ),
-            route_limits={},
             dead_letters=DeadLetterSink(dead, "dlq"),
             on_finished=lambda p: box[0].finished.append(p.record.offset),
             on_blocked=lambda b: None,
