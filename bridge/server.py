@@ -1,5 +1,6 @@
 """The bridge's HTTP listener: the status page ``/`` (and ``/status.json``), ``/metrics``,
-``/healthz`` (alive) and ``/readyz`` (in the consumer group and the ingress reachable).
+``/healthz`` (alive), ``/readyz`` (in the consumer group and the ingress reachable) and the
+operator's ``/admin/...`` endpoints (:mod:`bridge.admin`).
 
 With a token (``[metrics] token_env`` / ``token_file``), every path but ``/healthz``,
 ``/metrics`` and the page itself answers 401 without ``Authorization: Bearer <token>``. The page
@@ -23,6 +24,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .admin import MAX_BODY, Operations, add_admin_routes, unknown_endpoint
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ Readiness = Callable[[], tuple[bool, str]]
 StatusSnapshot = Callable[[], dict[str, Any]]
 PAGE = files("bridge").joinpath("status_page.html").read_bytes()
 OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
-"""Paths answered without the token: liveness, the metrics scrape, and the page's static shell."""
+"""Paths answered without the token: liveness, the metrics scrape, and the page's static shell.
+Never an ``/admin/...`` path."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,8 +70,10 @@ class StatusServer:
         port: int,
         status: StatusSnapshot | None = None,
         token: str | None = None,
+        admin: Operations | None = None,
     ) -> None:
         self._metrics = metrics
+        self._admin = admin
         self._token = token.encode() if token else None
         self._readiness = readiness
         self._status = status
@@ -81,12 +86,18 @@ class StatusServer:
         return f"StatusServer(host={self.host!r}, port={self.port}{auth})"
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._authorize] if self._token else [])
+        app = web.Application(
+            middlewares=[self._authorize] if self._token else [], client_max_size=MAX_BODY
+        )
         app.router.add_get("/", self._page)
         app.router.add_get("/status.json", self._status_json)
         app.router.add_get("/metrics", self._export)
         app.router.add_get("/healthz", self._alive)
         app.router.add_get("/readyz", self._ready)
+        if self._admin is not None:
+            add_admin_routes(app, self._admin)
+        # last: any other /admin/... request gets a JSON 404 or 405
+        app.router.add_route("*", "/admin/{tail:.*}", unknown_endpoint)
         return app
 
     async def start(self) -> None:

@@ -73,9 +73,11 @@ def snapshot(
     dead_letters: RecentDeadLetters,
     readiness: tuple[bool, str],
     blocked: Mapping[TopicPartition, Blocked] | None = None,
+    controls: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
-    blocked partition is blocked."""
+    blocked partition is blocked, and the operator's ``controls`` (pauses, blocked partitions
+    and their releases)."""
     samples = _samples(metrics)
 
     def by_route(name: str, **match: str) -> dict[str, float]:
@@ -142,4 +144,5 @@ def snapshot(
         "routes": routes,
         "partitions": sorted(partitions.values(), key=lambda p: (p["topic"], p["partition"])),
         "dead_letters": [asdict(d) for d in dead_letters],
+        "controls": dict(controls or {}),
     }
