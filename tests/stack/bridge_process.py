@@ -135,6 +135,32 @@ class BridgeProcess:
             self.assert_alive(f"GET {path}")
             return 0, b""  # alive, not listening yet
 
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        with_token: bool = True,
+    ) -> tuple[int, dict[str, Any]]:
+        """POST to the listener (the admin API): ``body`` as JSON (with its content type) or
+        ``raw`` bytes as they are; ``(status, the JSON answer)``."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        sent = dict(headers or {})
+        if self.token and with_token:
+            sent.setdefault("Authorization", f"Bearer {self.token}")
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(url, data=data or b"", headers=sent, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     def assert_alive(self, doing: str = "") -> None:
         if not self.process.alive():
             code = self.process.proc.returncode if self.process.proc else None
