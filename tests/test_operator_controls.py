@@ -224,9 +224,7 @@ async def test_a_pause_holds_across_rebalances_while_the_process_lives(
     first.post("/admin/routes/rec/resume")
     await delivered(client, tag, records)
     # the second committed its share before it left: the first has only its own to commit
-    await until(
-        lambda: first.committed(topic), lambda c: c == dict.fromkeys(mine, 10), "mine done"
-    )
+    await until(lambda: first.committed(topic), lambda c: c == dict.fromkeys(mine, 10), "mine done")
     assert len(proxy.snapshot()) == sent + 20
     keys = [s.idempotency_key for s in proxy.answered()]
     assert len(set(keys)) == len(keys) == 40
