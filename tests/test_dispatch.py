@@ -826,6 +826,24 @@ async def test_a_paused_route_waits_before_any_slot_and_resume_keeps_key_order(
     await idle(h)
 
 
+async def test_after_a_resume_a_keys_records_go_one_after_another_even_when_sends_are_slow(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    for key in ("k0", "k1"):  # the first send of each key is slow: a later one could overtake it
+        ingress.script(key, Answer(wait=0.05), *[Answer(wait=0.005)] * 9)
+    h.dispatcher.set_paused({"Ledger"}, ())
+    for offset in range(20):
+        h.send(offset, f"k{offset % 2}")
+    await settle(h)
+    assert ingress.seen == []
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(*range(20))
+    assert ingress.overtakes == []
+    assert ingress.applied["k0"] == list(range(0, 20, 2))
+    assert ingress.applied["k1"] == list(range(1, 20, 2))
+
+
 async def test_a_send_under_way_finishes_when_its_route_is_paused_and_the_next_waits(
     ingress: FakeIngress, harness: HarnessFactory
 ) -> None:

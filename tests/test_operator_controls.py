@@ -137,12 +137,15 @@ async def test_a_paused_route_sends_nothing_new_commits_what_finished_and_resume
     assert controls["paused_partitions"] == [{"topic": topic, "partition": 0}]
     assert bridge.post("/admin/routes/rec/pause")[1]["changed"] is False  # twice is fine
 
-    # the partition stops fetching: records produced now are not even fetched
+    # the partition stops fetching: records produced now are not even fetched, and no fetch
+    # response tells the bridge they exist (its lag, from the fetched high watermark, stays)
     pending = bridge.value("restate_bridge_pending_records")
+    lag = bridge.value("restate_bridge_consumer_lag", topic=topic)
     more = [keyed(n) for n in range(200, 220)]
     await produce(bootstrap, topic, more)
     await quiet(proxy, 1.5)
     assert bridge.value("restate_bridge_pending_records") == pending
+    assert bridge.value("restate_bridge_consumer_lag", topic=topic) == lag
 
     assert bridge.post("/admin/routes/rec/resume")[0] == 200
     await delivered(client, tag, records + more)
