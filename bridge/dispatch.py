@@ -37,10 +37,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
-from .config import DeliveryConfig
+from .config import DeliveryConfig, RouteConfig
 from .controls import NotBlocked, ReleaseAction
 from .deadletter import DeadLetter, DeadLetterSink
 from .decisions import (
@@ -106,16 +106,6 @@ class Held:
     @property
     def offset(self) -> int:
         return self.records[0].offset
-
-
-class _RouteLimits(Protocol):
-    """What :meth:`Dispatcher.configure_routes` reads of a route (``RouteConfig`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def max_in_flight(self) -> int | None: ...
 
 
 class _Retry(Exception):
@@ -223,24 +213,20 @@ class Dispatcher:
 
     # -- per-route settings and the operator's pauses ---------------------------------------
 
-    def configure_routes(self, routes: Sequence[_RouteLimits]) -> None:
+    def configure_routes(self, routes: Sequence[RouteConfig]) -> None:
         """Build the per-route settings: each route's ``max_in_flight`` semaphore. Called once at
         start and again on reload; a route whose limit is unchanged keeps its semaphore (sends
-        under way hold slots of it)."""
+        under way hold slots of it). The operator's pauses are kept apart
+        (:meth:`set_paused`): a reload does not resume a paused route."""
         limits: dict[str, tuple[int, asyncio.Semaphore]] = {}
         for route in routes:
             limit = route.max_in_flight
             if not limit:
                 continue
             kept = self._route_limits.get(route.name)
-            limits[route.name] = (
-                kept
-                if kept and kept[0] == limit
-                else (
-                    limit,
-                    asyncio.Semaphore(limit),
-                )
-            )
+            if kept is None or kept[0] != limit:
+                kept = (limit, asyncio.Semaphore(limit))
+            limits[route.name] = kept
         self._route_limits = limits
 
     def set_paused(self, routes: Iterable[str], topics: Iterable[str]) -> None:
@@ -278,10 +264,13 @@ class Dispatcher:
         """Jobs of ``tps`` that may still end on their own: not waiting for the operator (at a
         pause, or blocked), nor queued in a lane behind one that is. A drain waits for these."""
         waiting: Counter[TopicPartition] = Counter()
+        lanes = set()
         for job in self._waiting.values():
             waiting[job.pending.tp] += 1
-            lane = job.item.lane if isinstance(job.item, Invocation) else None
-            for queued in self._lanes.get(lane, ()) if lane is not None else ():
+            if isinstance(job.item, Invocation) and job.item.lane is not None:
+                lanes.add(job.item.lane)
+        for lane in lanes:  # each lane's queue once (a reply task may share its head's lane)
+            for queued in self._lanes.get(lane, ()):
                 waiting[queued.pending.tp] += 1
         return sum(max(0, self._jobs_of[tp] - waiting[tp]) for tp in tps)
 
@@ -499,9 +488,7 @@ class Dispatcher:
                 try:
                     try:
                         await park()
-                    except _Retry:
-                        raise
-                    except Exception as exc:
+                    except Exception as exc:  # whatever it is, the record must not be lost
                         reason = f"skip failed: {type(exc).__name__}: {exc}"
                         log.warning("%s: route %s: %s", job.pending.coordinates, route, reason)
                         await self._block(job, route, reason)

@@ -481,7 +481,7 @@ class Bridge:
         gauge.set(1 if paused else 0)
         if changed:
             log.info("%s %s %s by the operator", kind, name, "paused" if paused else "resumed")
-            self._apply_controls()
+            self.apply_controls()
         return {
             kind: name,
             "paused": paused,
@@ -591,9 +591,10 @@ class Bridge:
         c = self.controls
         return fetch_paused(owned, self.config.routes, c.paused_routes, c.paused_topics)
 
-    def _apply_controls(self) -> None:
+    def apply_controls(self) -> None:
         """Hand the pauses to the dispatcher (jobs wait or go) and to flow control (which stops
-        or resumes fetching at the next turn of the consume loop)."""
+        or resumes fetching at the next turn of the consume loop). Call it again whenever the
+        routes change (a reload): which partitions a pause stops depends on who reads them."""
         c = self.controls
         if self._dispatcher is not None:
             self._dispatcher.set_paused(c.paused_routes, c.paused_topics)
