@@ -17,7 +17,6 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from bridge.config import DeliveryConfig
+from bridge.config import DeliveryConfig, RouteConfig
 from bridge.controls import NotBlocked
 from bridge.deadletter import DeadLetter, DeadLetterSink
 from bridge.dispatch import Blocked, Dispatcher, Held, PendingRecord
@@ -286,8 +285,12 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
         )
-        limits = (route_limits or {}).items()
-        dispatcher.configure_routes([SimpleNamespace(name=n, max_in_flight=m) for n, m in limits])
+        dispatcher.configure_routes(
+            [
+                RouteConfig(n, 1, "service", n, "h", max_in_flight=m)
+                for n, m in (route_limits or {}).items()
+            ]
+        )
         box.append(Harness(dispatcher, metrics, health, producer))
         made.append((box[0], client))
         return box[0]
