@@ -1,4 +1,9 @@
-"""The dead-letter topic: records that can never succeed, with the reason in their headers."""
+"""The dead-letter topic: records that can never succeed, with the reason in their headers.
+
+The same encoding carries a record the operator skipped to a topic of their choosing (see
+:mod:`bridge.controls`): ``bridge.error`` says why it was blocked, ``bridge.skip_reason`` why the
+operator let it go.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ VALUE_DROPPED_HEADER = "bridge.value_dropped"
 """Why the dead letter carries no value (the broker refused the record with it)."""
 ORIGINAL_VALUE_SIZE_HEADER = "bridge.original_value_size"
 """The size in bytes of the value that was dropped."""
+SKIP_REASON_HEADER = "bridge.skip_reason"
+"""The operator's reason, on a record skipped by a release of its blocked partition."""
 VALUE_NULL_HEADER = "bridge.value_null"
 """``true`` when the original record had neither key nor value: its dead letter's value is ``b""``
 (Kafka needs one of the two), and this header says the original value was null."""
@@ -24,6 +31,8 @@ class DeadLetter:
     record: Record
     route: str
     reason: str
+    skip_reason: str | None = None
+    """Set when the operator skipped the record (a release), not the bridge."""
 
     @property
     def coordinates(self) -> str:
@@ -40,10 +49,12 @@ class DeadLetterMessage:
     headers: list[tuple[str, bytes]]
 
 
-def dead_letter_headers(record: Record, route: str, reason: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    record: Record, route: str, reason: str, skip_reason: str | None = None
+) -> list[tuple[str, bytes]]:
     """The original headers plus ``bridge.error``, ``.route``, ``.topic``, ``.partition``,
-    ``.offset``."""
-    return [
+    ``.offset`` (and ``bridge.skip_reason`` for a record the operator skipped)."""
+    headers = [
         *record.headers,
         (ERROR_HEADER, reason.encode()),
         ("bridge.route", route.encode()),
@@ -51,6 +62,9 @@ def dead_letter_headers(record: Record, route: str, reason: str) -> list[tuple[s
         ("bridge.partition", str(record.partition).encode()),
         ("bridge.offset", str(record.offset).encode()),
     ]
+    if skip_reason is not None:
+        headers.append((SKIP_REASON_HEADER, skip_reason.encode()))
+    return headers
 
 
 def dead_letter_message(letter: DeadLetter, *, drop_value: str | None = None) -> DeadLetterMessage:
@@ -61,7 +75,7 @@ def dead_letter_message(letter: DeadLetter, *, drop_value: str | None = None) ->
     with neither gets the value ``b""`` and ``bridge.value_null: true``.
     """
     rec = letter.record
-    headers = dead_letter_headers(rec, letter.route, letter.reason)
+    headers = dead_letter_headers(rec, letter.route, letter.reason, letter.skip_reason)
     value = rec.value
     if drop_value is not None:
         size = 0 if value is None else len(value)

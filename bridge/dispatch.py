@@ -19,9 +19,17 @@ slot (so a job held back by its rate holds nothing others need), then the route'
 global one; the route's status lists go into the decisions with its :class:`Policy`.
 
 Nothing a record holds can end a lane: every exception while handling one job is caught there and
-becomes a dead letter (or a blocked partition) with its reason. A blocked job waits until its
-partition is revoked (:meth:`Dispatcher.drop`) or the dispatcher closes, and then ends without
-finishing its record; the jobs queued behind it for that partition are skipped, never sent ahead.
+becomes a dead letter (or a blocked partition) with its reason. A blocked job waits until the
+operator releases it (:meth:`Dispatcher.release`: run it again with fresh attempts, or finish it
+as skipped), its partition is revoked (:meth:`Dispatcher.drop`) or the dispatcher closes; revoked,
+it ends without finishing its record, and the jobs queued behind it for that partition are
+skipped, never sent ahead.
+
+Operator pauses (:meth:`Dispatcher.set_paused`): a job of a paused route or topic waits before it
+takes any slot (reply, route, global), and before every retry; sends under way finish. A lane's
+later jobs queue behind its waiting head, so per-key order holds across a pause and a resume.
+Per-route settings (today the ``max_in_flight`` semaphores) are built by
+:meth:`Dispatcher.configure_routes`.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
 from .config import DeliveryConfig, RouteConfig
+from .controls import NotBlocked, ReleaseAction
 from .deadletter import DeadLetter, DeadLetterSink
 from .decisions import (
     Attempts,
@@ -95,6 +104,32 @@ class Blocked:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A job held at its blocked partition, waiting for the operator: the records it would
+    finish (one, or a batch's), its route, and why it blocked."""
+
+    records: tuple[Record, ...]
+    route: str
+    reason: str
+
+    @property
+    def offset(self) -> int:
+        return self.records[0].offset
+
+
+class _Retry(Exception):
+    """Raised out of :meth:`Dispatcher._block` when the operator asks to run the job again."""
+
+
+@dataclass(eq=False, slots=True)
+class _Hold:
+    held: Held
+    decision: asyncio.Future[ReleaseAction]
+    claimed: bool = False
+    """A release has taken it (it may be producing the skipped record): no second one may."""
+
+
 @dataclass(slots=True)
 class _Ownership:
     """One assignment of a partition to this dispatcher; ``released`` when it ends."""
@@ -102,7 +137,7 @@ class _Ownership:
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Job:
     pending: PendingRecord
     item: Invocation | Poison
@@ -122,7 +157,7 @@ _Ticket = tuple[PendingRecord, Invocation, _Ownership]
 """One record of a batch: its record, its invocation (the body is its item), its assignment."""
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _BatchJob(_Job):
     """A closed batch; ``pending`` is its first record, ``item`` the batch's invocation."""
 
@@ -191,17 +226,26 @@ class Dispatcher:
         """Per route name: its ``max_in_flight`` and the semaphore that holds it."""
         self._buckets: dict[str, TokenBucket] = {}
         self._policies: dict[str, Policy] = {}
+        self._paused_routes: frozenset[str] = frozenset()
+        self._paused_topics: frozenset[str] = frozenset()
+        self._pauses_changed = asyncio.Event()
+        """Set (and replaced) whenever the pauses change: waiting jobs look again."""
+        self._holds: dict[TopicPartition, list[_Hold]] = {}
+        """Jobs blocked per partition, until released, revoked or closed."""
+        self._waiting: dict[int, _Job] = {}
+        """Jobs (by id) waiting for the operator: at a pause, or blocked."""
         self._lanes: dict[tuple[Any, ...], deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[TopicPartition, _Ownership] = {}
         self._jobs = 0
+        self._jobs_of: Counter[TopicPartition] = Counter()
         self._closed = False
         self._batches: Accumulator[_Ticket] = Accumulator()
         self._batch_timer: asyncio.Task[None] | None = None
         self._batch_timer_at = 0.0
         self._batch_wake = asyncio.Event()
 
-    # -- per-route settings ----------------------------------------------------------------
+    # -- per-route settings and the operator's pauses ---------------------------------------
 
     def configure_routes(self, routes: Sequence[RouteConfig]) -> None:
         """Build every per-route setting from ``routes``: the ``max_in_flight`` semaphores, the
@@ -212,7 +256,8 @@ class Dispatcher:
         carry over); a changed one starts afresh, full, and sends already holding a slot of the
         old semaphore release it there, so for a moment both limits' worth may be in flight. A
         route that is gone keeps its settings: invocations planned before the reload are sent as
-        planned.
+        planned. The operator's pauses are kept apart (:meth:`set_paused`): a reload does not
+        resume a paused route.
         """
         now = time.monotonic()
         limits = dict(self._route_limits)
@@ -237,21 +282,118 @@ class Dispatcher:
         self._route_limits, self._buckets, self._policies = limits, buckets, policies
         self._metrics.prepare_rate_limits((r.name, r.rate_limit) for r in routes)
 
+    def set_paused(self, routes: Iterable[str], topics: Iterable[str]) -> None:
+        """Hold the jobs of these routes and of records of these topics before they take any
+        slot (and before each retry); jobs of the others that waited go on, in lane order."""
+        self._paused_routes = frozenset(routes)
+        self._paused_topics = frozenset(topics)
+        changed, self._pauses_changed = self._pauses_changed, asyncio.Event()
+        changed.set()
+
+    def _paused(self, route: str, topic: str) -> bool:
+        return route in self._paused_routes or topic in self._paused_topics
+
+    async def _unpaused(self, job: _Job, route: str) -> bool:
+        """Wait while ``route`` or the job's topic is paused; False when its partition was
+        revoked meanwhile (or the dispatcher closed)."""
+        topic = job.pending.record.topic
+        if not self._paused(route, topic):
+            return not job.stale
+        self._waiting[id(job)] = job
+        try:
+            while self._paused(route, topic) and not job.stale:
+                changed = asyncio.ensure_future(self._pauses_changed.wait())
+                released = asyncio.ensure_future(job.ownership.released.wait())
+                try:
+                    await asyncio.wait({changed, released}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                    released.cancel()
+        finally:
+            del self._waiting[id(job)]
+        return not job.stale
+
+    def unsettled(self, tps: set[TopicPartition]) -> int:
+        """Jobs of ``tps`` that may still end on their own: not waiting for the operator (at a
+        pause, or blocked), nor queued in a lane behind one that is. A drain waits for these."""
+        waiting: Counter[TopicPartition] = Counter()
+        lanes = set()
+        for job in self._waiting.values():
+            waiting[job.pending.tp] += 1
+            if isinstance(job.item, Invocation) and job.item.lane is not None:
+                lanes.add(job.item.lane)
+        for lane in lanes:  # each lane's queue once (a reply task may share its head's lane)
+            for queued in self._lanes.get(lane, ()):
+                waiting[queued.pending.tp] += 1
+        return sum(max(0, self._jobs_of[tp] - waiting[tp]) for tp in tps)
+
+    # -- releasing blocked partitions ------------------------------------------------------
+
+    def held(self, tp: TopicPartition) -> list[Held]:
+        """The jobs blocked at ``tp`` that no release has taken yet, lowest offset first."""
+        return sorted(
+            (h.held for h in self._holds.get(tp, ()) if not h.claimed), key=lambda h: h.offset
+        )
+
+    async def release(
+        self,
+        tp: TopicPartition,
+        action: ReleaseAction,
+        prepare: Callable[[Sequence[Held]], Awaitable[None]] | None = None,
+    ) -> list[Held]:
+        """Release the jobs blocked at ``tp``'s lowest blocked offset: ``retry`` runs them again
+        with fresh attempts (blocking again, visibly, if they fail for good again), ``skip``
+        finishes their records as skipped. ``prepare`` runs first (it produces or logs the
+        skipped records); if it raises, nothing is released. Raises :class:`NotBlocked` when no
+        job is held there or another release has it."""
+        holds = [h for h in self._holds.get(tp, ()) if not h.claimed]
+        if not holds:
+            name = f"{tp.topic}-{tp.partition}"
+            if tp in self._holds:
+                raise NotBlocked(f"partition {name} is being released already")
+            raise NotBlocked(f"partition {name} is not blocked")
+        lowest = min(h.held.offset for h in holds)
+        chosen = [h for h in holds if h.held.offset == lowest]
+        for hold in chosen:
+            hold.claimed = True
+        try:
+            if prepare is not None:
+                await prepare([h.held for h in chosen])
+        except BaseException:
+            for hold in chosen:
+                hold.claimed = False
+            raise
+        for hold in chosen:
+            if not hold.decision.done():
+                hold.decision.set_result(action)
+        return [h.held for h in chosen]
+
     # -- intake ----------------------------------------------------------------------------
+
+    def _job_started(self, job: _Job) -> None:
+        self._jobs += 1
+        self._jobs_of[job.pending.tp] += 1
+
+    def _job_ended(self, job: _Job) -> None:
+        self._jobs -= 1
+        tp = job.pending.tp
+        left = self._jobs_of[tp] - 1
+        if left > 0:
+            self._jobs_of[tp] = left
+        else:
+            self._jobs_of.pop(tp, None)
 
     def submit(self, pending: PendingRecord, item: Invocation | Poison) -> None:
         if self._closed:
             raise RuntimeError("the dispatcher is closed")
-        ownership = self._owned.get(pending.tp)
-        if ownership is None:
-            ownership = self._owned[pending.tp] = _Ownership()
+        ownership = self._ownership(pending.tp)
         if isinstance(item, Invocation) and item.batch is not None:
             self._add_to_batch(pending, item, ownership)
             return
         job = _Job(pending, item, ownership)
         if self._tracer is not None:
             job.span = self._start_span(pending.record, item)
-        self._jobs += 1
+        self._job_started(job)
         lane = item.lane if isinstance(item, Invocation) else None
         if lane is None:
             self._spawn(self._run(job))
@@ -270,6 +412,24 @@ class Dispatcher:
         else:  # a poison has no request: its parent is the record's valid traceparent
             headers = dict(trace_headers(record.headers).headers)
         return self._tracer.start(record, item.route, headers)
+
+    def submit_skip(
+        self, pending: PendingRecord, route: str, park: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Finish ``pending``'s invocation of ``route`` without sending it, as the operator
+        ordered (a skip of a record whose job was gone): ``park`` it (produce it to a topic, or
+        log it), then count it as skipped. A ``park`` that fails blocks the partition."""
+        if self._closed:
+            raise RuntimeError("the dispatcher is closed")
+        job = _Job(pending, Poison(route, "skipped by the operator"), self._ownership(pending.tp))
+        self._job_started(job)
+        self._spawn(self._run_skip(job, route, park))
+
+    def _ownership(self, tp: TopicPartition) -> _Ownership:
+        ownership = self._owned.get(tp)
+        if ownership is None:
+            ownership = self._owned[tp] = _Ownership()
+        return ownership
 
     def drop(self, tps: set[TopicPartition]) -> None:
         """Stop work for revoked partitions: jobs submitted so far are skipped or abandoned
@@ -295,6 +455,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._jobs = 0  # a task cancelled before its first step never ran its job's ``finally``
+        self._jobs_of.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -319,19 +480,48 @@ class Dispatcher:
     # -- one job ---------------------------------------------------------------------------
 
     async def _run(self, job: _Job) -> None:
-        """Take one job to its end: accepted, dead-lettered, blocked, or abandoned because its
-        partition was revoked; or, for a reply route, accepted and handed to a waiting task.
-        Raises nothing but cancellation."""
+        """Take one job to its end: accepted, dead-lettered, blocked (until released, revoked or
+        closed), or abandoned because its partition was revoked; or, for a reply route, accepted
+        and handed to a waiting task. Raises nothing but cancellation."""
+        handed_off = False
+        try:
+            while True:
+                try:
+                    handed_off = await self._run_once(job)
+                    return
+                except _Retry:
+                    self._retrying(job)
+        finally:
+            if not handed_off:
+                self._job_ended(job)
+            if job.span is not None:  # revoked or cancelled before it finished
+                job.span.abandoned()
+
+    def _retrying(self, job: _Job) -> None:
+        job.gave_up = None
+        log.info(
+            "%s: route %s: released by the operator; retrying",
+            job.pending.coordinates,
+            job.item.route,
+        )
+
+    async def _run_once(self, job: _Job) -> bool:
+        """One go at a job; True when a waiting task took it over (a reply route). Raises
+        :class:`_Retry` when the operator releases it blocked, to run it again."""
         item = job.item
-        slot = handed_off = False
+        slot = False
         try:
             if job.stale:
-                return
+                return False
+            if (self._paused_routes or self._paused_topics) and not await self._unpaused(
+                job, item.route
+            ):
+                return False
             if isinstance(item, Invocation):
                 # before any slot: a job waiting for its route's rate holds none others need
                 await self._throttle(job, item.route, 1)
                 if job.stale:
-                    return
+                    return False
             if isinstance(item, Invocation) and item.reply is not None:
                 await self._reply_slots.acquire()
                 slot = True
@@ -348,13 +538,15 @@ class Dispatcher:
                         self._finish(job, item.route, outcome)
                     else:  # the waiting task owns the job (and its reply slot) from here
                         self._spawn(self._await_reply(job, item, accepted))
-                        slot, handed_off = False, True
-                        return
+                        slot = False
+                        return True
             if reason is not None:
                 if job.gave_up is not None and job.gave_up.block:
                     await self._block(job, item.route, reason, by_policy=True)
                 else:
                     await self._reject(job, item.route, reason)
+        except _Retry:
+            raise
         except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
             reason = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("%s: %s", job.pending.coordinates, reason)
@@ -362,10 +554,26 @@ class Dispatcher:
         finally:
             if slot:
                 self._reply_slots.release()
-            if not handed_off:
-                self._jobs -= 1
-            if job.span is not None:  # revoked or cancelled before it finished
-                job.span.abandoned()
+        return False
+
+    async def _run_skip(self, job: _Job, route: str, park: Callable[[], Awaitable[None]]) -> None:
+        """Park a record the operator skipped, then finish it; a failure blocks, visibly."""
+        try:
+            while not job.stale:
+                try:
+                    try:
+                        await park()
+                    except Exception as exc:  # whatever it is, the record must not be lost
+                        reason = f"skip failed: {type(exc).__name__}: {exc}"
+                        log.warning("%s: route %s: %s", job.pending.coordinates, route, reason)
+                        await self._block(job, route, reason)
+                    else:
+                        self._finish(job, route, "skipped")
+                    return
+                except _Retry:
+                    self._retrying(job)
+        finally:
+            self._job_ended(job)
 
     async def _deliver(self, job: _Job, inv: Invocation) -> SendReceipt | str | None:
         """Send until the ingress accepts (the receipt) or a decision gives up (the reason);
@@ -421,6 +629,11 @@ class Dispatcher:
         :meth:`IngressHealth.started` said, and the receipt, or what the send raised (any
         exception: the caller's decision judges it), or ``None`` when revoked meanwhile.
         ``attempt`` counts the failed sends before this one (for its span)."""
+        # the fast path stays one check while nothing is paused
+        if (self._paused_routes or self._paused_topics) and not await self._unpaused(
+            job, inv.route
+        ):
+            return 0, 0, None
         limited = self._route_limits.get(inv.route)
         async with limited[1] if limited else contextlib.nullcontext(), self._global:
             if job.stale:
@@ -495,44 +708,58 @@ class Dispatcher:
         gauge.inc()
         slot = True
         try:
-            result = await self._attach(job, inv, receipt.invocation_id)
-            reason: str | None = None
-            if isinstance(result, str):
-                reason = result
-            elif result is not None:
-                assert inv.reply is not None
-                reply = Reply(
-                    job.pending.record,
-                    inv.reply.topic,
-                    receipt.invocation_id,
-                    result,
-                    inv.reply.correlation_header,
-                )
-                produced = await self._produce_reply(job, route, reply)
-                if produced is True:
-                    status = "ok" if isinstance(result, Succeeded) else "error"
-                    self._metrics.replies.labels(route, status).inc()
-                    self._finish(job, route, "duplicate" if receipt.duplicate else "accepted")
-                elif produced is not None:
-                    reason = produced
-            if reason is not None:
-                gauge.dec()
-                self._reply_slots.release()  # a dead letter (or a block) needs no reply slot
-                slot = False
-                await self._reject(job, route, reason)
-        except Exception as exc:  # a bug: the record must not finish unanswered
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            log.exception("%s: %s", job.pending.coordinates, reason)
-            if slot:
-                gauge.dec()
-                self._reply_slots.release()
-                slot = False
-            await self._block(job, route, reason)
+            while True:
+                try:
+                    if not slot:  # released blocked by the operator: wait for the result again
+                        await self._reply_slots.acquire()
+                        gauge.inc()
+                        slot = True
+                    result = await self._attach(job, inv, receipt.invocation_id)
+                    reason: str | None = None
+                    if isinstance(result, str):
+                        reason = result
+                    elif result is not None:
+                        assert inv.reply is not None
+                        reply = Reply(
+                            job.pending.record,
+                            inv.reply.topic,
+                            receipt.invocation_id,
+                            result,
+                            inv.reply.correlation_header,
+                        )
+                        produced = await self._produce_reply(job, route, reply)
+                        if produced is True:
+                            status = "ok" if isinstance(result, Succeeded) else "error"
+                            self._metrics.replies.labels(route, status).inc()
+                            outcome = "duplicate" if receipt.duplicate else "accepted"
+                            self._finish(job, route, outcome)
+                        elif produced is not None:
+                            reason = produced
+                    if reason is not None:
+                        gauge.dec()
+                        self._reply_slots.release()  # a dead letter (or a block) needs no slot
+                        slot = False
+                        await self._reject(job, route, reason)
+                    return
+                except _Retry:
+                    self._retrying(job)
+                except Exception as exc:  # a bug: the record must not finish unanswered
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                    log.exception("%s: %s", job.pending.coordinates, reason)
+                    if slot:
+                        gauge.dec()
+                        self._reply_slots.release()
+                        slot = False
+                    try:
+                        await self._block(job, route, reason)
+                        return
+                    except _Retry:
+                        self._retrying(job)
         finally:
             if slot:
                 gauge.dec()
                 self._reply_slots.release()
-            self._jobs -= 1
+            self._job_ended(job)
 
     async def _attach(
         self, job: _Job, inv: Invocation, invocation_id: str
@@ -702,15 +929,29 @@ class Dispatcher:
         self._on_dead_letter(letter)
         self._finish(job, route, "dead_lettered")
 
-    async def _block(self, job: _Job, route: str, reason: str, *, by_policy: bool = False) -> None:
-        """Report the partition blocked and hold this job (and its lane) until the partition is
-        revoked or the dispatcher closes; the record stays unfinished, so nothing past it is
-        committed and the next owner reads it again. ``by_policy``: the route's ``block_on``
-        asked for it (a dead-letter topic would not help)."""
+    async def _block(
+        self,
+        job: _Job,
+        route: str,
+        reason: str,
+        *,
+        by_policy: bool = False,
+        records: tuple[Record, ...] | None = None,
+        skipped: Callable[[], None] | None = None,
+    ) -> bool:
+        """Report the partition blocked and hold this job (and its lane) until the operator
+        releases it, the partition is revoked or the dispatcher closes. Meanwhile the record
+        stays unfinished, so nothing past it is committed (and the next owner reads it again).
+        ``by_policy``: the route's ``block_on`` asked for it (a dead-letter topic would not help).
+
+        Released with ``skip``: the job's record is finished as skipped (``skipped`` does it
+        for a batch's ``records``) and True is returned; with ``retry``: raises
+        :class:`_Retry` for the caller to run the job again. False when revoked or closed."""
         pending = job.pending
         tp = pending.tp
         log.error(
-            "%s: partition %s-%d blocked at offset %d: route %s: %s (%s, then restart)",
+            "%s: partition %s-%d blocked at offset %d: route %s: %s (%s, then release it: POST "
+            "/admin/partitions/%s/%d/release%s)",
             pending.coordinates,
             tp.topic,
             tp.partition,
@@ -719,7 +960,10 @@ class Dispatcher:
             reason,
             "the route's block_on names this answer: fix its cause"
             if by_policy
-            else "fix the cause or configure a [dead_letter] topic",
+            else "fix the cause",
+            tp.topic,
+            tp.partition,
+            "" if by_policy else "; or configure a [dead_letter] topic",
         )
         if job.span is not None:
             job.span.failed("blocked", reason)
@@ -727,7 +971,31 @@ class Dispatcher:
             self._on_blocked(Blocked(tp, pending.record.offset, route, reason))
         except Exception:  # the log line above still says it; the job must hold its lane
             log.exception("%s: on_blocked failed", pending.coordinates)
-        await job.ownership.released.wait()
+        loop = asyncio.get_running_loop()
+        hold = _Hold(Held(records or (pending.record,), route, reason), loop.create_future())
+        holds = self._holds.setdefault(tp, [])
+        holds.append(hold)
+        self._waiting[id(job)] = job
+        released = asyncio.ensure_future(job.ownership.released.wait())
+        try:
+            waits: set[asyncio.Future[Any]] = {hold.decision, released}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            self._waiting.pop(id(job), None)
+            holds.remove(hold)
+            if not holds and self._holds.get(tp) is holds:
+                del self._holds[tp]
+        if job.stale or not hold.decision.done():
+            hold.decision.cancel()
+            return False
+        if hold.decision.result() == "retry":
+            raise _Retry
+        if skipped is not None:
+            skipped()
+        else:
+            self._finish(job, route, "skipped")
+        return True
 
     def _finish(self, job: _Job, route: str, outcome: str) -> None:
         pending = job.pending
@@ -804,7 +1072,7 @@ class Dispatcher:
         inv = dataclasses.replace(first, body=body, idempotency_key=idem)
         job = _BatchJob(pending, inv, owner, batch=batch)
         self._metrics.batch_size.labels(batch.route).observe(len(batch))
-        self._jobs += 1
+        self._job_started(job)
         if inv.lane is None:
             self._spawn(self._run_batch(job))
             return
@@ -817,14 +1085,30 @@ class Dispatcher:
 
     async def _run_batch(self, job: _Job) -> None:
         """Take one batch to its end: accepted (every record finishes), refused with a 4xx
-        (retried record by record), dead-lettered record by record, blocked, or abandoned
-        because its partition was revoked. Raises nothing but cancellation."""
+        (retried record by record), dead-lettered record by record, blocked (until released,
+        revoked or closed), or abandoned because its partition was revoked. Raises nothing but
+        cancellation."""
         assert isinstance(job, _BatchJob)
+        try:
+            while True:
+                try:
+                    await self._batch_once(job)
+                    return
+                except _Retry:
+                    self._retrying(job)
+        finally:
+            self._job_ended(job)
+
+    async def _batch_once(self, job: _BatchJob) -> None:
         inv = job.item
         assert isinstance(inv, Invocation)
         tickets = job.batch.tickets
         try:
             if job.stale:
+                return
+            if (self._paused_routes or self._paused_topics) and not await self._unpaused(
+                job, inv.route
+            ):
                 return
             await self._throttle(job, inv.route, len(tickets))
             if job.stale:
@@ -844,26 +1128,39 @@ class Dispatcher:
                         len(tickets),
                         accepted,
                     )
-                    await self._run_singles(job)
+                    await self._run_singles(tickets)
                 else:
                     self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
-                    for pending, single, owner in tickets:
+                    for n, (pending, single, owner) in enumerate(tickets):
                         one = _Job(pending, single, owner)
                         if one.stale:
                             return
-                        await self._reject(one, inv.route, accepted)
+                        try:
+                            await self._reject(one, inv.route, accepted)
+                        except _Retry:  # released: it and the rest go again, one by one
+                            self._retrying(one)
+                            await self._run_singles(tickets[n:])
+                            return
+        except _Retry:
+            raise
         except Exception as exc:  # a bug: it must not take the lane (and the partition) with it
             reason = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("%s: %s", job.pending.coordinates, reason)
-            await self._block(job, inv.route, reason)
-        finally:
-            self._jobs -= 1
 
-    async def _run_singles(self, job: _BatchJob) -> None:
+            def skipped() -> None:
+                for pending, _, _ in tickets:
+                    self._metrics.message_counter(pending.record.topic, inv.route, "skipped").inc()
+                    pending.remaining -= 1
+                    if pending.remaining == 0:
+                        self._on_finished(pending)
+
+            records = tuple(pending.record for pending, _, _ in tickets)
+            await self._block(job, inv.route, reason, records=records, skipped=skipped)
+
+    async def _run_singles(self, tickets: list[_Ticket]) -> None:
         """Send a refused batch's records one by one (each a batch of one, in offset order):
-        only the records the ingress refuses are dead-lettered."""
-        batch = job.batch
-        for pending, item, owner in batch.tickets:
+        only the records the ingress refuses are dead-lettered (or block, until released)."""
+        for pending, item, owner in tickets:
             assert item.body is not None
             rec = pending.record
             idem = None
@@ -873,19 +1170,25 @@ class Dispatcher:
                 )
             inv = dataclasses.replace(item, body=batch_body([item.body]), idempotency_key=idem)
             one = _Job(pending, inv, owner)
-            accepted = await self._deliver(one, inv)
-            if accepted is None:  # revoked
-                return
-            if isinstance(accepted, SendReceipt):
-                self._batch_accepted(inv.route, [(pending, inv, owner)], accepted)
-            elif one.gave_up is not None and one.gave_up.block:
-                await self._block(one, inv.route, accepted, by_policy=True)
-                return
-            else:
-                self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
-                await self._reject(one, inv.route, accepted)
-                if one.stale:  # blocked (no dead-letter topic) until revoked
-                    return
+            while True:
+                try:
+                    accepted = await self._deliver(one, inv)
+                    if accepted is None:  # revoked
+                        return
+                    if isinstance(accepted, SendReceipt):
+                        self._batch_accepted(inv.route, [(pending, inv, owner)], accepted)
+                    elif one.gave_up is not None and one.gave_up.block:
+                        await self._block(one, inv.route, accepted, by_policy=True)
+                        if one.stale:
+                            return
+                    else:
+                        self._metrics.invocations.labels(inv.route, "dead_lettered").inc()
+                        await self._reject(one, inv.route, accepted)
+                        if one.stale:  # blocked (no dead-letter topic) until revoked
+                            return
+                    break
+                except _Retry:
+                    self._retrying(one)
 
     def _batch_accepted(self, route: str, tickets: list[_Ticket], receipt: SendReceipt) -> None:
         outcome = "duplicate" if receipt.duplicate else "accepted"

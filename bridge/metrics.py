@@ -24,6 +24,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 OUTCOMES = ("accepted", "duplicate", "dead_lettered", "skipped", "unrouted")
+RELEASE_ACTIONS = ("retry", "skip")
 REPLY_STATUSES = ("ok", "error")
 REPLY_WAIT_BUCKETS = (
     0.01,
@@ -266,6 +267,33 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.route_paused = Gauge(
+            "restate_bridge_route_paused",
+            "1 while the operator has paused the route (its invocations wait, nothing new is "
+            "sent), else 0.",
+            ["route"],
+            registry=registry,
+        )
+        self.topic_paused = Gauge(
+            "restate_bridge_topic_paused",
+            "1 while the operator has paused the topic (not fetched, its invocations wait), "
+            "else 0.",
+            ["topic"],
+            registry=registry,
+        )
+        self.partition_paused = Gauge(
+            "restate_bridge_partition_paused",
+            "1 while fetching of this owned partition is stopped by an operator's pause (of its "
+            "topic, or of every route that reads it).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.releases = Counter(
+            "restate_bridge_releases",
+            "Blocked partitions released by the operator, by action: retry, skip.",
+            ["action"],
+            registry=registry,
+        )
 
         self._message_counters: dict[tuple[str, str, str], Counter] = {}
         self._latency_histograms: dict[str, Histogram] = {}
@@ -335,11 +363,15 @@ class Metrics:
         """
         for result in ("ok", "failed"):
             self.commits.labels(result)
+        for action in RELEASE_ACTIONS:
+            self.releases.labels(action)
         for route, topics in routes:
             self.retries.labels(route)
             self.in_flight.labels(route)
             self.trace_context_dropped.labels(route)
+            self.route_paused.labels(route)
             for topic in topics:
+                self.topic_paused.labels(topic)
                 for outcome in ("accepted", "duplicate", "dead_lettered", "skipped"):
                     self.messages.labels(topic, route, outcome)
 
@@ -351,6 +383,7 @@ class Metrics:
             self.committed_lag,
             self.oldest_unfinished_age,
             self.partition_blocked,
+            self.partition_paused,
         )
 
     def export(self) -> bytes:

@@ -1,6 +1,6 @@
 """The bridge's HTTP listener: the status page ``/`` (and ``/status.json``), ``/metrics``,
-``/healthz`` (alive), ``/readyz`` (in the consumer group and the ingress reachable) and the admin
-endpoints under ``/admin/`` (``POST /admin/reload``).
+``/healthz`` (alive), ``/readyz`` (in the consumer group and the ingress reachable) and the
+operator's ``/admin/...`` endpoints (:mod:`bridge.admin`, and ``POST /admin/reload``).
 
 With a token (``[metrics] token_env`` / ``token_file``), every path but ``/healthz``,
 ``/metrics`` and the page itself answers 401 without ``Authorization: Bearer <token>``. The page
@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .admin import MAX_BODY, Operations, add_admin_routes, answers, json_body, unknown_endpoint
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ Readiness = Callable[[], tuple[bool, str]]
 StatusSnapshot = Callable[[], dict[str, Any]]
 PAGE = files("bridge").joinpath("status_page.html").read_bytes()
 OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
-"""Paths answered without the token: liveness, the metrics scrape, and the page's static shell."""
+"""Paths answered without the token: liveness, the metrics scrape, and the page's static shell.
+Never an ``/admin/...`` path."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AdminAction = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 """An admin endpoint's work: the HTTP status and the JSON body to answer."""
@@ -72,9 +74,11 @@ class StatusServer:
         status: StatusSnapshot | None = None,
         token: str | None = None,
         reload: AdminAction | None = None,
+        admin: Operations | None = None,
     ) -> None:
         self._metrics = metrics
         self._reload = reload
+        self._admin = admin
         self._token = token.encode() if token else None
         self._readiness = readiness
         self._status = status
@@ -87,13 +91,19 @@ class StatusServer:
         return f"StatusServer(host={self.host!r}, port={self.port}{auth})"
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._authorize] if self._token else [])
+        app = web.Application(
+            middlewares=[self._authorize] if self._token else [], client_max_size=MAX_BODY
+        )
         app.router.add_get("/", self._page)
         app.router.add_get("/status.json", self._status_json)
         app.router.add_get("/metrics", self._export)
         app.router.add_get("/healthz", self._alive)
         app.router.add_get("/readyz", self._ready)
-        app.router.add_route("*", "/admin/reload", self._admin_reload)
+        app.router.add_route("*", "/admin/reload", answers(self._admin_reload))
+        if self._admin is not None:
+            add_admin_routes(app, self._admin)
+        # last: any other /admin/... request gets a JSON 404 or 405
+        app.router.add_route("*", "/admin/{tail:.*}", unknown_endpoint)
         return app
 
     async def start(self) -> None:
@@ -147,9 +157,9 @@ class StatusServer:
     async def _admin_reload(self, request: web.Request) -> web.Response:
         if request.method != "POST":
             return _error(405, "POST to reload the routing file", headers={"Allow": "POST"})
-        if request.body_exists and request.content_type != "application/json":
-            # a foreign web page can send a simple request with a body; JSON needs a preflight
-            return _error(415, "send no body, or Content-Type: application/json")
+        # the checks of every admin POST: the origin (a foreign page may post without a body),
+        # a body only as JSON (which needs a preflight), its size
+        await json_body(request)
         if self._reload is None:
             return _error(404, "this listener does not reload anything")
         # the reload goes on if the client goes away: its outcome is logged and counted

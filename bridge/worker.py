@@ -3,8 +3,11 @@
 Data flows one way: record -> route match -> invocation -> ingress -> acknowledgement -> commit.
 Fetching pauses when ``delivery.max_pending_records`` records are unfinished or while the ingress
 is unreachable, so memory is bounded by fetch sizes and limits, never by the topic. One partition
-pauses alone when it is blocked, or when ``delivery.max_pending_per_partition`` of its records are
-fetched and not yet committable (a record that stays unfinished holds back every commit after it).
+pauses alone when it is blocked, when ``delivery.max_pending_per_partition`` of its records are
+fetched and not yet committable (a record that stays unfinished holds back every commit after it),
+or when the operator paused its topic or every route that reads it (:mod:`bridge.controls`; the
+admin API is :mod:`bridge.admin`). The operator's controls are process state: they hold across
+rebalances, and a partition given back is paused before anything of it is fetched.
 
 Lifecycle (:meth:`Bridge.run`)::
 
@@ -39,13 +42,26 @@ from aiokafka.errors import KafkaError
 
 from .config import BridgeConfig, ingress_ssl_context, load_config
 from .config.diff import ConfigDiff
+from .controls import (
+    BadRequest,
+    ControlKind,
+    Controls,
+    ReleaseRequest,
+    ReleaseSkip,
+    SkipOrder,
+    UnknownName,
+    fetch_paused,
+    readers,
+    where_blocked,
+)
 from .deadletter import DeadLetter, DeadLetterSink
-from .dispatch import Blocked, Dispatcher, PendingRecord
+from .dispatch import Blocked, Dispatcher, Held, PendingRecord
 from .health import IngressHealth
 from .ingress import Client
 from .kafka_client import KafkaRefused, check_security, kafka_options
 from .metrics import Metrics
 from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from .parking import Parking
 from .record import Record, coordinates
 from .reload import CannotApply, Load, NotRunning, Reloader, unrunnable
 from .replies import ReplySink
@@ -60,6 +76,10 @@ log = logging.getLogger(__name__)
 
 LAG_QUERY_TIMEOUT = 0.5
 """Seconds to wait for one partition's position in the lag update (it may need a round trip)."""
+
+
+def _partitions(tps: set[TopicPartition]) -> list[dict[str, Any]]:
+    return [{"topic": tp.topic, "partition": tp.partition} for tp in sorted(tps)]
 
 
 def _record(msg: Any) -> Record:
@@ -160,6 +180,8 @@ class Bridge:
         self.tracker = OffsetTracker()
         self.health = IngressHealth(self.metrics, config.restate.ingress_urls)
         self.dead_letters = RecentDeadLetters()
+        self.controls = Controls()
+        """The operator's pauses, skip orders and releases (the admin API changes them)."""
         self.status = StatusServer(
             self.metrics,
             self.readiness,
@@ -171,16 +193,23 @@ class Bridge:
                 self.dead_letters,
                 self.readiness(),
                 self.blocked,
-                controls=self.controls(),
+                controls=self.controls_view(),
                 ingress_nodes=self.health.nodes(),
             ),
             reload=self.admin_reload,
+            admin=self,
         )
         self._blocked: dict[TopicPartition, tuple[Blocked, float]] = {}
-        """Blocked partitions with the fetch time of their oldest unfinished record; kept for the
-        life of the process, also while a partition is not owned, so that it stays blocked when
-        a rebalance gives it back."""
+        """Blocked partitions (at their lowest blocked offset) with the fetch time of their oldest
+        unfinished record; kept for the life of the process (until the operator releases one),
+        also while a partition is not owned, so that it stays blocked when a rebalance gives it
+        back."""
         self._paused: set[TopicPartition] = set()
+        self._operator_paused: set[TopicPartition] = set()
+        """Owned partitions whose fetching the operator's pauses stop (:func:`fetch_paused`)."""
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._parking = Parking(self._started_producer, self._cluster_topics)
         self._progress = asyncio.Event()
         self._joined = False
         self._assigned: set[TopicPartition] = set()
@@ -212,11 +241,6 @@ class Bridge:
     def blocked(self) -> dict[TopicPartition, Blocked]:
         """Partitions stopped at a record that can never succeed, and why."""
         return {tp: blocked for tp, (blocked, _) in self._blocked.items()}
-
-    def controls(self) -> dict[str, Any]:
-        """The operator's side of ``/status.json``: the last reload."""
-        last = self.reloader.last
-        return {"last_reload": None if last is None else last.as_json()}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -303,9 +327,7 @@ class Bridge:
 
         dead_letters = replies = None
         if cfg.dead_letter.topic or attach_clients:
-            producer = AIOKafkaProducer(**kafka_options(cfg.kafka), acks="all")
-            stack.push_async_callback(producer.stop)
-            await producer.start()
+            producer = await self._started_producer()
             if cfg.dead_letter.topic:
                 dead_letters = DeadLetterSink(producer, cfg.dead_letter.topic)
             if attach_clients:
@@ -330,8 +352,9 @@ class Bridge:
             attach_client=attach_clients or None,
             tracer=tracer,
         )
-        dispatcher.configure_routes(cfg.routes)
         stack.push_async_callback(dispatcher.aclose)
+        dispatcher.configure_routes(cfg.routes)
+        dispatcher.set_paused(self.controls.paused_routes, self.controls.paused_topics)
 
         consumer = self._consumer = AIOKafkaConsumer(
             **kafka_options(cfg.kafka),
@@ -391,6 +414,8 @@ class Bridge:
         drained = await self._drain(unblocked)
         if not drained:
             log.warning("drain timed out; committing what finished, the rest is redelivered")
+        elif waiting := self.tracker.in_progress_of(unblocked):
+            log.info("%d records wait for an operator's pause; they are read again", waiting)
         await self._commit(consumer)
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
@@ -473,6 +498,7 @@ class Bridge:
         self.router = Router(config)
         self._prepare_metrics(config)
         self._dispatcher.configure_routes(config.routes)
+        self.apply_controls()  # which partitions a pause stops depends on who reads them
         if decoder is not None:
             decoder.use_formats(route_formats(config.routes))
             self._decoder = decoder
@@ -500,7 +526,7 @@ class Bridge:
         if not self.router.routes_for(tp.topic):
             # a topic a reload removed, fetched before its revocation: leave it uncommitted
             return
-        if tp in self._blocked:  # fetched before the pause took effect
+        if tp in self._blocked or tp in self._operator_paused:  # fetched before the pause
             room = 0
         else:
             room = self.config.delivery.max_pending_per_partition - self.tracker.uncommittable(tp)
@@ -539,6 +565,7 @@ class Bridge:
                 return False
             record = decoded
         owner = self._track(tp, msg.offset)
+        order = self.controls.take_skip(tp, msg.offset)
         items: Sequence[Invocation | Poison | Skip]
         try:
             items = self.router.plan(record)
@@ -566,7 +593,18 @@ class Bridge:
         try:
             assert self._dispatcher is not None
             for item in sendable:
-                self._dispatcher.submit(pending, item)
+                if order is not None and order.applies_to(item.route):
+                    park = functools.partial(
+                        self._parking.park,
+                        record,
+                        item.route,
+                        order.blocked_by,
+                        order.reason,
+                        order.topic,
+                    )
+                    self._dispatcher.submit_skip(pending, item.route, park)
+                else:
+                    self._dispatcher.submit(pending, item)
         except Exception as exc:  # a bug: the record cannot finish, so block visibly
             log.exception("%s: internal error while submitting the record", record.coordinates)
             reason = f"internal error while submitting: {type(exc).__name__}: {exc}"
@@ -592,8 +630,12 @@ class Bridge:
         self._progress.set()
 
     def partition_blocked(self, blocked: Blocked) -> None:
-        """``blocked.tp`` stops at a record that can never succeed: pause it, for good."""
+        """``blocked.tp`` stops at a record that can never succeed: pause it until the operator
+        releases it (reported at its lowest blocked offset: the one that holds the commit)."""
         tp = blocked.tp
+        known = self._blocked.get(tp)
+        if known is not None and known[0].offset < blocked.offset:
+            return
         since = self._clock() - self.tracker.oldest_unfinished_age(tp, self._clock())
         self._blocked[tp] = (blocked, since)
         if tp in self._assigned:
@@ -601,6 +643,171 @@ class Bridge:
 
     def dead_lettered(self, letter: DeadLetter) -> None:
         self.dead_letters.add(letter)
+
+    # -- the operator's controls (the admin API calls these) --------------------------------
+
+    def pause(self, kind: ControlKind, name: str, paused: bool) -> dict[str, Any]:
+        """Pause (``paused``) or resume a route or a topic: its jobs wait before taking any
+        slot, and the partitions only paused routes read (or of a paused topic) stop fetching.
+        Pausing twice is fine. Raises :class:`UnknownName`."""
+        routes = self.config.routes
+        if kind == "route":
+            known = [r.name for r in routes]
+            if name not in known:
+                raise UnknownName("route", name, known)
+            gauge = self.metrics.route_paused.labels(name)
+        else:
+            if not readers(name, routes):
+                raise UnknownName("topic", name, self._known_topics())
+            gauge = self.metrics.topic_paused.labels(name)
+        changed = self.controls.set_paused(kind, name, paused)
+        gauge.set(1 if paused else 0)
+        if changed:
+            log.info("%s %s %s by the operator", kind, name, "paused" if paused else "resumed")
+            self.apply_controls()
+        return {
+            kind: name,
+            "paused": paused,
+            "changed": changed,
+            "paused_partitions": _partitions(self._operator_paused),
+        }
+
+    async def release(self, tp: TopicPartition, request: ReleaseRequest) -> dict[str, Any]:
+        """Release blocked partition ``tp``: retry its blocking record now, or skip it (to a
+        topic, or only logged). Raises :class:`bridge.controls.ControlError`."""
+        dispatcher = self._dispatcher
+        held = dispatcher.held(tp) if dispatcher is not None else []
+        reported = self._blocked.get(tp)
+        where = where_blocked(
+            tp,
+            reported=reported is not None,
+            held=len(held),
+            unfinished=self.tracker.in_progress_of({tp}),
+        )
+        to = request.topic if isinstance(request, ReleaseSkip) else None
+        if to is not None and (names := readers(to, self.config.routes)):
+            raise BadRequest(
+                f"topic {to!r} is read by route {', '.join(names)}: the skipped record would "
+                "be read again; skip it to a topic no route reads"
+            )
+        if where == "held":
+            assert dispatcher is not None
+
+            async def park(helds: Sequence[Held]) -> None:
+                assert isinstance(request, ReleaseSkip)
+                for each in helds:
+                    for record in each.records:
+                        await self._parking.park(
+                            record, each.route, each.reason, request.reason, request.topic
+                        )
+
+            released = await dispatcher.release(
+                tp, request.action, park if isinstance(request, ReleaseSkip) else None
+            )
+            offset, route = released[0].offset, released[0].route
+            self._blocked_again(tp, dispatcher.held(tp))
+        else:
+            assert reported is not None
+            blocked = reported[0]
+            offset, route = blocked.offset, blocked.route
+            if isinstance(request, ReleaseSkip):
+                if request.topic is not None:
+                    await self._parking.check(request.topic)
+                order = SkipOrder(route, blocked.reason, request.reason, request.topic)
+                self.controls.order_skip(tp, offset, order)
+            self._blocked_again(tp, [])
+        self.controls.note(tp, offset, route, request)
+        self.metrics.releases.labels(request.action).inc()
+        log.info(
+            "partition %s-%d released by the operator at offset %d: %s (route %s)%s%s",
+            tp.topic,
+            tp.partition,
+            offset,
+            request.action,
+            route,
+            f": {request.reason}" if request.reason else "",
+            "" if where == "held" else " (its job was gone: the record is fetched again)",
+        )
+        return {
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "offset": offset,
+            "route": route,
+            "action": request.action,
+            "to": to,
+            "refetch": where == "gone",
+            "still_blocked": tp in self._blocked,
+        }
+
+    def _blocked_again(self, tp: TopicPartition, held: Sequence[Held]) -> None:
+        """After a release: report ``tp`` at the lowest job still held there, or unblocked."""
+        if held:
+            first = held[0]
+            since = self._blocked[tp][1] if tp in self._blocked else self._clock()
+            self._blocked[tp] = (Blocked(tp, first.offset, first.route, first.reason), since)
+            return
+        self._blocked.pop(tp, None)
+        if tp in self._assigned:
+            self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(0)
+
+    def controls_view(self) -> dict[str, Any]:
+        """The ``controls`` object of ``/status.json``."""
+        blocked = {
+            tp: (b.offset, b.route, b.reason, tp in self._assigned)
+            for tp, (b, _) in self._blocked.items()
+        }
+        view = self.controls.view(
+            topics=self._known_topics(literal=True),
+            paused_partitions=self._operator_paused & self._assigned,
+            blocked=blocked,
+        )
+        last = self.reloader.last
+        view["last_reload"] = None if last is None else last.as_json()
+        return view
+
+    def _known_topics(self, literal: bool = False) -> list[str]:
+        """The configured topics and those owned now (a pattern's); with the patterns unless
+        ``literal``."""
+        names = set(self.config.topics) | {tp.topic for tp in self._assigned}
+        if not literal:
+            names |= {r.topic_pattern.pattern for r in self.config.routes if r.topic_pattern}
+        return sorted(names)
+
+    def _fetch_paused(self, owned: set[TopicPartition]) -> set[TopicPartition]:
+        c = self.controls
+        return fetch_paused(owned, self.config.routes, c.paused_routes, c.paused_topics)
+
+    def apply_controls(self) -> None:
+        """Hand the pauses to the dispatcher (jobs wait or go) and to flow control (which stops
+        or resumes fetching at the next turn of the consume loop). Call it again whenever the
+        routes change (a reload): which partitions a pause stops depends on who reads them."""
+        c = self.controls
+        if self._dispatcher is not None:
+            self._dispatcher.set_paused(c.paused_routes, c.paused_topics)
+        self._operator_paused = self._fetch_paused(self._assigned)
+        for tp in self._assigned:
+            paused = 1 if tp in self._operator_paused else 0
+            self.metrics.partition_paused.labels(tp.topic, str(tp.partition)).set(paused)
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        """The producer (dead letters, replies, skipped records), started on first use; the
+        exit stack of :meth:`run` stops it."""
+        async with self._producer_lock:
+            if self._producer is None:
+                if self._stack is None:
+                    raise RuntimeError("the bridge is not running")
+                producer = AIOKafkaProducer(**kafka_options(self.config.kafka), acks="all")
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._stack.push_async_callback(producer.stop)
+                self._producer = producer
+            return self._producer
+
+    async def _cluster_topics(self) -> set[str]:
+        return await _cluster_topics(await self._started_producer())
 
     # -- rebalance callbacks ---------------------------------------------------------------
 
@@ -627,47 +834,59 @@ class Bridge:
         self._dispatcher.drop(tps)
         self.tracker.forget(tps)
         self._paused -= tps
+        self._operator_paused -= tps
         for tp in tps:
             for gauge in self.metrics.partition_gauges():
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
 
     def partitions_assigned(self, tps: set[TopicPartition]) -> None:
-        """Own ``tps``; a partition blocked earlier in this process stays paused and reported."""
+        """Own ``tps``; a partition blocked earlier in this process stays paused and reported,
+        and one the operator's pauses stop is paused too, before anything of it is fetched."""
         self._joined = True
         self._subscribed_anew = False
         self._assigned = set(tps)
         log.info("partitions assigned: %s", sorted(tps))
+        self._operator_paused = self._fetch_paused(tps)
         held = tps & self._blocked.keys()
         # a fresh assignment has nothing paused; pause the held ones before anything is fetched
-        self._paused = set(held)
-        if held and self._consumer is not None:
-            self._consumer.pause(*held)
+        self._paused = held | self._operator_paused
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(*self._paused)
+        for tp in sorted(tps):
+            paused = 1 if tp in self._operator_paused else 0
+            self.metrics.partition_paused.labels(tp.topic, str(tp.partition)).set(paused)
+        if self._operator_paused:
+            log.info("partitions %s stay paused by the operator", sorted(self._operator_paused))
         for tp in sorted(held):
             blocked, _ = self._blocked[tp]
             self.metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(1)
             log.error(
                 "partition %s-%d stays blocked at offset %d: route %s: %s (assigned again to "
-                "this process; fix the cause or configure a [dead_letter] topic, then restart)",
+                "this process; fix the cause, then release it: POST "
+                "/admin/partitions/%s/%d/release)",
                 tp.topic,
                 tp.partition,
                 blocked.offset,
                 blocked.route,
                 blocked.reason,
+                tp.topic,
+                tp.partition,
             )
 
     # -- flow control ----------------------------------------------------------------------
 
     def _flow_control(self, consumer: AIOKafkaConsumer, fetch: bool) -> None:
-        """Pause fetching everywhere (``fetch`` false), or only on the partitions that are blocked
-        or hold ``max_pending_per_partition`` records not yet committable; resume the rest."""
+        """Pause fetching everywhere (``fetch`` false), or only on the partitions that are
+        blocked, hold ``max_pending_per_partition`` records not yet committable, or are paused by
+        the operator; resume the rest."""
         # the callbacks' view of ownership: consumer.assignment() lags behind a revocation
         assigned = self._assigned
         if self._subscribed_anew:  # aiokafka forgot the old partitions before the callback ran
             assigned = assigned & consumer.assignment()
         if fetch:
             full = self.tracker.full(self.config.delivery.max_pending_per_partition)
-            want_paused = assigned & (self._blocked.keys() | full)
+            want_paused = assigned & (self._blocked.keys() | full | self._operator_paused)
         else:
             want_paused = set(assigned)
         if want_paused == self._paused:
@@ -742,9 +961,16 @@ class Bridge:
             return part.committed
         return part.first_fetched if part.first_fetched is not None else position
 
+    def _unsettled(self, tps: set[TopicPartition]) -> bool:
+        """Whether records of ``tps`` may still finish on their own: jobs that wait for the
+        operator (a pause, a block) will not, and a drain does not wait for them."""
+        if self.tracker.in_progress_of(tps) == 0:
+            return False
+        return self._dispatcher is None or self._dispatcher.unsettled(tps) > 0
+
     async def _drain(self, tps: set[TopicPartition]) -> bool:
         deadline = time.monotonic() + self.config.delivery.drain_timeout.total_seconds()
-        while self.tracker.in_progress_of(tps) > 0:
+        while self._unsettled(tps):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,8 +29,9 @@ from aiokafka.errors import (
 )
 
 from bridge.config import DeliveryConfig, RouteConfig
+from bridge.controls import NotBlocked
 from bridge.deadletter import DeadLetter, DeadLetterSink
-from bridge.dispatch import Blocked, Dispatcher, PendingRecord
+from bridge.dispatch import Blocked, Dispatcher, Held, PendingRecord
 from bridge.health import IngressHealth
 from bridge.ingress import Client
 from bridge.metrics import Metrics
@@ -1007,3 +1008,284 @@ async def test_configure_routes_again_keeps_what_did_not_change(harness: Harness
     registry = h.metrics.registry
     assert registry.get_sample_value(gauge, {"route": "A"}) is None  # a removed route's series
     assert registry.get_sample_value(gauge, {"route": "C"}) == 0.0
+
+
+# -- operator controls: pauses and releases ---------------------------------------------------
+
+
+async def settle(h: Harness, seconds: float = 0.05) -> None:
+    """Give jobs time to do what they would do (and must not)."""
+    await asyncio.sleep(seconds)
+
+
+async def blocked(h: Harness, count: int = 1) -> None:
+    await until(lambda: len(h.blocked), lambda n: n >= count, f"{count} blocked", 3, 0.002)
+
+
+# -- pauses -----------------------------------------------------------------------------------
+
+
+async def test_a_paused_route_waits_before_any_slot_and_resume_keeps_key_order(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(max_in_flight=1, routes=(route_config("Paused", max_in_flight=1),))
+    h.dispatcher.set_paused({"Paused"}, ())
+    for offset in range(6):
+        h.send(offset, f"k{offset % 2}", route="Paused")
+    h.send(10, "free", route="Free")
+    h.send(11, "free", route="Free")
+    # the other route's jobs go through the single global slot the waiting jobs do not take
+    await h.finished_offsets(10, 11)
+    await settle(h)
+    assert [s.route for s in ingress.seen] == ["Free", "Free"]
+    assert h.dispatcher.busy == 6
+    assert h.dispatcher.unsettled({TP}) == 0  # a drain does not wait for them
+
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(*range(6))
+    assert ingress.applied["k0"] == [0, 2, 4]
+    assert ingress.applied["k1"] == [1, 3, 5]
+    assert ingress.overtakes == []
+    assert len(ingress.seen) == 8  # each once
+    await idle(h)
+
+
+async def test_after_a_resume_a_keys_records_go_one_after_another_even_when_sends_are_slow(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    for key in ("k0", "k1"):  # the first send of each key is slow: a later one could overtake it
+        ingress.script(key, Answer(wait=0.05), *[Answer(wait=0.005)] * 9)
+    h.dispatcher.set_paused({"Ledger"}, ())
+    for offset in range(20):
+        h.send(offset, f"k{offset % 2}")
+    await settle(h)
+    assert ingress.seen == []
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(*range(20))
+    assert ingress.overtakes == []
+    assert ingress.applied["k0"] == list(range(0, 20, 2))
+    assert ingress.applied["k1"] == list(range(1, 20, 2))
+
+
+async def test_a_send_under_way_finishes_when_its_route_is_paused_and_the_next_waits(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    gate = asyncio.Event()
+    ingress.script("a", Answer(gate=gate))
+    h.send(0, "a")
+    h.send(1, "a")
+    h.send(2, "b", lane=False)
+    await until(lambda: ingress.requests("a"), bool, "the first send under way", 3, 0.002)
+    await h.finished_offsets(2)
+    h.dispatcher.set_paused({"Ledger"}, ())
+    assert h.dispatcher.unsettled({TP}) == 2  # the send under way, and the job queued behind
+    gate.set()
+    await h.finished_offsets(0)
+    await settle(h)
+    assert [s.seq for s in ingress.requests("a")] == [0]
+    assert h.dispatcher.unsettled({TP}) == 0
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(1)
+    assert ingress.applied["a"] == [0, 1]
+
+
+async def test_a_retrying_job_makes_no_new_attempt_while_paused(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    ingress.script("a", *[503] * 3)
+    h.send(0, "a")
+    await until(lambda: len(ingress.requests("a")), lambda n: n >= 1, "a first attempt", 3, 0.002)
+    h.dispatcher.set_paused({"Ledger"}, ())
+    await settle(h, 0.2)  # several retry_max
+    attempts = len(ingress.requests("a"))
+    await settle(h, 0.2)
+    assert len(ingress.requests("a")) == attempts
+    assert h.finished == []
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(0)
+    assert ingress.applied["a"] == [0]
+
+
+async def test_a_paused_topic_holds_its_records_jobs_and_only_theirs(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    other = TopicPartition("payments", 0)
+    h.dispatcher.set_paused((), {"orders"})
+    h.send(0, "a")
+    h.send(5, "p", tp=other)
+    await h.finished_offsets(5)
+    await settle(h)
+    assert ingress.requests("a") == []
+    h.poison(1, "not JSON")  # a dead letter of a paused topic waits too
+    await settle(h)
+    assert h.producer.sent == []
+    h.dispatcher.set_paused((), ())
+    await h.finished_offsets(0, 1)
+    assert len(h.producer.sent) == 1
+
+
+async def test_a_waiting_job_ends_when_its_partition_is_revoked(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness()
+    h.dispatcher.set_paused({"Ledger"}, ())
+    h.send(0, "a")
+    h.send(1, "a")
+    await settle(h)
+    h.dispatcher.drop({TP})
+    await idle(h)
+    h.dispatcher.set_paused((), ())
+    await settle(h)
+    assert ingress.seen == []
+    assert h.finished == []
+
+
+# -- releases ---------------------------------------------------------------------------------
+
+
+async def test_retry_runs_a_blocked_job_again_and_a_second_failure_blocks_it_again(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(dead_letter=False)
+    ingress.script("a", 400, 400)
+    h.send(0, "a")
+    h.send(1, "a")
+    await blocked(h)
+    assert [held.offset for held in h.dispatcher.held(TP)] == [0]
+    assert h.dispatcher.unsettled({TP}) == 0
+
+    released = await h.dispatcher.release(TP, "retry")
+    assert [(r.offset, r.route) for r in released] == [(0, "Ledger")]
+    await blocked(h, 2)  # fresh attempts, refused again: blocked again, visibly
+    assert [s.seq for s in ingress.requests("a")] == [0, 0]
+
+    await h.dispatcher.release(TP, "retry")
+    await h.finished_offsets(0, 1)
+    assert ingress.applied["a"] == [0, 1]
+    assert h.outcome("accepted") == 2
+    assert h.dispatcher.held(TP) == []
+    await idle(h)
+
+
+async def test_skip_finishes_the_blocked_record_after_prepare_and_its_key_goes_on(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(dead_letter=False)
+    ingress.script("a", 422)
+    h.send(0, "a")
+    h.send(1, "a")
+    await blocked(h)
+    prepared: list[Held] = []
+
+    async def prepare(helds: Sequence[Held]) -> None:
+        prepared.extend(helds)
+        assert h.finished == []  # nothing is finished before the record was parked
+
+    await h.dispatcher.release(TP, "skip", prepare)
+    await h.finished_offsets(0, 1)
+    [held] = prepared
+    assert held.records[0].offset == 0
+    assert held.reason == "ingress answered 422: scripted 422"
+    assert h.outcome("skipped") == 1
+    assert h.outcome("accepted") == 1
+    assert ingress.applied["a"] == [1]
+    assert h.producer.sent == []
+
+
+async def test_a_failing_prepare_releases_nothing_and_a_second_release_may_follow(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(dead_letter=False)
+    ingress.script("a", 400)
+    h.send(0, "a")
+    await blocked(h)
+
+    async def refuse(helds: Sequence[Held]) -> None:
+        raise NotBlocked("the parking topic is gone")
+
+    with pytest.raises(NotBlocked, match="parking topic"):
+        await h.dispatcher.release(TP, "skip", refuse)
+    await settle(h)
+    assert h.finished == []
+    assert len(h.dispatcher.held(TP)) == 1
+    await h.dispatcher.release(TP, "retry")
+    await h.finished_offsets(0)
+
+
+async def test_a_release_takes_the_lowest_blocked_offset_and_refuses_a_concurrent_one(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(dead_letter=False)
+    ingress.script("b", 400)
+    ingress.script("a", 400)
+    h.send(3, "b")
+    await blocked(h)
+    h.send(1, "a")
+    await blocked(h, 2)
+    assert [held.offset for held in h.dispatcher.held(TP)] == [1, 3]
+    entered, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow(helds: Sequence[Held]) -> None:
+        entered.set()
+        await go_on.wait()
+
+    first = asyncio.create_task(h.dispatcher.release(TP, "skip", slow))
+    await entered.wait()
+    assert [held.offset for held in h.dispatcher.held(TP)] == [3]
+    second = await h.dispatcher.release(TP, "retry")  # the next one is free to release
+    assert [r.offset for r in second] == [3]
+    with pytest.raises(NotBlocked, match="being released already"):
+        await h.dispatcher.release(TP, "retry")
+    go_on.set()
+    assert [r.offset for r in await first] == [1]
+    await h.finished_offsets(1, 3)
+    with pytest.raises(NotBlocked, match="partition orders-0 is not blocked"):
+        await h.dispatcher.release(TP, "retry")
+
+
+async def test_a_skip_job_parks_then_finishes_and_a_failing_park_blocks(
+    ingress: FakeIngress, harness: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness(dead_letter=False)
+    parked: list[int] = []
+    failures = [RuntimeError("broker away")]
+
+    def skip(offset: int) -> None:
+        rec = Record(TP.topic, TP.partition, offset, 0, b"k", b"{}")
+        pending = PendingRecord(rec, TP, 1, PartitionOffsets())
+
+        async def park() -> None:
+            if failures:
+                raise failures.pop()
+            parked.append(offset)
+
+        h.dispatcher.submit_skip(pending, "Ledger", park)
+
+    with caplog.at_level(logging.WARNING):
+        skip(7)
+        await blocked(h)
+    assert h.blocked[0].reason == "skip failed: RuntimeError: broker away"
+    await h.dispatcher.release(TP, "retry")  # runs the park again
+    await h.finished_offsets(7)
+    assert parked == [7]
+    assert h.outcome("skipped") == 1
+    assert ingress.seen == []
+    await idle(h)
+
+
+async def test_a_blocked_job_still_ends_when_revoked_or_closed(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    h = harness(dead_letter=False)
+    ingress.script("a", 400)
+    h.send(0, "a")
+    await blocked(h)
+    h.dispatcher.drop({TP})
+    await idle(h)
+    assert h.dispatcher.held(TP) == []
+    with pytest.raises(NotBlocked):
+        await h.dispatcher.release(TP, "retry")

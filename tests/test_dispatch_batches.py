@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from bridge.batching import encode_item
 from bridge.config import BatchConfig, DeliveryConfig, RouteConfig
@@ -376,3 +377,49 @@ async def test_block_on_blocks_a_batch_whole_without_splitting_or_dead_letters(
     assert h.finished == []
     assert h.producer.sent == []
     h.dispatcher.drop({TP})
+
+
+async def test_a_batch_record_blocked_by_its_dead_letter_is_released_and_the_rest_go_on(
+    ingress: BatchIngress, harness: Callable[..., Harness]
+) -> None:
+    refusing = [True]
+    h = harness()
+    h.producer.fail = lambda call, value: (
+        MessageSizeTooLargeError("too large") if refusing[0] else None
+    )
+    ingress.bad_offsets = {2}
+    for offset in range(5):
+        h.send(offset, batch=FIVE)
+
+    def held() -> list[int]:
+        return [each.offset for each in h.dispatcher.held(TP)]
+
+    await until(held, lambda got: got == [2], "offset 2 blocked", 3.0, 0.002)
+    await h.finished_all(0, 1)  # split record by record: 0 and 1 went, 3 and 4 wait behind 2
+
+    await h.dispatcher.release(TP, "retry")  # the same refusal again: blocked again
+    await until(held, lambda got: got == [2], "offset 2 blocked again", 3.0, 0.002)
+    assert [r.offsets for r in ingress.requests].count([2]) == 2
+
+    refusing[0] = False
+    await h.dispatcher.release(TP, "retry")
+    await h.finished_all(0, 1, 2, 3, 4)
+    assert ingress.applied["a"] == [0, 1, 3, 4]
+    assert [m["headers"][-1] for m in h.producer.sent] == [("bridge.offset", b"2")]
+
+
+async def test_a_batch_record_blocked_is_skipped_and_the_rest_go_on(
+    ingress: BatchIngress, harness: Callable[..., Harness]
+) -> None:
+    h = harness()
+    h.producer.fail = lambda call, value: MessageSizeTooLargeError("too large")
+    ingress.bad_offsets = {1}
+    for offset in range(3):
+        h.send(offset, batch=BatchConfig(max_records=3, max_wait=timedelta(seconds=5)))
+    await until(lambda: h.dispatcher.held(TP), bool, "offset 1 blocked", 3.0, 0.002)
+    [released] = await h.dispatcher.release(TP, "skip")
+    assert released.offset == 1
+    await h.finished_all(0, 1, 2)
+    assert ingress.applied["a"] == [0, 2]
+    labels = {"topic": "orders", "route": "r", "outcome": "skipped"}
+    assert h.count("restate_bridge_messages_total", **labels) == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import parse_config
+from bridge.controls import Controls, ReleaseSkip
 from bridge.dispatch import Blocked
 from bridge.metrics import Metrics
 from bridge.offsets import TopicPartition
@@ -247,3 +248,28 @@ async def test_markup_in_a_dead_letter_reason_or_a_route_name_renders_as_text(
     title = re.search(r"<title>(.*?)</title>", dom, re.DOTALL)
     assert title is not None
     assert title.group(1) == "restate-kafka-bridge"
+
+
+def test_the_page_reads_only_controls_fields_that_status_json_has() -> None:
+    controls = Controls()
+    controls.set_paused("route", "r", True)
+    controls.note(TopicPartition("t", 0), 4, "r", ReleaseSkip("why", "parking"))
+    view = controls.view(
+        topics=["t"],
+        paused_partitions=[TopicPartition("t", 0)],
+        blocked={TopicPartition("t", 1): (7, "r", "400", True)},
+    )
+    page = (Path(__file__).resolve().parents[1] / "bridge" / "status_page.html").read_text()
+    script = page[page.index("const c = s.controls") : page.index("const num = ")]
+
+    def used(name: str, fill: str) -> set[str]:
+        start = script.index(f'fill("{fill}"')
+        end = script.find("fill(", start + 1)
+        segment = script[start : end if end > 0 else len(script)]
+        return set(re.findall(rf"\b{name}\.(\w+)", segment))
+
+    assert set(re.findall(r"\bc\.(\w+)", script)) <= set(view)
+    assert used("t", "topics") <= set(view["topics"][0])
+    assert used("b", "blocked") <= set(view["blocked"][0])
+    assert used("r", "releases") <= set(view["releases"][0])
+    assert {"topic", "partition", "offset", "route", "reason"} <= used("b", "blocked")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,8 +19,9 @@ import pytest
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from bridge.config import BridgeConfig, parse_config
+from bridge.controls import BadRequest, NotBlocked, ReleaseRetry, ReleaseSkip, UnknownName
 from bridge.deadletter import DeadLetter
-from bridge.dispatch import Blocked, PendingRecord
+from bridge.dispatch import Blocked, Held, PendingRecord
 from bridge.offsets import TopicPartition
 from bridge.record import Record
 from bridge.routing import Invocation, Poison, Skip
@@ -31,7 +32,7 @@ A = TopicPartition("orders", 0)
 B = TopicPartition("orders", 1)
 
 
-def config(delivery: str = "") -> BridgeConfig:
+def config(delivery: str = "", more_routes: str = "") -> BridgeConfig:
     text = f"""
 [kafka]
 bootstrap_servers = "127.0.0.1:9"
@@ -46,6 +47,7 @@ target = "object"
 service = "Recorder"
 handler = "record"
 key = "{{key}}"
+{more_routes}
 """
     return parse_config(text, Path("routes.toml"), {})
 
@@ -99,6 +101,34 @@ class FakeDispatcher:
         self.jobs: list[tuple[PendingRecord, Invocation | Poison]] = []
         self.dropped: set[TopicPartition] = set()
         self.fail: Exception | None = None
+        self.paused: tuple[set[str], set[str]] = (set(), set())
+        self.skips: list[tuple[PendingRecord, str, Callable[[], Awaitable[None]]]] = []
+        self.holds: dict[TopicPartition, list[Held]] = {}
+        self.released: list[tuple[TopicPartition, str]] = []
+
+    def set_paused(self, routes: Iterable[str], topics: Iterable[str]) -> None:
+        self.paused = (set(routes), set(topics))
+
+    def submit_skip(
+        self, pending: PendingRecord, route: str, park: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.skips.append((pending, route, park))
+
+    def held(self, tp: TopicPartition) -> list[Held]:
+        return list(self.holds.get(tp, []))
+
+    async def release(
+        self,
+        tp: TopicPartition,
+        action: str,
+        prepare: Callable[[Sequence[Held]], Awaitable[None]] | None = None,
+    ) -> list[Held]:
+        [first, *rest] = self.holds[tp]
+        if prepare is not None:
+            await prepare([first])
+        self.holds[tp] = rest
+        self.released.append((tp, action))
+        return [first]
 
     def submit(self, pending: PendingRecord, item: Invocation | Poison) -> None:
         if self.fail is not None:
@@ -113,6 +143,9 @@ class FakeDispatcher:
 
     def resume(self, tps: set[TopicPartition]) -> None:
         self.dropped -= tps
+
+    def unsettled(self, tps: set[TopicPartition]) -> int:
+        return sum(1 for pending, _ in self.jobs if pending.tp in tps)
 
     async def aclose(self) -> None:
         pass
@@ -129,9 +162,14 @@ class Clock:
 class World:
     """A bridge wired to the fakes, owning ``assigned``."""
 
-    def __init__(self, delivery: str = "", assigned: Iterable[TopicPartition] = (A, B)) -> None:
+    def __init__(
+        self,
+        delivery: str = "",
+        assigned: Iterable[TopicPartition] = (A, B),
+        more_routes: str = "",
+    ) -> None:
         self.clock = Clock()
-        self.bridge = Bridge(config(delivery), clock=self.clock)
+        self.bridge = Bridge(config(delivery, more_routes), clock=self.clock)
         self.consumer = FakeConsumer()
         self.dispatcher = FakeDispatcher()
         self.bridge._consumer = self.consumer  # type: ignore[assignment]
@@ -488,3 +526,159 @@ def test_the_token_comes_from_the_config() -> None:
     assert Bridge(with_token)._token == "s3cr3t"
     assert Bridge(with_token, token="override")._token == "override"
     assert "s3cr3t" not in repr(with_token)
+
+
+# -- the operator's controls ---------------------------------------------------------------------
+
+AUDIT = """
+[[routes]]
+name = "audit"
+topics = ["orders", "payments"]
+target = "service"
+service = "Audit"
+handler = "log"
+"""
+P = TopicPartition("payments", 0)
+
+
+def test_pausing_the_only_route_of_a_topic_stops_fetching_it_and_resume_fetches_again() -> None:
+    w = World()
+    answer = w.bridge.pause("route", "rec", True)
+    assert answer == {
+        "route": "rec",
+        "paused": True,
+        "changed": True,
+        "paused_partitions": [
+            {"topic": "orders", "partition": 0},
+            {"topic": "orders", "partition": 1},
+        ],
+    }
+    assert w.dispatcher.paused == ({"rec"}, set())
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {A, B}
+    assert w.gauge("restate_bridge_partition_paused", A) == 1
+    assert w.counter("restate_bridge_route_paused", route="rec") == 1
+    w.take(A, 0, 1)  # fetched before the pause took effect: left in Kafka
+    assert submitted(w, A) == []
+    assert w.consumer.seeks == [(A, 0)]
+    assert w.bridge.pause("route", "rec", True)["changed"] is False  # twice is fine
+
+    w.bridge.pause("route", "rec", False)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == set()
+    assert w.gauge("restate_bridge_partition_paused", A) == 0
+    assert w.counter("restate_bridge_route_paused", route="rec") == 0
+    assert w.dispatcher.paused == (set(), set())
+
+
+def test_a_partition_another_route_reads_keeps_being_fetched() -> None:
+    w = World(more_routes=AUDIT, assigned=(A, P))
+    w.bridge.pause("route", "audit", True)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {P}  # orders is read by rec too: fetched, audit's jobs wait
+    w.take(A, 0)
+    assert submitted(w, A) == [0, 0]  # one invocation per route; the dispatcher holds audit's
+    w.bridge.pause("route", "rec", True)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {A, P}
+
+
+def test_pausing_a_topic_stops_it_whoever_reads_it() -> None:
+    w = World(more_routes=AUDIT, assigned=(A, B, P))
+    w.bridge.pause("topic", "payments", True)
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == {P}
+    assert w.dispatcher.paused == (set(), {"payments"})
+    assert w.counter("restate_bridge_topic_paused", topic="payments") == 1
+    assert w.counter("restate_bridge_topic_paused", topic="orders") == 0
+
+
+def test_unknown_names_are_refused_with_the_known_ones() -> None:
+    w = World(more_routes=AUDIT)
+    with pytest.raises(UnknownName, match="no route named 'nope'; known routes: rec, audit"):
+        w.bridge.pause("route", "nope", True)
+    with pytest.raises(UnknownName, match="known topics: orders, payments"):
+        w.bridge.pause("topic", "nope", True)
+    assert w.bridge.controls.paused_routes == set()
+
+
+async def test_a_pause_holds_across_a_rebalance_before_anything_is_fetched() -> None:
+    w = World()
+    w.bridge.pause("route", "rec", True)
+    await w.revoke(A, B)
+    assert w.gauge("restate_bridge_partition_paused", A) is None  # not owned: no series
+    w.assign(A, B, TopicPartition("orders", 2))
+    assert w.consumer.paused == {A, B, TopicPartition("orders", 2)}, "paused on assignment"
+    assert w.gauge("restate_bridge_partition_paused", A) == 1
+    view = w.bridge.controls_view()
+    assert view["paused_routes"] == ["rec"]
+    assert len(view["paused_partitions"]) == 3
+
+
+async def test_a_drain_does_not_wait_for_records_held_by_a_pause() -> None:
+    w = World()
+    w.take(A, 0, 1)
+    w.dispatcher.unsettled = lambda tps: 0  # type: ignore[method-assign]
+    await asyncio.wait_for(w.revoke(A), 1.0)  # drain_timeout is 30 s
+    assert w.consumer.commits == []
+
+
+async def test_a_release_of_a_held_job_retries_or_skips_and_unblocks() -> None:
+    w = World()
+    w.take(A, 0, 1)
+    rec1 = w.dispatcher.jobs[1][0].record
+    w.dispatcher.holds[A] = [Held((rec1,), "rec", "ingress answered 400")]
+    w.bridge.partition_blocked(Blocked(A, 1, "rec", "ingress answered 400"))
+    with pytest.raises(NotBlocked, match="partition orders-1 is not blocked"):
+        await w.bridge.release(B, ReleaseRetry())
+    with pytest.raises(BadRequest, match="read by route rec"):
+        await w.bridge.release(A, ReleaseSkip("bad", "orders"))
+
+    answer = await w.bridge.release(A, ReleaseSkip("bad data"))
+    assert answer == {
+        "topic": "orders",
+        "partition": 0,
+        "offset": 1,
+        "route": "rec",
+        "action": "skip",
+        "to": None,
+        "refetch": False,
+        "still_blocked": False,
+    }
+    assert w.dispatcher.released == [(A, "skip")]
+    assert w.gauge("restate_bridge_partition_blocked", A) == 0
+    assert w.counter("restate_bridge_releases_total", action="skip") == 1
+    assert w.counter("restate_bridge_releases_total", action="retry") == 0
+    [note] = w.bridge.controls_view()["releases"]
+    assert (note["offset"], note["action"], note["reason"]) == (1, "skip", "bad data")
+
+
+async def test_a_release_after_the_job_is_gone_fetches_the_partition_again() -> None:
+    w = World()
+    w.take(A, 0, 1, 2)
+    w.finish(A, 0)
+    w.bridge.partition_blocked(Blocked(A, 1, "rec", "not JSON"))
+    await w.revoke(A, B)
+    w.assign(A, B)
+    assert w.consumer.paused == {A}
+    [row] = w.bridge.controls_view()["blocked"]
+    assert row["owned"] is True
+
+    answer = await w.bridge.release(A, ReleaseSkip("poison, fixed upstream"))
+    assert answer["refetch"] is True
+    assert w.bridge.blocked == {}
+    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    assert w.consumer.paused == set(), "fetched again from the committed offset"
+    assert w.bridge.controls_view()["pending_skips"][0]["offset"] == 1
+
+    w.take(A, 1, 2)  # read again: 1 is skipped as ordered, 2 goes as usual
+    [(pending, route, _)] = w.dispatcher.skips
+    assert (pending.record.offset, route) == (1, "rec")
+    assert submitted(w, A)[-1] == 2
+    assert w.bridge.controls_view()["pending_skips"] == []
+
+    w.bridge.partition_blocked(Blocked(B, 4, "rec", "not JSON"))
+    await w.revoke(B)  # released while owned elsewhere: forgotten here
+    answer = await w.bridge.release(B, ReleaseRetry())
+    assert answer["refetch"] is True
+    assert B not in w.bridge.blocked

@@ -135,6 +135,36 @@ class BridgeProcess:
             self.assert_alive(f"GET {path}")
             return 0, b""  # alive, not listening yet
 
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        with_token: bool = True,
+        token: str | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, dict[str, Any]]:
+        """POST to the listener (the admin API): ``body`` as JSON (with its content type) or
+        ``raw`` bytes as they are, with ``token`` as the bearer token (default: the bridge's;
+        ``""`` or ``with_token=False`` sends none); ``(status, the JSON answer)``."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        sent = dict(headers or {})
+        token = self.token if token is None else token
+        if token and with_token:
+            sent.setdefault("Authorization", f"Bearer {token}")
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(url, data=data or b"", headers=sent, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
     def assert_alive(self, doing: str = "") -> None:
         if not self.process.alive():
             code = self.process.proc.returncode if self.process.proc else None
@@ -142,21 +172,6 @@ class BridgeProcess:
                 f"bridge {self.name} exited with {code}{' before ' + doing if doing else ''}; "
                 f"log {self.process.log_path}:\n{self.process.log_tail()}"
             )
-
-    def post(
-        self, path: str, *, token: str | None = None, timeout: float = 60
-    ) -> tuple[int, dict[str, Any]]:
-        """``POST path`` without a body, with ``token`` as the bearer token (default: the
-        bridge's ``token``; ``""`` sends none); ``(status, JSON body)``."""
-        url = f"http://127.0.0.1:{self.metrics_port}{path}"
-        token = self.token if token is None else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        request = urllib.request.Request(url, method="POST", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
 
     def ready(self) -> bool:
         return self._get("/readyz")[0] == 200

@@ -80,6 +80,8 @@ class IngressProxy:
     lose_from: int | None = None
     """Sends from this index on (0-based, in arrival order) are forwarded, and the connection is
     closed instead of passing the answer on: a node failing after enqueuing, to the sender."""
+    refuse_matching: Callable[[Send], bool] | None = None
+    """Also answer ``refuse_status`` to every ``/send`` this says yes to (say, one offset's)."""
     hold_from: int | None = None
     """Sends from this index on (0-based, in arrival order) wait until :meth:`release`."""
     tokens: set[str] | None = None
@@ -190,6 +192,8 @@ class IngressProxy:
             refused = self.refuse != 0
             if refused and self.refuse > 0:
                 self.refuse -= 1
+            elif self.refuse_matching is not None and self.refuse_matching(send):
+                refused = True
             held = send.held = self.hold_from is not None and index >= self.hold_from
         try:
             if refused:
