@@ -4,6 +4,7 @@
     POST /admin/topics/{topic}/pause       POST /admin/topics/{topic}/resume
     POST /admin/partitions/{topic}/{partition}/release
          {"action": "retry"}  or  {"action": "skip", "reason": "...", "topic": "parking-lot"}
+    POST /admin/reload                     (:mod:`bridge.reload`; registered by the server)
 
 Every answer is JSON: ``{"status": "ok", ...}``, or ``{"status": "error", "detail": "..."}`` with
 a 4xx. With a listener token every admin path needs it (the server's middleware answers 401;
