@@ -164,6 +164,12 @@ key = "{{key}}"
         f"bridge RSS: peak sampled {peak / 1024:.0f} MiB, VmHWM {hwm / 1024:.0f} MiB "
         f"(target <= {TARGET_RSS_MB} MB)"
     )
+    tenths = [next(s for s in samples if s[1] >= n * i / 10) for i in range(1, 11)]
+    print(
+        "bridge RSS at each tenth drained: "
+        + ", ".join(f"{s[2] / 1024:.0f}" for s in tenths)
+        + " MiB (a leak grows with the backlog; buffers plateau)"
+    )
     print(f"command: {shlex.join([sys.executable, '-m', 'bench.memory', *sys.argv[1:]])}")
 
 

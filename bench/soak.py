@@ -763,6 +763,9 @@ class Soak:
             r.sample()
             wanted, r.wanted = r.wanted, False
             alive = r.alive()
+            if alive:  # where its tasks wait, in its log: a replica that is stuck says where
+                r.bridge.signal(signal.SIGUSR1)
+                await asyncio.sleep(0.2)
             code = await asyncio.to_thread(r.bridge.terminate, 60)
             if wanted and alive:
                 codes[r.name] = code

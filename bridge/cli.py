@@ -330,6 +330,7 @@ async def _serve(bridge: Bridge) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handle_exit, sig)
     loop.add_signal_handler(signal.SIGHUP, handle_reload)
+    loop.add_signal_handler(signal.SIGUSR1, log_tasks)
     try:
         await bridge.run(stop)
     except asyncio.CancelledError:
@@ -345,6 +346,31 @@ async def _serve(bridge: Bridge) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def log_tasks() -> None:
+    """SIGUSR1: log every asyncio task with the chain of awaits it is suspended in, for a process
+    that seems stuck (py-spy shows only the event loop's own frame)."""
+    tasks = asyncio.all_tasks()
+    lines = [f"received SIGUSR1: {len(tasks)} tasks"]
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        lines.append(f"  {task.get_name()}: {' -> '.join(_awaits(task.get_coro())) or 'done'}")
+    log.warning("%s", "\n".join(lines))
+
+
+def _awaits(awaitable: object) -> list[str]:
+    """``name (file:line)`` of each coroutine in the chain, outermost first."""
+    chain: list[str] = []
+    while awaitable is not None and len(chain) < 64:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            if not hasattr(awaitable, "cr_frame"):  # a future or another awaitable: the end
+                chain.append(type(awaitable).__name__)
+            break
+        where = frame.f_code.co_filename.rsplit("/", 2)[-2:]
+        chain.append(f"{frame.f_code.co_name} ({'/'.join(where)}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return chain
 
 
 def _result(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

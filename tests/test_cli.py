@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import orjson
 import pytest
 
 from bridge import __version__, cli
-from bridge.cli import main
+from bridge.cli import log_tasks, main
 from bridge.config import BridgeConfig, ConfigError
 
 GOOD = """\
@@ -468,3 +470,21 @@ def test_route_shows_scope_and_limit_key(
     poison, _ = lines(capsys.readouterr().out)
     assert poison["route"] == "tenants"
     assert "scope 'a b' holds characters Restate refuses" in poison["dead_letter"]
+
+
+async def test_sigusr1_names_where_each_task_waits(caplog: pytest.LogCaptureFixture) -> None:
+    async def inner() -> None:
+        await asyncio.sleep(30)
+
+    async def outer() -> None:
+        await inner()
+
+    task = asyncio.create_task(outer(), name="stuck-one")
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        log_tasks()
+    task.cancel()
+    (line,) = [r.getMessage() for r in caplog.records if "SIGUSR1" in r.getMessage()]
+    (stuck,) = [each for each in line.splitlines() if "stuck-one" in each]
+    assert "outer (" in stuck
+    assert stuck.index("outer (") < stuck.index("inner (") < stuck.index("sleep (")
