@@ -146,6 +146,8 @@ async def test_short_soak_loses_duplicates_and_reorders_nothing(
         duration_cap=150,  # about 35 s on a quiet machine; room for a loaded one
         stall_timeout=60,
         settle_timeout=20,
+        # tansu: restart a killed replica once its session (6 s) expired (SoakConfig.kill_restart)
+        kill_restart=(7.0, 8.0) if broker.name == "tansu" else (0.5, 2.0),
     )
     outcome = await run_soak(broker, restate, tmp_path, config)
     text = report(outcome)
