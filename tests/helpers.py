@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bridge.ingress import Client
 
@@ -139,3 +141,18 @@ def hold_for(seconds: float) -> Callable[[Any], bool]:
     """A ``done`` for :func:`until` that watches a value for ``seconds`` (the probe asserts)."""
     end = time.monotonic() + seconds
     return lambda _: time.monotonic() >= end
+
+
+@contextlib.asynccontextmanager
+async def catch_all_server(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An aiohttp test server answering every method and path with ``handle``; its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bridge.ingress import (
     Client,
@@ -20,7 +19,7 @@ from bridge.ingress import (
     InvalidRequest,
     ResponseError,
 )
-from tests.helpers import answer_cut_short
+from tests.helpers import answer_cut_short, catch_all_server
 
 
 @dataclass
@@ -53,13 +52,9 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     srv = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", srv.handle)
-    test_server = TestServer(app)
-    await test_server.start_server()
-    srv.url = str(test_server.make_url("")).rstrip("/")
-    yield srv
-    await test_server.close()
+    async with catch_all_server(srv.handle) as url:
+        srv.url = url
+        yield srv
 
 
 @pytest.fixture

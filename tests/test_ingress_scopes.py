@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bridge.ingress import Client, InvalidRequest, SyncClient
+from tests.helpers import catch_all_server
 
 
 @dataclass
@@ -41,13 +41,9 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     srv = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", srv.handle)
-    test_server = TestServer(app)
-    await test_server.start_server()
-    srv.url = str(test_server.make_url("")).rstrip("/")
-    yield srv
-    await test_server.close()
+    async with catch_all_server(srv.handle) as url:
+        srv.url = url
+        yield srv
 
 
 @pytest.fixture

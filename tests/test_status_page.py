@@ -20,6 +20,7 @@ from bridge.status import RecentDeadLetters, snapshot
 from tests.helpers import eventually, messages_total, recorder, route, unique
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
+from tests.stack.cdp import FLAGS
 from tests.stack.kafka_io import Message, create_topics, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -38,16 +39,8 @@ def headless(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [
             chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *FLAGS,
             f"--user-data-dir={tmp / 'chromium'}",
-            "--window-size=1280,1000",
             "--virtual-time-budget=6000",
             *extra,
             url,

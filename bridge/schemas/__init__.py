@@ -7,8 +7,7 @@ without them and ``check`` says what is missing.
 
 from __future__ import annotations
 
-import importlib.util
-
+from ..extras import missing_packages
 from ..record import FRAMED_FORMATS
 
 EXTRA_MODULES = {
@@ -21,15 +20,7 @@ EXTRA_MODULES = {
 
 def missing_extra() -> str | None:
     """The ``[schemas]`` packages not installed, named for a message; None when all are."""
-    missing = []
-    for module, package in EXTRA_MODULES.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(package)
-    return ", ".join(missing) if missing else None
+    return missing_packages(EXTRA_MODULES)
 
 
 __all__ = ["EXTRA_MODULES", "FRAMED_FORMATS", "missing_extra"]

@@ -8,7 +8,7 @@ headers that travel without spans are :mod:`bridge.tracecontext`'s.
 
 from __future__ import annotations
 
-import importlib.util
+from ..extras import missing_packages
 
 EXTRA_MODULES = {"opentelemetry.trace": "opentelemetry-api"}
 """Modules the spans need, with the package that brings each."""
@@ -16,15 +16,7 @@ EXTRA_MODULES = {"opentelemetry.trace": "opentelemetry-api"}
 
 def missing_extra() -> str | None:
     """The ``[otel]`` packages not installed, named for a message; None when all are."""
-    missing = []
-    for module, package in EXTRA_MODULES.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(package)
-    return ", ".join(missing) if missing else None
+    return missing_packages(EXTRA_MODULES)
 
 
 __all__ = ["EXTRA_MODULES", "missing_extra"]

@@ -256,8 +256,8 @@ class ApacheKafkaBroker:
                     *classpath,
                     "kafka.tools.StorageTool",
                     "format",
-                    "--cluster-id",
-                    _cluster_id(),
+                    # one argument: an id may start with "-", which argparse takes for an option
+                    f"--cluster-id={_cluster_id()}",
                     "--config",
                     str(config),
                     "--standalone",
