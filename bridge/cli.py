@@ -38,6 +38,7 @@ from .ingress import (
 )
 from .kafka_client import KafkaRefused
 from .metrics import Metrics
+from .nodes import node_label
 from .record import Record
 from .routing import Invocation, Poison, Router
 from .schemas.setup import make_decoder, uses_registry
@@ -254,7 +255,8 @@ def _describe(config: BridgeConfig, item: object) -> dict[str, object]:
         return {"route": getattr(item, "route", None), "skipped": True}
     # a client is only a URL until its first request: nothing is sent here; the first node's
     # URL (any node would do)
-    url = item.target(Client(config.restate.ingress_urls[0])).send_url(delay=item.delay)
+    client = Client(config.restate.ingress_urls[0])
+    url = node_label(item.target(client).send_url(delay=item.delay))  # no user:password@
     described: dict[str, object] = {
         "route": item.route,
         "target": item.kind,

@@ -386,3 +386,30 @@ async def test_the_client_translates_transport_failures(raw: RawServer) -> None:
             await c.service("S", "h").send()
         assert "no answer within 0.1 s" in str(timeout.value)
     raw.hold.set()
+
+
+# -- credentials in the URL ----------------------------------------------------------------------
+
+
+def test_user_information_becomes_basic_auth_and_never_shows() -> None:
+    origin = Origin.parse("https://bridge:s%40cret@restate.example:8443/base")
+    assert origin.basic_auth == "Basic YnJpZGdlOnNAY3JldA=="  # bridge:s@cret
+    assert origin.host_header == b"restate.example:8443"
+    assert "cret" not in repr(origin)
+    with pytest.raises(InvalidURL) as info:
+        Origin.parse("ftp://bridge:secret@restate.example/")
+    assert "secret" not in str(info.value)
+    assert "***@restate.example" in str(info.value)
+
+
+async def test_the_client_sends_the_urls_credentials_unless_it_has_a_token(raw: RawServer) -> None:
+    url = f"http://bridge:secret@127.0.0.1:{raw.port}"
+    async with Client(url) as c:
+        await c.service("S", "h").send()
+        assert "secret" not in repr(c)
+    async with Client(url, token="t0k") as c:
+        await c.service("S", "h").send()
+    first, second = raw.requests
+    assert b"Authorization: Basic YnJpZGdlOnNlY3JldA==\r\n" in first
+    assert b"Authorization: Bearer t0k\r\n" in second
+    assert b"Basic" not in second

@@ -25,7 +25,7 @@ from ._codec import (
 )
 from ._decode import check_output_type, decode_as
 from ._errors import ConnectError, DecodeError, IngressTimeout, InvalidRequest
-from ._http import ConnectionPool, Origin, TransportError
+from ._http import ConnectionPool, Origin, TransportError, without_credentials
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 DEFAULT_URL = "http://localhost:8080"
@@ -128,7 +128,7 @@ class Client:
 
     def __repr__(self) -> str:
         auth = ", token=***" if self._authorization else ""
-        return f"Client(url={self._base!r}{auth})"
+        return f"Client(url={without_credentials(self._base)!r}{auth})"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -258,11 +258,12 @@ class Client:
             req_headers.append(("Content-Type", content_type))
         if idempotency_key is not None:
             req_headers.append(("idempotency-key", idempotency_key))
-        if self._authorization is not None:
-            req_headers.append(("Authorization", self._authorization))
         seconds = self._seconds(timeout, waits)
         try:
             pool = self._open()
+            authorization = self._authorization or pool.origin.basic_auth
+            if authorization is not None:  # the token first, else the URL's user:password
+                req_headers.append(("Authorization", authorization))
             resp = await pool.request(
                 method, target, req_headers, body, seconds, connect_timeout=CONNECT_TIMEOUT
             )

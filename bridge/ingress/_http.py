@@ -14,11 +14,12 @@ Errors are this module's own (:class:`TransportError` and its subclasses) plus `
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ssl
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 MAX_HEAD = 64 * 1024
@@ -53,37 +54,58 @@ class ProtocolError(TransportError):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where requests go: scheme, host, port and a path prefix, parsed once."""
+    """Where requests go: scheme, host, port and a path prefix, parsed once; and basic
+    credentials when the URL carries ``user:password@`` (never shown in reprs or errors)."""
 
     tls: bool
     host: str
     port: int
     prefix: str
     host_header: bytes
+    basic_auth: str | None = field(default=None, repr=False)
+    """``Basic ...`` for the ``Authorization`` header, from the URL's user information."""
 
     @classmethod
     def parse(cls, url: str) -> Origin:
+        shown_url = without_credentials(url)
         try:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError as exc:  # a bad port, an unclosed IPv6 bracket
-            raise InvalidURL(f"{url!r}: {exc}") from None
+            raise InvalidURL(f"{shown_url!r}: {exc}") from None
         if parts.scheme not in ("http", "https"):
-            raise InvalidURL(f"{url!r}: the scheme must be http or https")
+            raise InvalidURL(f"{shown_url!r}: the scheme must be http or https")
         host = parts.hostname
         if not host:
-            raise InvalidURL(f"{url!r} has no host")
+            raise InvalidURL(f"{shown_url!r} has no host")
         tls = parts.scheme == "https"
         default = 443 if tls else 80
         try:
             shown = host.encode("idna").decode("ascii") if not host.isascii() else host
         except UnicodeError as exc:
-            raise InvalidURL(f"{url!r}: {exc}") from None
+            raise InvalidURL(f"{shown_url!r}: {exc}") from None
         shown = f"[{shown}]" if ":" in shown else shown
         netloc = shown if port in (None, default) else f"{shown}:{port}"
         prefix = parts.path.rstrip("/")
         _check_target(prefix)
-        return cls(tls, host, port or default, prefix, netloc.encode("ascii"))
+        basic = None
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            basic = f"Basic {token}"
+        return cls(tls, host, port or default, prefix, netloc.encode("ascii"), basic)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 @dataclass(frozen=True, slots=True)
