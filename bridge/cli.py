@@ -28,6 +28,10 @@ from aiokafka.errors import KafkaError
 from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, check_log_level, ingress_ssl_context, load_config
+from .consume.kafka import KafkaRefused
+from .core.nodes import node_label
+from .core.record import Record
+from .core.routing import Invocation, Poison, Router
 from .ingress import (
     Client,
     IngressError,
@@ -36,11 +40,7 @@ from .ingress import (
     NotReady,
     ResponseError,
 )
-from .kafka_client import KafkaRefused
-from .metrics import Metrics
-from .nodes import node_label
-from .record import Record
-from .routing import Invocation, Poison, Router
+from .operate.metrics import Metrics
 from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
 

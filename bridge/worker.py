@@ -5,8 +5,9 @@ Fetching pauses when ``delivery.max_pending_records`` records are unfinished or 
 is unreachable, so memory is bounded by fetch sizes and limits, never by the topic. One partition
 pauses alone when it is blocked, when ``delivery.max_pending_per_partition`` of its records are
 fetched and not yet committable (a record that stays unfinished holds back every commit after it),
-or when the operator paused its topic or every route that reads it (:mod:`bridge.controls`; the
-admin API is :mod:`bridge.admin`). The operator's controls are process state: they hold across
+or when the operator paused its topic or every route that reads it (:mod:`bridge.core.controls`; the
+admin API is :mod:`bridge.operate.admin`). The operator's controls are process state: they hold
+across
 rebalances, and a partition given back is paused before anything of it is fetched.
 
 Lifecycle (:meth:`Bridge.run`)::
@@ -18,8 +19,9 @@ Lifecycle (:meth:`Bridge.run`)::
     stop    stop fetching -> wait for in-flight sends (up to drain_timeout) -> commit
             -> cancel what is left -> close in reverse start order
 
-Reload (:mod:`bridge.reload`): new routes are swapped in by the consume loop between two fetches,
-so every record is planned by one set of routes and invocations already planned go on as
+
+Reload (:mod:`bridge.operate.reload`): new routes are swapped in by the consume loop between two
+fetches, so every record is planned by one set of routes and invocations already planned go on as
 planned. When the topics change, the loop stops fetching, drains and commits before it subscribes
 anew: aiokafka commits only partitions of its current subscription, so the revocation that
 follows could no longer commit what finished.
@@ -42,7 +44,8 @@ from aiokafka.errors import KafkaError
 
 from .config import BridgeConfig, ingress_ssl_context, load_config
 from .config.diff import ConfigDiff
-from .controls import (
+from .consume.kafka import KafkaRefused, check_security, kafka_options
+from .core.controls import (
     BadRequest,
     ControlKind,
     Controls,
@@ -54,23 +57,22 @@ from .controls import (
     readers,
     where_blocked,
 )
-from .deadletter import DeadLetter, DeadLetterSink
-from .dispatch import Blocked, Dispatcher, Held, PendingRecord
-from .health import IngressHealth
+from .core.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from .core.record import Record, coordinates
+from .core.routing import Invocation, Poison, Router, Skip
+from .deliver.dispatcher import Blocked, Dispatcher, Held, PendingRecord
+from .deliver.health import IngressHealth
 from .ingress import Client
-from .kafka_client import KafkaRefused, check_security, kafka_options
-from .metrics import Metrics
-from .offsets import OffsetTracker, PartitionOffsets, TopicPartition
-from .parking import Parking
-from .record import Record, coordinates
-from .reload import CannotApply, Load, NotRunning, Reloader, unrunnable
-from .replies import ReplySink
-from .routing import Invocation, Poison, Router, Skip
+from .operate.metrics import Metrics
+from .operate.reload import CannotApply, Load, NotRunning, Reloader, unrunnable
+from .operate.server import StatusServer
+from .operate.status import RecentDeadLetters, snapshot
 from .schemas.decoder import Decoder, route_formats
 from .schemas.setup import open_decoder, uses_registry
 from .secrets import TokenFile
-from .server import StatusServer
-from .status import RecentDeadLetters, snapshot
+from .sinks.deadletter import DeadLetter, DeadLetterSink
+from .sinks.parking import Parking
+from .sinks.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
@@ -674,7 +676,7 @@ class Bridge:
 
     async def release(self, tp: TopicPartition, request: ReleaseRequest) -> dict[str, Any]:
         """Release blocked partition ``tp``: retry its blocking record now, or skip it (to a
-        topic, or only logged). Raises :class:`bridge.controls.ControlError`."""
+        topic, or only logged). Raises :class:`bridge.core.controls.ControlError`."""
         dispatcher = self._dispatcher
         held = dispatcher.held(tp) if dispatcher is not None else []
         reported = self._blocked.get(tp)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bridge.controls import (
+from bridge.core.controls import (
     ControlKind,
     NotBlocked,
     ReleaseRequest,
@@ -18,9 +18,9 @@ from bridge.controls import (
     ReleaseSkip,
     UnknownName,
 )
-from bridge.metrics import Metrics
-from bridge.offsets import TopicPartition
-from bridge.server import OPEN_PATHS, StatusServer
+from bridge.core.offsets import TopicPartition
+from bridge.operate.metrics import Metrics
+from bridge.operate.server import OPEN_PATHS, StatusServer
 
 TOKEN = "admin-" + "5f0a-unique-token"
 JSON = {"Content-Type": "application/json"}

@@ -1,4 +1,4 @@
-"""bridge.backoff: exponential growth, cap, jitter in the upper half, Retry-After."""
+"""bridge.core.backoff: exponential growth, cap, jitter in the upper half, Retry-After."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bridge.backoff import Backoff
+from bridge.core.backoff import Backoff
 
 
 class FixedRandom(random.Random):

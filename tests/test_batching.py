@@ -1,4 +1,4 @@
-"""bridge.batching: item encoding, the buffers' closing rules, batch idempotency keys; and the
+"""bridge.core.batching: item encoding, the buffers' closing rules, batch idempotency keys; and the
 ``batch`` route option."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.batching import Accumulator, batch_body, batch_idempotency_key, encode_item
 from bridge.config import BatchConfig, ConfigError, parse_config
-from bridge.record import Decoded, Record, RecordView
-from bridge.routing import Invocation, Poison, Router
+from bridge.core.batching import Accumulator, batch_body, batch_idempotency_key, encode_item
+from bridge.core.record import Decoded, Record, RecordView
+from bridge.core.routing import Invocation, Poison, Router
 
 CFG = BatchConfig(max_records=3, max_bytes=1024, max_wait=timedelta(milliseconds=50))
 

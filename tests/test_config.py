@@ -20,8 +20,8 @@ from bridge.config import (
     load_config,
     parse_config,
 )
-from bridge.record import FieldPath
-from bridge.template import Template
+from bridge.core.record import FieldPath
+from bridge.core.template import Template
 
 CONTRACT = """\
 [kafka]

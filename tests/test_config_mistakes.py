@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeConfig, ConfigError, load_config, parse_config
-from bridge.record import RESERVED_HEADERS, reserved_header
+from bridge.core.record import RESERVED_HEADERS, reserved_header
 
 PATH = Path("routes.toml")
 KAFKA = '[kafka]\nbootstrap_servers = "b:9092"\n'

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeConfig, ConfigError, parse_config
-from bridge.status_policy import StatusPolicy, StatusRange
-from bridge.template import Template
+from bridge.core.status_policy import StatusPolicy, StatusRange
+from bridge.core.template import Template
 
 PATH = Path("routes.toml")
 KAFKA = '[kafka]\nbootstrap_servers = "b:9092"\n'

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bridge.cli import main
 from bridge.config import ROUTE_KEYS, SECTIONS, BridgeConfig, ConfigError, parse_config
-from bridge.routing import Router
+from bridge.core.routing import Router
 
 PATH = Path("routes.toml")
 FILE_LINE = re.compile(r"^routes\.toml:\d+: \S")

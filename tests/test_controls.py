@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.config.schema import topic_name_problem
-from bridge.controls import (
+from bridge.core.controls import (
     BadRequest,
     Controls,
     NotBlocked,
@@ -23,7 +23,7 @@ from bridge.controls import (
     readers,
     where_blocked,
 )
-from bridge.offsets import TopicPartition
+from bridge.core.offsets import TopicPartition
 
 
 @dataclass(frozen=True)

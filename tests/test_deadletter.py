@@ -1,4 +1,5 @@
-"""bridge.deadletter: what a dead letter looks like on the topic (headers, dropped values, records
+"""bridge.sinks.deadletter: what a dead letter looks like on the topic (headers, dropped values,
+records
 with neither key nor value), produced through a fake producer."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridge.deadletter import DeadLetter, DeadLetterSink, dead_letter_message
-from bridge.record import Record
+from bridge.core.record import Record
+from bridge.sinks.deadletter import DeadLetter, DeadLetterSink, dead_letter_message
 
 RECORD = Record("orders", 3, 41, 1_700_000_000_000, b"acct-7", b'{"n": 1}', (("trace", b"t-1"),))
 

@@ -1,4 +1,5 @@
-"""bridge.decisions: every error class x attempt, the 404 grace clock, Retry-After, dead-letter
+"""bridge.deliver.decisions: every error class x attempt, the 404 grace clock, Retry-After,
+dead-letter
 produce failures. Pure: no I/O, no clock."""
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from bridge.backoff import Backoff
 from bridge.config import DeliveryConfig
-from bridge.decisions import (
+from bridge.core.backoff import Backoff
+from bridge.core.status_policy import StatusPolicy, parse_statuses
+from bridge.deliver.decisions import (
     Attempts,
     Block,
     DropValue,
@@ -42,7 +44,6 @@ from bridge.ingress import (
     NotReady,
     ResponseError,
 )
-from bridge.status_policy import StatusPolicy, parse_statuses
 
 POLICY = Policy(Backoff(initial=0.1, maximum=10.0), unknown_target_grace=60.0)
 

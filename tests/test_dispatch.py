@@ -29,16 +29,16 @@ from aiokafka.errors import (
 )
 
 from bridge.config import DeliveryConfig, RouteConfig
-from bridge.controls import NotBlocked
-from bridge.deadletter import DeadLetter, DeadLetterSink
-from bridge.dispatch import Blocked, Dispatcher, Held, PendingRecord
-from bridge.health import IngressHealth
+from bridge.core.controls import NotBlocked
+from bridge.core.offsets import PartitionOffsets, TopicPartition
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, Poison
+from bridge.core.status_policy import parse_statuses
+from bridge.deliver.dispatcher import Blocked, Dispatcher, Held, PendingRecord
+from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client
-from bridge.metrics import Metrics
-from bridge.offsets import PartitionOffsets, TopicPartition
-from bridge.record import Record
-from bridge.routing import Invocation, Poison
-from bridge.status_policy import parse_statuses
+from bridge.operate.metrics import Metrics
+from bridge.sinks.deadletter import DeadLetter, DeadLetterSink
 from tests.helpers import answer_cut_short, until
 
 TOPIC = "orders"
@@ -598,7 +598,7 @@ async def test_an_unexpected_exception_is_an_internal_error_with_coordinates(
     )
     h.dispatcher.submit(pending, bad)
     h.send(6, "a")
-    with caplog.at_level(logging.ERROR, logger="bridge.dispatch"):
+    with caplog.at_level(logging.ERROR, logger="bridge.deliver.dispatcher"):
         await h.finished_offsets(5, 6)
     (letter,) = h.dead
     assert letter.reason == "internal error: TypeError: keys, ids and names must be str, not bytes"

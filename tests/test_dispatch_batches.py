@@ -18,17 +18,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from bridge.batching import encode_item
 from bridge.config import BatchConfig, DeliveryConfig, RouteConfig
-from bridge.deadletter import DeadLetterSink
-from bridge.dispatch import Blocked, Dispatcher, PendingRecord
-from bridge.health import IngressHealth
+from bridge.core.batching import encode_item
+from bridge.core.offsets import PartitionOffsets, TopicPartition
+from bridge.core.record import Record, RecordView
+from bridge.core.routing import Invocation
+from bridge.core.status_policy import parse_statuses
+from bridge.deliver.dispatcher import Blocked, Dispatcher, PendingRecord
+from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client
-from bridge.metrics import Metrics
-from bridge.offsets import PartitionOffsets, TopicPartition
-from bridge.record import Record, RecordView
-from bridge.routing import Invocation
-from bridge.status_policy import parse_statuses
+from bridge.operate.metrics import Metrics
+from bridge.sinks.deadletter import DeadLetterSink
 from tests.helpers import until
 from tests.test_dispatch import FakeProducer, route_config
 

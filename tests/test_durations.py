@@ -1,4 +1,4 @@
-"""bridge.durations: friendly and ISO 8601 durations, and the refusals."""
+"""bridge.core.durations: friendly and ISO 8601 durations, and the refusals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bridge.durations import DurationError, DurationTooLong, format_duration, parse_duration
+from bridge.core.durations import DurationError, DurationTooLong, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -232,7 +232,7 @@ def test_grace_period_outlasts_the_drain(rendered: list[dict[str, Any]], tmp_pat
     routes = tmp_path / "routes.toml"
     routes.write_text(routes_of(rendered))
     drain = tomllib.loads(routes.read_text()).get("delivery", {}).get("drain_timeout", "30s")
-    from bridge.durations import parse_duration
+    from bridge.core.durations import parse_duration
 
     seconds = parse_duration(drain).total_seconds()
     assert pod["terminationGracePeriodSeconds"] >= seconds + 10, (drain, pod)

@@ -6,9 +6,9 @@ from urllib.parse import quote
 
 import pytest
 
+from bridge.core.record import as_text
 from bridge.ingress import Client
-from bridge.metrics import Metrics
-from bridge.record import as_text
+from bridge.operate.metrics import Metrics
 
 
 def test_metric_children_are_the_labelled_series() -> None:

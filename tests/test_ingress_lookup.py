@@ -18,9 +18,9 @@ import pytest
 from yarl import URL
 
 from bridge.config import parse_config
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, Router
 from bridge.ingress import Client, InvalidRequest, InvocationError, ResponseError
-from bridge.record import Record
-from bridge.routing import Invocation, Router
 from tests.helpers import unique
 from tests.stack.restate import RestateServer
 

@@ -1,4 +1,4 @@
-"""bridge.kafka_client: the TLS context, and ``refusal`` reading real exceptions.
+"""bridge.consume.kafka: the TLS context, and ``refusal`` reading real exceptions.
 
 The TLS failures are real: aiokafka's own connection code talks to a TLS server in a thread
 (certificates from :mod:`tests.stack.tls`), so each exception is exactly what a broker's
@@ -30,7 +30,7 @@ from aiokafka.errors import (
 
 from bridge import cli
 from bridge.config import BridgeConfig, KafkaConfig, parse_config
-from bridge.kafka_client import (
+from bridge.consume.kafka import (
     AUTHENTICATION_FAILED,
     CLIENT_CERTIFICATE,
     EXPIRED,

@@ -23,14 +23,14 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bridge.ingress import Client
-from bridge.kafka_client import (
+from bridge.consume.kafka import (
     AUTHENTICATION_FAILED,
     CLIENT_CERTIFICATE,
     EXPIRED,
     HOSTNAME_MISMATCH,
     NOT_TRUSTED,
 )
+from bridge.ingress import Client
 from tests.helpers import recorded, recorder, unique, until
 from tests.stack import apache_kafka
 from tests.stack.apache_kafka import ApacheKafkaBroker

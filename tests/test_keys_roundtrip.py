@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import parse_config
+from bridge.core.record import Record
+from bridge.core.routing import MAX_KEY_BYTES, Invocation, Router
 from bridge.ingress import NO_INPUT, Client
-from bridge.record import Record
-from bridge.routing import MAX_KEY_BYTES, Invocation, Router
 from tests.helpers import recorded, until
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.config import parse_config
-from bridge.metrics import Metrics
-from bridge.server import StatusServer
+from bridge.operate.metrics import Metrics
+from bridge.operate.server import StatusServer
 from tests.helpers import route, unique
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker

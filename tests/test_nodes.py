@@ -1,4 +1,4 @@
-"""bridge.nodes: the choice of an ingress node, as tables; ``ingress_url`` lists; the health of
+"""bridge.core.nodes: the choice of an ingress node, as tables; ``ingress_url`` lists; the health of
 several nodes (``bridge.health``, its probe left out)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, parse_config
-from bridge.health import IngressHealth
-from bridge.metrics import Metrics
-from bridge.nodes import NodeChooser, describe_down, node_label
+from bridge.core.nodes import NodeChooser, describe_down, node_label
+from bridge.deliver.health import IngressHealth
+from bridge.operate.metrics import Metrics
 
 # -- the chooser -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""bridge.offsets: the contiguous watermark of finished records, per partition."""
+"""bridge.core.offsets: the contiguous watermark of finished records, per partition."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bridge.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from bridge.core.offsets import OffsetTracker, PartitionOffsets, TopicPartition
 
 A = TopicPartition("t", 0)
 B = TopicPartition("t", 1)

@@ -1,4 +1,4 @@
-"""bridge.ratelimit: the token bucket behind a route's ``rate_limit``. Pure: the clock is a
+"""bridge.core.ratelimit: the token bucket behind a route's ``rate_limit``. Pure: the clock is a
 number."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bridge.ratelimit import TokenBucket, default_burst
+from bridge.core.ratelimit import TokenBucket, default_burst
 
 
 @pytest.mark.parametrize(

@@ -23,13 +23,13 @@ from aiokafka.errors import IllegalStateError
 
 from bridge.config import BridgeConfig, RouteConfig, parse_config
 from bridge.config.diff import ConfigDiff, diff
-from bridge.dispatch import Blocked
-from bridge.metrics import Metrics
-from bridge.offsets import TopicPartition
-from bridge.record import Record
-from bridge.reload import CannotApply, NotRunning, Reloader, unrunnable
-from bridge.routing import Invocation, Poison
-from bridge.server import StatusServer
+from bridge.core.offsets import TopicPartition
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, Poison
+from bridge.deliver.dispatcher import Blocked
+from bridge.operate.metrics import Metrics
+from bridge.operate.reload import CannotApply, NotRunning, Reloader, unrunnable
+from bridge.operate.server import StatusServer
 from tests.test_worker import A, B, FakeConsumer, FakeDispatcher, World, msg, submitted
 
 PATH = Path("routes.toml")
@@ -108,7 +108,7 @@ async def test_an_invalid_file_changes_nothing_and_each_problem_is_logged_as_pat
     h = Harness(HEAD + recorder())
     h.text = HEAD + recorder().replace('target = "object"', 'target = "objekt"') + "\nbogus = 1\n"
     h.now = 2000.0
-    with caplog.at_level(logging.ERROR, logger="bridge.reload"):
+    with caplog.at_level(logging.ERROR, logger="bridge.operate.reload"):
         report = await h.reloader.reload("SIGHUP")
     assert report.outcome == "invalid"
     assert h.applied == []
@@ -146,7 +146,7 @@ async def test_a_valid_file_applies_the_routes_and_keeps_the_other_tables(
         + recorder("audit", "audit")
     )
     h.now = 2000.0
-    with caplog.at_level(logging.INFO, logger="bridge.reload"):
+    with caplog.at_level(logging.INFO, logger="bridge.operate.reload"):
         report = await h.reloader.reload("admin")
     assert report.outcome == "applied"
     [(config, changes)] = h.applied
@@ -246,7 +246,7 @@ async def test_an_unexpected_failure_is_counted_logged_and_answered_500(
 ) -> None:
     h = Harness(HEAD + recorder())
     h.fail = RuntimeError("boom")
-    with caplog.at_level(logging.ERROR, logger="bridge.reload"):
+    with caplog.at_level(logging.ERROR, logger="bridge.operate.reload"):
         report = await h.reloader.reload("admin")
     assert report.answer() == (
         500,

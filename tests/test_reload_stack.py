@@ -83,7 +83,7 @@ async def test_an_invalid_file_on_sighup_changes_nothing_and_the_old_routes_deli
 
     bridge.assert_alive("the invalid reload")
     problem = f"{bridge.routes_path}:{line}: target must be one of service, object, workflow"
-    assert f"ERROR bridge.reload: {problem}" in bridge.log()
+    assert f"ERROR bridge.operate.reload: {problem}" in bridge.log()
     assert "reload refused: " in bridge.log()
     last = bridge.status_json()["controls"]["last_reload"]
     assert (last["outcome"], last["source"]) == ("invalid", "SIGHUP")
@@ -143,9 +143,8 @@ async def test_a_route_added_by_reload_delivers_its_new_topic_and_the_token_is_r
         },
         "restart_required": ["delivery"],
     }
-    assert "WARNING bridge.reload: reload: [delivery] changed (retry_max): restart to apply" in (
-        proc.log()
-    )
+    warning = "reload: [delivery] changed (retry_max): restart to apply"
+    assert f"WARNING bridge.operate.reload: {warning}" in proc.log()
     # the new route's series exist at 0 before its first record is counted
     assert proc.samples("restate_bridge_retries_total", route="second") != []
     await recorded_as(client, k2, ["early"])

@@ -18,8 +18,10 @@ from aiohttp.test_utils import TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from bridge.config import ConfigError, DeliveryConfig, parse_config
-from bridge.deadletter import DeadLetterSink
-from bridge.decisions import (
+from bridge.core.offsets import PartitionOffsets, TopicPartition
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, ReplyTo, Router
+from bridge.deliver.decisions import (
     GiveUp,
     Policy,
     Retry,
@@ -27,13 +29,12 @@ from bridge.decisions import (
     after_reply_failure,
     wait_exceeded,
 )
-from bridge.dispatch import Dispatcher, PendingRecord
-from bridge.health import IngressHealth
+from bridge.deliver.dispatcher import Dispatcher, PendingRecord
+from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client, ConnectError, IngressTimeout, InvocationError, ResponseError
-from bridge.metrics import Metrics
-from bridge.offsets import PartitionOffsets, TopicPartition
-from bridge.record import Record
-from bridge.replies import (
+from bridge.operate.metrics import Metrics
+from bridge.sinks.deadletter import DeadLetterSink
+from bridge.sinks.replies import (
     Failed,
     Reply,
     ReplySink,
@@ -41,7 +42,6 @@ from bridge.replies import (
     Succeeded,
     reply_message,
 )
-from bridge.routing import Invocation, ReplyTo, Router
 from tests.helpers import until
 
 RECORD = Record("asks", 3, 41, 0, b"k1", b'{"name": "Ada"}', (("correlation-id", b"c-9"),))

@@ -1,4 +1,4 @@
-"""bridge.routing: from a record to its invocations (or poison verdicts)."""
+"""bridge.core.routing: from a record to its invocations (or poison verdicts)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from bridge.config import BridgeConfig, parse_config
+from bridge.core.record import Record, RecordView
+from bridge.core.routing import Invocation, Poison, Route, Router, Skip
 from bridge.ingress import Client
-from bridge.record import Record, RecordView
-from bridge.routing import Invocation, Poison, Route, Router, Skip
 
 HEAD = '[kafka]\nbootstrap_servers = "b:9092"\n'
 
@@ -708,7 +708,7 @@ def test_an_unexpected_error_is_poison_for_that_route_only_and_logged(
         return real(self, view)
 
     monkeypatch.setattr(Route, "invocation", explode)
-    with caplog.at_level(logging.ERROR, logger="bridge.routing"):
+    with caplog.at_level(logging.ERROR, logger="bridge.core.routing"):
         first, second = r.plan(record(offset=99))
     assert isinstance(first, Invocation)
     assert second == Poison("Obj.add", "internal error while planning: Surprise: boom")

@@ -24,11 +24,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from bridge.config import parse_config
-from bridge.durations import DurationError, parse_duration
+from bridge.core.durations import DurationError, parse_duration
+from bridge.core.record import RESERVED_HEADERS, Record, reserved_header
+from bridge.core.routing import MAX_KEY_BYTES, Invocation, Poison, Router, Skip
+from bridge.core.template import Template, TemplateError
 from bridge.ingress import Client
-from bridge.record import RESERVED_HEADERS, Record, reserved_header
-from bridge.routing import MAX_KEY_BYTES, Invocation, Poison, Router, Skip
-from bridge.template import Template, TemplateError
 
 ROUTES = """
 [kafka]

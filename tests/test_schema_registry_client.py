@@ -13,8 +13,8 @@ import fastavro
 import pytest
 from aiohttp import web
 
-from bridge.backoff import Backoff
-from bridge.record import Decoded, Record
+from bridge.core.backoff import Backoff
+from bridge.core.record import Decoded, Record
 from bridge.schemas.decoder import Decoder
 from bridge.schemas.framing import frame
 from bridge.schemas.registry import (

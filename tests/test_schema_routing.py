@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from bridge.config import ConfigError, parse_config
-from bridge.record import Decoded, Record
-from bridge.routing import Invocation, Poison, Router
+from bridge.core.record import Decoded, Record
+from bridge.core.routing import Invocation, Poison, Router
 
 HEAD = '[kafka]\nbootstrap_servers = "b:9092"\n[schema_registry]\nurl = "http://registry:8081"\n'
 

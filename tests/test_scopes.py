@@ -1,11 +1,11 @@
-"""bridge.scopes: Restate 1.7's rules for a scope and a limit key (``RestrictedValue``:
+"""bridge.core.scopes: Restate 1.7's rules for a scope and a limit key (``RestrictedValue``:
 1 to 36 of ``a-z A-Z 0-9 _ . -``; a limit key of one or two such parts). Pure: a table."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.scopes import limit_key_problem, scope_problem
+from bridge.core.scopes import limit_key_problem, scope_problem
 
 RULE = "1 to 36 of the characters a-z A-Z 0-9 _ . -"
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge.cli import main
 from bridge.config import BridgeConfig, ConfigError, parse_config, read_secret_file
-from bridge.decisions import Attempts, Policy, Retry, after_send_failure
+from bridge.deliver.decisions import Attempts, Policy, Retry, after_send_failure
 from bridge.ingress import Client
 from bridge.ingress._codec import error_from_response
 from bridge.secrets import TokenFile

@@ -12,16 +12,18 @@ from pathlib import Path
 import pytest
 
 from bridge.config import parse_config
-from bridge.controls import Controls, ReleaseSkip
-from bridge.dispatch import Blocked
-from bridge.metrics import Metrics
-from bridge.offsets import TopicPartition
-from bridge.status import RecentDeadLetters, snapshot
+from bridge.core.controls import Controls, ReleaseSkip
+from bridge.core.offsets import TopicPartition
+from bridge.deliver.dispatcher import Blocked
+from bridge.operate.metrics import Metrics
+from bridge.operate.status import RecentDeadLetters, snapshot
 from tests.helpers import eventually, messages_total, recorder, route, unique
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.cdp import FLAGS
 from tests.stack.kafka_io import Message, create_topics, produce
+
+PAGE_FILE = Path(__file__).resolve().parents[1] / "bridge" / "operate" / "status_page.html"
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -120,7 +122,7 @@ def test_the_page_reads_only_partition_fields_that_status_json_has() -> None:
         "blocked_route": "r",
         "blocked_reason": "not JSON",
     }
-    page = (Path(__file__).resolve().parents[1] / "bridge" / "status_page.html").read_text()
+    page = PAGE_FILE.read_text()
     partitions_js = page[page.index("const num = ") : page.index('fill("dead"')]
     used = set(re.findall(r"\bp\.(\w+)", partitions_js))
     assert used <= set(row), used - set(row)
@@ -252,7 +254,7 @@ def test_the_page_reads_only_controls_fields_that_status_json_has() -> None:
         paused_partitions=[TopicPartition("t", 0)],
         blocked={TopicPartition("t", 1): (7, "r", "400", True)},
     )
-    page = (Path(__file__).resolve().parents[1] / "bridge" / "status_page.html").read_text()
+    page = PAGE_FILE.read_text()
     script = page[page.index("const c = s.controls") : page.index("const num = ")]
 
     def used(name: str, fill: str) -> set[str]:

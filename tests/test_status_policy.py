@@ -1,4 +1,4 @@
-"""bridge.status_policy: reading ``retry_on`` / ``dead_letter_on`` / ``block_on`` entries, and
+"""bridge.core.status_policy: reading ``retry_on`` / ``dead_letter_on`` / ``block_on`` entries, and
 which list a status falls in. Pure: tables."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.status_policy import StatusPolicy, StatusRange, overlap, parse_statuses
+from bridge.core.status_policy import StatusPolicy, StatusRange, overlap, parse_statuses
 
 
 def ranges(*entries: Any) -> tuple[StatusRange, ...]:

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-import bridge.record
-from bridge.record import (
+import bridge.core.record
+from bridge.core.record import (
     RESERVED_HEADERS,
     FieldError,
     FieldPath,
@@ -20,7 +20,7 @@ from bridge.record import (
     http_token,
     reserved_header,
 )
-from bridge.template import Template, TemplateError
+from bridge.core.template import Template, TemplateError
 
 
 def rec(
@@ -139,7 +139,7 @@ def test_value_is_parsed_at_most_once(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(data)
         return real_loads(data)
 
-    monkeypatch.setattr(bridge.record.orjson, "loads", counting_loads)
+    monkeypatch.setattr(bridge.core.record.orjson, "loads", counting_loads)
     view = RecordView(rec())
     assert calls == []
     assert view.get(FieldPath.parse("key")) == b"k1"

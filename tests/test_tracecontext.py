@@ -1,10 +1,10 @@
-"""bridge.tracecontext: which W3C trace headers of a record may be forwarded, as tables."""
+"""bridge.core.tracecontext: which W3C trace headers of a record may be forwarded, as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.tracecontext import (
+from bridge.core.tracecontext import (
     MAX_TRACESTATE,
     TraceHeaders,
     for_restate,

@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge.config import BridgeConfig, ConfigError, parse_config
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, Poison, Router
 from bridge.ingress import ConnectError
-from bridge.record import Record
-from bridge.routing import Invocation, Poison, Router
 from bridge.tracing.spans import RecordTracer
 
 PATH = Path("routes.toml")

@@ -19,13 +19,13 @@ import pytest
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from bridge.config import BridgeConfig, parse_config
-from bridge.controls import BadRequest, NotBlocked, ReleaseRetry, ReleaseSkip, UnknownName
-from bridge.deadletter import DeadLetter
-from bridge.dispatch import Blocked, Held, PendingRecord
-from bridge.offsets import TopicPartition
-from bridge.record import Record
-from bridge.routing import Invocation, Poison, Skip
-from bridge.status import snapshot
+from bridge.core.controls import BadRequest, NotBlocked, ReleaseRetry, ReleaseSkip, UnknownName
+from bridge.core.offsets import TopicPartition
+from bridge.core.record import Record
+from bridge.core.routing import Invocation, Poison, Skip
+from bridge.deliver.dispatcher import Blocked, Held, PendingRecord
+from bridge.operate.status import snapshot
+from bridge.sinks.deadletter import DeadLetter
 from bridge.worker import Bridge
 
 A = TopicPartition("orders", 0)

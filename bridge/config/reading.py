@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from ..durations import DurationError, DurationTooLong, parse_duration
+from ..core.durations import DurationError, DurationTooLong, parse_duration
 from .schema import (
     ENV_OVERRIDES,
     HINTS,

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, Literal, cast
 
-from ..durations import DurationError, parse_duration
-from ..record import FieldPath, http_token, reserved_header
-from ..scopes import limit_key_problem, scope_problem
-from ..status_policy import LIST_KEYS, StatusPolicy, overlap, parse_statuses
-from ..template import Template, TemplateError
+from ..core.durations import DurationError, parse_duration
+from ..core.record import FieldPath, http_token, reserved_header
+from ..core.scopes import limit_key_problem, scope_problem
+from ..core.status_policy import LIST_KEYS, StatusPolicy, overlap, parse_statuses
+from ..core.template import Template, TemplateError
 from .reading import Problems, human, label, read_value, short
 from .schema import (
     DEFAULT_IDEMPOTENCY_KEY,

@@ -14,9 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
-from ..record import FieldPath, Format
-from ..status_policy import StatusPolicy, StatusRange
-from ..template import Template
+from ..core.record import FieldPath, Format
+from ..core.status_policy import StatusPolicy, StatusRange
+from ..core.template import Template
 
 TargetKind = Literal["service", "object", "workflow"]
 Ordering = Literal["key", "partition", "none"]
@@ -427,7 +427,8 @@ class RouteConfig:
     key_format: Format = "raw"
     """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
     batch: BatchConfig | None = None
-    """Send records in batches (:mod:`bridge.batching`); ``None``: one invocation per record."""
+    """Send records in batches (:mod:`bridge.core.batching`); ``None``: one invocation per
+    record."""
     retry_on: tuple[StatusRange, ...] = ()
     """Ingress statuses retried with backoff, without end (``[409, "5xx", "400-404"]``)."""
     dead_letter_on: tuple[StatusRange, ...] = ()

@@ -7,8 +7,8 @@ without them and ``check`` says what is missing.
 
 from __future__ import annotations
 
+from ..core.record import FRAMED_FORMATS
 from ..extras import missing_packages
-from ..record import FRAMED_FORMATS
 
 EXTRA_MODULES = {
     "fastavro": "fastavro",

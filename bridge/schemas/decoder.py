@@ -3,7 +3,7 @@
 The router is pure and synchronous, so the I/O happens here, before it: the worker hands a fetched
 batch to :meth:`Decoder.prepare`, which fetches the schemas of its framed fields that are not
 cached yet (one request per id, concurrent look-ups shared), then :meth:`Decoder.decode` turns each
-record into one carrying :class:`bridge.record.Decoded` values, from the cache alone. A record
+record into one carrying :class:`bridge.core.record.Decoded` values, from the cache alone. A record
 whose schema could not be had because the registry is unreachable is not decoded (``None``): the
 worker leaves it, and everything after it in its partition, in Kafka and pauses fetching until
 :meth:`Decoder.recover_forever` reaches the registry again. Only records that can never be read
@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..backoff import Backoff
-from ..record import FRAMED_FORMATS, Decoded, Record
+from ..core.backoff import Backoff
+from ..core.record import FRAMED_FORMATS, Decoded, Record
 from .codec import FORMAT_OF, PayloadError
 from .framing import FrameError, parse_frame
 from .registry import RegistryUnavailable, SchemaRegistry, SchemaUnusable

@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import orjson
 
-from ..record import FieldError, load_json_exact
+from ..core.record import FieldError, load_json_exact
 from .codec import BadSchema, PayloadError, SchemaType
 
 

@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import ssl
 
-from ..backoff import Backoff
 from ..config import BridgeConfig, SchemaRegistryConfig
-from ..metrics import Metrics
-from ..record import FRAMED_FORMATS
+from ..core.backoff import Backoff
+from ..core.record import FRAMED_FORMATS
+from ..operate.metrics import Metrics
 from .decoder import Decoder, route_formats
 from .registry import RegistrySettings, SchemaRegistry
 

@@ -3,7 +3,7 @@
 
 This package's root imports nothing of OpenTelemetry, so ``check`` can say the extra is missing;
 :mod:`bridge.tracing.spans` does, and is imported only when ``[tracing] spans = true``. The W3C
-headers that travel without spans are :mod:`bridge.tracecontext`'s.
+headers that travel without spans are :mod:`bridge.core.tracecontext`'s.
 """
 
 from __future__ import annotations

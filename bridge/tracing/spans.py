@@ -26,10 +26,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__
+from ..core.nodes import node_label
+from ..core.record import Record
+from ..core.tracecontext import TRACEPARENT, for_restate
 from ..ingress import IngressError
-from ..nodes import node_label
-from ..record import Record
-from ..tracecontext import TRACEPARENT, for_restate
 
 TRACER_NAME = "restate-kafka-bridge"
 

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from .config import BatchConfig
+from ..config import BatchConfig
 from .record import FRAMED_FORMATS, RecordView
 
 T = TypeVar("T")
@@ -45,7 +45,8 @@ MAX_BATCH_IDEMPOTENCY_KEY = 512
 def encode_item(view: RecordView) -> bytes:
     """The record of ``view`` as one JSON item of a batch (module docstring).
 
-    Raises :class:`bridge.record.FieldError` when a framed value cannot be decoded (a poison)."""
+    Raises :class:`bridge.core.record.FieldError` when a framed value cannot be decoded (a
+    poison)."""
     rec = view.record
     doc: dict[str, Any] = {
         "topic": rec.topic,

@@ -4,7 +4,7 @@
     POST /admin/topics/{topic}/pause       POST /admin/topics/{topic}/resume
     POST /admin/partitions/{topic}/{partition}/release
          {"action": "retry"}  or  {"action": "skip", "reason": "...", "topic": "parking-lot"}
-    POST /admin/reload                     (:mod:`bridge.reload`; registered by the server)
+    POST /admin/reload                     (:mod:`bridge.operate.reload`; registered by the server)
 
 Every answer is JSON: ``{"status": "ok", ...}``, or ``{"status": "error", "detail": "..."}`` with
 a 4xx. With a listener token every admin path needs it (the server's middleware answers 401;
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from .config.schema import topic_name_problem
-from .controls import BadRequest, ControlError, ControlKind, ReleaseRequest, parse_release
-from .offsets import TopicPartition
+from ..config.schema import topic_name_problem
+from ..core.controls import BadRequest, ControlError, ControlKind, ReleaseRequest, parse_release
+from ..core.offsets import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..core.record import Record
 from .deadletter import Producer
-from .record import Record
 
 STATUS_HEADER = "bridge.status"
 INVOCATION_ID_HEADER = "bridge.invocation_id"

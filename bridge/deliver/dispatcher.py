@@ -2,7 +2,8 @@
 
 A lane is the ordering unit: every invocation with the same ``lane`` (an object key or workflow id
 of one service, or one partition of a route) is sent only after the previous one ended. Invocations
-without a lane go in parallel. What happens after a failure is decided by :mod:`bridge.decisions`;
+without a lane go in parallel. What happens after a failure is decided by
+:mod:`bridge.deliver.decisions`;
 this module only does the I/O: take the slots, send, sleep, mark the ingress down, produce the
 dead letter, or block the partition.
 
@@ -44,10 +45,18 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .batching import Accumulator, Batch, batch_body, batch_idempotency_key
-from .config import DeliveryConfig, RouteConfig
-from .controls import NotBlocked, ReleaseAction
-from .deadletter import DeadLetter, DeadLetterSink
+from ..config import DeliveryConfig, RouteConfig
+from ..core.batching import Accumulator, Batch, batch_body, batch_idempotency_key
+from ..core.controls import NotBlocked, ReleaseAction
+from ..core.offsets import PartitionOffsets, TopicPartition
+from ..core.ratelimit import TokenBucket, default_burst
+from ..core.record import Record
+from ..core.routing import Invocation, Poison
+from ..core.tracecontext import trace_headers
+from ..ingress import NO_INPUT, Client, SendReceipt
+from ..operate.metrics import Metrics
+from ..sinks.deadletter import DeadLetter, DeadLetterSink
+from ..sinks.replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
 from .decisions import (
     Attempts,
     Block,
@@ -60,17 +69,9 @@ from .decisions import (
     after_send_failure,
 )
 from .health import IngressHealth
-from .ingress import NO_INPUT, Client, SendReceipt
-from .metrics import Metrics
-from .offsets import PartitionOffsets, TopicPartition
-from .ratelimit import TokenBucket, default_burst
-from .record import Record
-from .replies import Failed, Reply, ReplySink, ReplyTopicMissing, Succeeded
-from .routing import Invocation, Poison
-from .tracecontext import trace_headers
 
 if TYPE_CHECKING:  # OpenTelemetry is an optional extra: imported only with spans on
-    from .tracing.spans import RecordSpan, RecordTracer
+    from ..tracing.spans import RecordSpan, RecordTracer
 
 log = logging.getLogger(__name__)
 

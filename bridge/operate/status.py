@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import BridgeConfig
-from .deadletter import DeadLetter
-from .dispatch import Blocked
+from ..config import BridgeConfig
+from ..core.offsets import TopicPartition
+from ..deliver.dispatcher import Blocked
+from ..sinks.deadletter import DeadLetter
 from .metrics import Metrics
-from .offsets import TopicPartition
 
 
 @dataclass(frozen=True)

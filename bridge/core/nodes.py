@@ -2,7 +2,8 @@
 
 ``[restate] ingress_url`` may name several nodes of one Restate cluster. Each node is up or down:
 a send that fails as the ingress being unwell (connection, timeout, 5xx, 401, 403: the failures
-that mark the ingress down in :mod:`bridge.decisions`) marks its node down, and the node's health
+that mark the ingress down in :mod:`bridge.deliver.decisions`) marks its node down, and the node's
+health
 probe marks it up again, or a send that was made to it while it was down (when every node was)
 and succeeded. A send that was already under way when its node went down does not bring it back:
 a node being stopped answers the sends it had before it refuses new ones.

@@ -1,7 +1,8 @@
 """Where a record the operator skips goes (a release of its blocked partition with ``skip``): a
 topic of their choosing, or only the log.
 
-Produced to a topic, it is encoded as a dead letter (:func:`bridge.deadletter.dead_letter_message`:
+Produced to a topic, it is encoded as a dead letter
+(:func:`bridge.sinks.deadletter.dead_letter_message`:
 the same key, value and headers plus ``bridge.*`` headers), with ``bridge.error`` saying why it
 was blocked and ``bridge.skip_reason`` why the operator skipped it. The bridge never creates the
 topic: one that does not exist is refused before anything is produced.
@@ -15,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 
-from .controls import CannotPark
+from ..core.controls import CannotPark
+from ..core.record import Record
 from .deadletter import DeadLetter, DeadLetterSink, Producer
-from .record import Record
 
 log = logging.getLogger(__name__)
 

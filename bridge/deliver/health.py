@@ -1,7 +1,8 @@
 """Whether the Restate ingress is reachable, per node: set by sends, checked by a probe per node.
 
 The ingress is up while at least one of its nodes is (``[restate] ingress_url`` may list several;
-see :mod:`bridge.nodes`); fetching pauses while none is. Which node a send goes to is chosen here
+see :mod:`bridge.core.nodes`); fetching pauses while none is. Which node a send goes to is chosen
+here
 too, among the up ones.
 """
 
@@ -12,9 +13,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .ingress import Client, IngressError
-from .metrics import Metrics
-from .nodes import NodeChooser, describe_down, node_label
+from ..core.nodes import NodeChooser, describe_down, node_label
+from ..ingress import Client, IngressError
+from ..operate.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class IngressHealth:
             self._metrics.ingress_up.set(0)
 
     def pick(self) -> int:
-        """The node for the next request (see :class:`bridge.nodes.NodeChooser`)."""
+        """The node for the next request (see :class:`bridge.core.nodes.NodeChooser`)."""
         return self._chooser.pick()
 
     def started(self, node: int) -> int:

@@ -25,12 +25,12 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from .backoff import Backoff
-from .config import DeliveryConfig
-from .durations import format_duration
-from .ingress import IngressError, InvocationError
-from .replies import Failed, ReplyTopicMissing
-from .status_policy import StatusPolicy
+from ..config import DeliveryConfig
+from ..core.backoff import Backoff
+from ..core.durations import format_duration
+from ..core.status_policy import StatusPolicy
+from ..ingress import IngressError, InvocationError
+from ..sinks.replies import Failed, ReplyTopicMissing
 
 DOWN_REASONS = frozenset({"connect", "timeout", "http_5xx", "http_401", "http_403"})
 """Failures that say the ingress itself is unwell, or refuses the bridge's credentials: fetching

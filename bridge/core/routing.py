@@ -13,14 +13,14 @@ Every value taken from a record is checked before it becomes part of a request:
   :data:`MAX_IDEMPOTENCY_KEY` characters;
 - delay: a duration (``4s``, ``PT2S``) no longer than ``[delivery] max_delay``;
 - forwarded headers: a name that is an HTTP token and not one the bridge sets itself
-  (:func:`bridge.record.reserved_header`), a value of visible ASCII, spaces and tabs of at most
+  (:func:`bridge.core.record.reserved_header`), a value of visible ASCII, spaces and tabs of at most
   :data:`MAX_HEADER_VALUE` bytes;
 - body: JSON sub-documents are re-encoded exactly (integers beyond 64 bits included).
 
 W3C trace context (``traceparent``, ``tracestate``) is forwarded by every route with
 ``trace_context = true`` (the default), listed in ``headers`` or not; a trace header that breaks
 the W3C rules is left out and named in :attr:`Invocation.trace_dropped`, never a poison
-(:mod:`bridge.tracecontext`).
+(:mod:`bridge.core.tracecontext`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ..config import BatchConfig, BridgeConfig, Match, RouteConfig, TargetKind
+from ..ingress import Client, Target
 from .batching import encode_item
-from .config import BatchConfig, BridgeConfig, Match, RouteConfig, TargetKind
 from .durations import DurationError, format_duration, parse_duration
-from .ingress import Client, Target
 from .record import (
     DecodeError,
     FieldError,
@@ -96,7 +96,7 @@ class Invocation:
     """Produce the result to a reply topic; the record finishes only once the reply is written."""
     batch: BatchConfig | None = None
     """A batch route's: ``body`` is the record's JSON item, sent with others in one invocation
-    (:mod:`bridge.batching`)."""
+    (:mod:`bridge.core.batching`)."""
     scope: str | None = None
     """The Restate scope the invocation runs in (a route's ``scope``)."""
     limit_key: str | None = None
@@ -332,7 +332,8 @@ def _key(template: Template, kind: TargetKind, view: RecordView) -> str:
 def _scoped(
     option: str, template: Template, view: RecordView, problem: Callable[[str], str | None]
 ) -> str:
-    """A rendered ``scope`` or ``limit_key``, checked by Restate's rules (:mod:`bridge.scopes`)."""
+    """A rendered ``scope`` or ``limit_key``, checked by Restate's rules
+    (:mod:`bridge.core.scopes`)."""
     text = template.render(view)
     wrong = problem(text)
     if wrong is not None:

@@ -29,7 +29,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from .config import KafkaConfig
+from ..config import KafkaConfig
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ class Template:
         return not self.fields
 
     def render(self, view: RecordView) -> str:
-        """Raises :class:`bridge.record.FieldError` when a field is missing."""
+        """Raises :class:`bridge.core.record.FieldError` when a field is missing."""
         parts = self.parts
         if len(parts) == 1:
             only = parts[0]

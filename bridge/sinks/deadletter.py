@@ -1,8 +1,8 @@
 """The dead-letter topic: records that can never succeed, with the reason in their headers.
 
 The same encoding carries a record the operator skipped to a topic of their choosing (see
-:mod:`bridge.controls`): ``bridge.error`` says why it was blocked, ``bridge.skip_reason`` why the
-operator let it go.
+:mod:`bridge.core.controls`): ``bridge.error`` says why it was blocked, ``bridge.skip_reason``
+why the operator let it go.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .record import Record
+from ..core.record import Record
 
 ERROR_HEADER = "bridge.error"
 VALUE_DROPPED_HEADER = "bridge.value_dropped"
@@ -105,7 +105,8 @@ class Producer(Protocol):
 
 class DeadLetterSink:
     """Produces to ``topic`` (the producer is created with acks from all in-sync replicas); the
-    caller decides what to do with failures (:func:`bridge.decisions.after_dead_letter_failure`)."""
+    caller decides what to do with failures
+    (:func:`bridge.deliver.decisions.after_dead_letter_failure`)."""
 
     def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer

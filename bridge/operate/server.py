@@ -1,6 +1,6 @@
 """The bridge's HTTP listener: the status page ``/`` (and ``/status.json``), ``/metrics``,
 ``/healthz`` (alive), ``/readyz`` (in the consumer group and the ingress reachable) and the
-operator's ``/admin/...`` endpoints (:mod:`bridge.admin`, and ``POST /admin/reload``).
+operator's ``/admin/...`` endpoints (:mod:`bridge.operate.admin`, and ``POST /admin/reload``).
 
 With a token (``[metrics] token_env`` / ``token_file``), every path but ``/healthz``,
 ``/metrics`` and the page itself answers 401 without ``Authorization: Bearer <token>``. The page
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Readiness = Callable[[], tuple[bool, str]]
 StatusSnapshot = Callable[[], dict[str, Any]]
-PAGE = files("bridge").joinpath("status_page.html").read_bytes()
+PAGE = files("bridge.operate").joinpath("status_page.html").read_bytes()
 OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
 """Paths answered without the token: liveness, the metrics scrape, and the page's static shell.
 Never an ``/admin/...`` path."""

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .config import BridgeConfig, ConfigError
-from .config.diff import ConfigDiff, diff
+from ..config import BridgeConfig, ConfigError
+from ..config.diff import ConfigDiff, diff
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)

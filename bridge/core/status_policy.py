@@ -3,7 +3,7 @@
 or ranges (``"400-404"``).
 
 Pure: parsing a list (with a sentence for every mistake) and looking a status up. A status no
-list names keeps the default treatment of :func:`bridge.decisions.after_send_failure`.
+list names keeps the default treatment of :func:`bridge.deliver.decisions.after_send_failure`.
 """
 
 from __future__ import annotations
