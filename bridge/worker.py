@@ -47,6 +47,7 @@ from .config.diff import ConfigDiff
 from .consume.kafka import KafkaRefused, check_security, kafka_options
 from .core.controls import (
     BadRequest,
+    Blocked,
     ControlKind,
     Controls,
     ReleaseRequest,
@@ -60,7 +61,7 @@ from .core.controls import (
 from .core.offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .core.record import Record, coordinates
 from .core.routing import Invocation, Poison, Router, Skip
-from .deliver.dispatcher import Blocked, Dispatcher, Held, PendingRecord
+from .deliver.dispatcher import Dispatcher, Held, PendingRecord
 from .deliver.health import IngressHealth
 from .ingress import Client
 from .operate.metrics import Metrics

@@ -29,12 +29,12 @@ from aiokafka.errors import (
 )
 
 from bridge.config import DeliveryConfig, RouteConfig
-from bridge.core.controls import NotBlocked
+from bridge.core.controls import Blocked, NotBlocked
 from bridge.core.offsets import PartitionOffsets, TopicPartition
 from bridge.core.record import Record
 from bridge.core.routing import Invocation, Poison
 from bridge.core.status_policy import parse_statuses
-from bridge.deliver.dispatcher import Blocked, Dispatcher, Held, PendingRecord
+from bridge.deliver.dispatcher import Dispatcher, Held, PendingRecord
 from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client
 from bridge.operate.metrics import Metrics

@@ -20,11 +20,12 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from bridge.config import BatchConfig, DeliveryConfig, RouteConfig
 from bridge.core.batching import encode_item
+from bridge.core.controls import Blocked
 from bridge.core.offsets import PartitionOffsets, TopicPartition
 from bridge.core.record import Record, RecordView
 from bridge.core.routing import Invocation
 from bridge.core.status_policy import parse_statuses
-from bridge.deliver.dispatcher import Blocked, Dispatcher, PendingRecord
+from bridge.deliver.dispatcher import Dispatcher, PendingRecord
 from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client
 from bridge.operate.metrics import Metrics

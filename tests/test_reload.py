@@ -23,10 +23,10 @@ from aiokafka.errors import IllegalStateError
 
 from bridge.config import BridgeConfig, RouteConfig, parse_config
 from bridge.config.diff import ConfigDiff, diff
+from bridge.core.controls import Blocked
 from bridge.core.offsets import TopicPartition
 from bridge.core.record import Record
 from bridge.core.routing import Invocation, Poison
-from bridge.deliver.dispatcher import Blocked
 from bridge.operate.metrics import Metrics
 from bridge.operate.reload import CannotApply, NotRunning, Reloader, unrunnable
 from bridge.operate.server import StatusServer

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import parse_config
-from bridge.core.controls import Controls, ReleaseSkip
+from bridge.core.controls import Blocked, Controls, ReleaseSkip
 from bridge.core.offsets import TopicPartition
-from bridge.deliver.dispatcher import Blocked
 from bridge.operate.metrics import Metrics
 from bridge.operate.status import RecentDeadLetters, snapshot
 from tests.helpers import eventually, messages_total, recorder, route, unique

@@ -19,11 +19,18 @@ import pytest
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from bridge.config import BridgeConfig, parse_config
-from bridge.core.controls import BadRequest, NotBlocked, ReleaseRetry, ReleaseSkip, UnknownName
+from bridge.core.controls import (
+    BadRequest,
+    Blocked,
+    NotBlocked,
+    ReleaseRetry,
+    ReleaseSkip,
+    UnknownName,
+)
 from bridge.core.offsets import TopicPartition
 from bridge.core.record import Record
 from bridge.core.routing import Invocation, Poison, Skip
-from bridge.deliver.dispatcher import Blocked, Held, PendingRecord
+from bridge.deliver.dispatcher import Held, PendingRecord
 from bridge.operate.status import snapshot
 from bridge.sinks.deadletter import DeadLetter
 from bridge.worker import Bridge

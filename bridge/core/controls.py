@@ -103,6 +103,16 @@ def fetch_paused(
 
 
 @dataclass(frozen=True, slots=True)
+class Blocked:
+    """A partition stopped at ``offset``: its record can be neither sent nor dead-lettered."""
+
+    tp: TopicPartition
+    offset: int
+    route: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseRetry:
     """Run the blocking record's job again now, with fresh attempts."""
 
@@ -246,6 +256,14 @@ class Controls:
     paused_topics: set[str] = field(default_factory=set)
     skips: dict[tuple[TopicPartition, int], SkipOrder] = field(default_factory=dict)
     releases: deque[ReleaseNote] = field(default_factory=lambda: deque(maxlen=RECENT_RELEASES))
+
+    @property
+    def any_paused(self) -> bool:
+        return bool(self.paused_routes or self.paused_topics)
+
+    def is_paused(self, route: str, topic: str) -> bool:
+        """Whether the jobs of ``route`` for a record of ``topic`` wait."""
+        return route in self.paused_routes or topic in self.paused_topics
 
     def set_paused(self, kind: ControlKind, name: str, paused: bool) -> bool:
         """Pause or resume ``name``; whether that changed anything (pausing twice is fine)."""

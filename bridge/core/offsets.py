@@ -7,10 +7,18 @@ moves past offset N once N and everything fetched before it are finished. Pure: 
 from __future__ import annotations
 
 from collections import deque
-
-from aiokafka.structs import TopicPartition
+from typing import NamedTuple
 
 __all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
+
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic. Equal to (and hashed as) aiokafka's own ``TopicPartition`` with
+    the same fields, so either finds the other in a dict; the Kafka edge converts for the calls
+    that insist on aiokafka's type (:mod:`bridge.consume.port`)."""
+
+    topic: str
+    partition: int
 
 
 class PartitionOffsets:

@@ -29,10 +29,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import BatchConfig, BridgeConfig, Match, RouteConfig, TargetKind
-from ..ingress import Client, Target
 from .batching import encode_item
 from .durations import DurationError, format_duration, parse_duration
 from .record import (
@@ -51,6 +50,9 @@ from .scopes import limit_key_problem, scope_problem
 from .template import Template
 from .tracecontext import NONE as NO_TRACE_HEADERS
 from .tracecontext import TRACE_HEADERS, trace_headers
+
+if TYPE_CHECKING:  # the client only builds the target: routing itself does no I/O
+    from ..ingress import Client, Target
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import DeliveryConfig, RouteConfig
 from ..core.batching import Accumulator, Batch, batch_body, batch_idempotency_key
-from ..core.controls import NotBlocked, ReleaseAction
+from ..core.controls import Blocked, NotBlocked, ReleaseAction
 from ..core.offsets import PartitionOffsets, TopicPartition
 from ..core.ratelimit import TokenBucket, default_burst
 from ..core.record import Record
@@ -93,16 +93,6 @@ class PendingRecord:
     def coordinates(self) -> str:
         """``topic-partition@offset``."""
         return self.record.coordinates
-
-
-@dataclass(frozen=True, slots=True)
-class Blocked:
-    """A partition stopped at ``offset``: its record can be neither sent nor dead-lettered."""
-
-    tp: TopicPartition
-    offset: int
-    route: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

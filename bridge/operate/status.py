@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config import BridgeConfig
+from ..core.controls import Blocked
 from ..core.offsets import TopicPartition
-from ..deliver.dispatcher import Blocked
 from ..sinks.deadletter import DeadLetter
 from .metrics import Metrics
 
