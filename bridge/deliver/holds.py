@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..core.controls import ReleaseAction
 from ..core.offsets import TopicPartition
 from ..core.record import Record
-from .lease import ENDED, Lease
+from .lease import Lease, _Ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,4 @@ class Hold:
     async def wait(self) -> ReleaseAction | None:
         """The operator's decision, or ``None`` when the lease ended first."""
         action = await self.lease.unless_ended(asyncio.shield(self._decision))
-        if action is ENDED:
-            return None
-        return action
+        return None if isinstance(action, _Ended) else action

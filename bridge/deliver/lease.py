@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 
 class _Ended:
+    """The type of :data:`ENDED`."""
+
     def __repr__(self) -> str:
         return "ENDED"
 
