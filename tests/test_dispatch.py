@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,16 +29,19 @@ from aiokafka.errors import (
 )
 
 from bridge.config import DeliveryConfig, RouteConfig
-from bridge.core.controls import Blocked, NotBlocked
-from bridge.core.offsets import PartitionOffsets, TopicPartition
+from bridge.core.controls import Blocked, NotBlocked, ReleaseAction
+from bridge.core.offsets import TopicPartition
 from bridge.core.record import Record
 from bridge.core.routing import Invocation, Poison
 from bridge.core.status_policy import parse_statuses
-from bridge.deliver.dispatcher import Dispatcher, Held, PendingRecord
+from bridge.deliver.dispatcher import Dispatcher
 from bridge.deliver.health import IngressHealth
+from bridge.deliver.holds import Held
+from bridge.deliver.lease import PendingRecord
 from bridge.ingress import Client
 from bridge.operate.metrics import Metrics
 from bridge.sinks.deadletter import DeadLetter, DeadLetterSink
+from tests.fakes import FakeBook
 from tests.helpers import answer_cut_short, until
 
 TOPIC = "orders"
@@ -176,16 +179,47 @@ class Harness:
     metrics: Metrics
     health: IngressHealth
     producer: FakeProducer
-    finished: list[PendingRecord] = field(default_factory=list)
-    blocked: list[Blocked] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    broken_callbacks: set[int] = field(default_factory=set)
-    """Offsets whose ``on_dead_letter`` raises (a bug in the worker)."""
+    book: FakeBook
 
-    def dead_lettered(self, letter: DeadLetter) -> None:
-        if letter.record.offset in self.broken_callbacks:
-            raise RuntimeError("bug in on_dead_letter")
-        self.dead.append(letter)
+    @property
+    def finished(self) -> list[PendingRecord]:
+        return self.book.done
+
+    @property
+    def blocked(self) -> list[Blocked]:
+        return self.book.blocked
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        return self.book.dead
+
+    @property
+    def broken_callbacks(self) -> set[int]:
+        """Offsets whose ``dead_lettered`` raises (a bug on the Kafka side)."""
+        return self.book.broken_dead_letter_offsets
+
+    def drop(self, tps: set[TopicPartition]) -> None:
+        """Revoke ``tps``: their leases end."""
+        self.book.revoke(tps)
+
+    def held(self, tp: TopicPartition) -> list[Held]:
+        return self.book.held_at(tp)
+
+    async def release(
+        self,
+        tp: TopicPartition,
+        action: ReleaseAction,
+        prepare: Callable[[Sequence[Held]], Awaitable[None]] | None = None,
+    ) -> list[Held]:
+        return await self.book.release(tp, action, prepare)
+
+    def set_paused(self, routes: Iterable[str], topics: Iterable[str]) -> None:
+        self.book.controls.paused_routes = set(routes)
+        self.book.controls.paused_topics = set(topics)
+        self.dispatcher.pauses_changed()
+
+    def pending(self, record: Record) -> PendingRecord:
+        return self.book.pending(record)
 
     def send(
         self,
@@ -202,7 +236,7 @@ class Harness:
     ) -> PendingRecord:
         """Submit one record of ``tp`` for object ``key`` of service ``route``."""
         rec = Record(tp.topic, tp.partition, offset, 0, record_key, value)
-        pending = PendingRecord(rec, tp, 1, PartitionOffsets())
+        pending = self.pending(rec)
         inv = Invocation(
             route=route,
             kind="object",
@@ -221,7 +255,7 @@ class Harness:
 
     def poison(self, offset: int, reason: str, *, key: bytes | None = b"k") -> PendingRecord:
         rec = Record(TOPIC, 0, offset, 0, key, None)
-        pending = PendingRecord(rec, TP, 1, PartitionOffsets())
+        pending = self.pending(rec)
         self.dispatcher.submit(pending, Poison("Ledger", reason))
         return pending
 
@@ -281,22 +315,21 @@ async def harness(ingress: FakeIngress) -> AsyncIterator[HarnessFactory]:
             retry_max=timedelta(seconds=RETRY_MAX),
             unknown_target_grace=timedelta(seconds=GRACE),
         )
-        box: list[Harness] = []
+        book = FakeBook()
         dispatcher = Dispatcher(
             client=client,
             metrics=metrics,
             health=health,
             delivery=delivery,
+            outcomes=book,
+            pauses=book.controls,
             dead_letters=DeadLetterSink(producer, "dlq") if dead_letter else None,
-            on_finished=lambda p: box[0].finished.append(p),
-            on_blocked=lambda b: box[0].blocked.append(b),
-            on_dead_letter=lambda d: box[0].dead_lettered(d),
             request_timeout=timeout,
         )
         dispatcher.configure_routes(routes)
-        box.append(Harness(dispatcher, metrics, health, producer))
-        made.append((box[0], client))
-        return box[0]
+        h = Harness(dispatcher, metrics, health, producer, book)
+        made.append((h, client))
+        return h
 
     before = asyncio.all_tasks()
     yield make
@@ -583,7 +616,7 @@ async def test_an_unexpected_exception_is_an_internal_error_with_coordinates(
 ) -> None:
     h = harness()
     rec = Record(TOPIC, 0, 5, 0, b"k", b"{}")
-    pending = PendingRecord(rec, TP, 1, PartitionOffsets())
+    pending = h.pending(rec)
     bad = Invocation(
         "Ledger",
         "object",
@@ -629,7 +662,7 @@ async def test_a_blocked_partition_holds_its_lane_until_revoked_then_skips_the_r
     assert h.dispatcher.busy == 3  # 0 (blocked), 1 and 50 queued behind it
     assert "orders-0@0: partition orders-0 blocked at offset 0" in caplog.text
 
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await h.finished_offsets(50)
     assert [s.seq for s in ingress.requests("a")] == [0, 50]  # 1 was skipped as dropped
     assert {p.record.offset for p in h.finished} == {2, 50}
@@ -673,7 +706,7 @@ async def test_a_revoked_partition_stops_retrying(
     h.send(0, "a")
     h.send(1, "a")
     await until(lambda: len(ingress.requests("a")), lambda n: n > 3, "retrying", interval=0.002)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
     count = len(ingress.requests("a"))
     await asyncio.sleep(RETRY_MAX * 2)
@@ -735,7 +768,7 @@ async def test_dead_letter_refused_even_without_value_blocks_visibly(
     assert h.finished == []
     assert h.dead == []
     assert [s.seq for s in ingress.requests("a")] == [4]  # 5 waits behind it
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
     assert [s.seq for s in ingress.requests("a")] == [4]
 
@@ -760,7 +793,7 @@ async def test_dead_lettering_stops_when_the_partition_is_revoked(
     h = harness(producer=producer)
     h.poison(9, "bad")
     await until(lambda: producer.calls, lambda n: n > 2, "dead letter retried", interval=0.002)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
     calls = producer.calls
     await asyncio.sleep(RETRY_MAX * 2)
@@ -799,7 +832,7 @@ async def test_a_bug_in_a_callback_blocks_the_record_visibly_and_the_lane_surviv
     assert "orders-0@1: internal error: RuntimeError" in caplog.text
     assert h.dispatcher.busy == 2  # 1 holds the lane, 2 waits behind it
     assert [s.seq for s in ingress.requests("a")] == [0, 1]
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
     assert "dispatch task failed" not in caplog.text
 
@@ -812,7 +845,7 @@ async def test_jobs_of_a_partition_revoked_before_they_start_do_nothing(
     h.poison(0, "bad")
     h.send(1, "a")
     h.send(2, "b", lane=False)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
     await asyncio.sleep(0.02)
     assert ingress.seen == []
@@ -902,7 +935,7 @@ async def test_block_on_blocks_even_with_a_dead_letter_topic(
     assert [s.seq for s in ingress.requests("a")] == [0]
     assert h.dispatcher.busy == 2
     assert "the route's block_on names this answer" in caplog.text
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
 
 
@@ -954,7 +987,7 @@ async def test_a_route_waiting_for_its_rate_holds_no_send_slot(
         h.send(100 + n, f"f{n}", route="Fast")
     await h.finished_offsets(*range(100, 110), timeout=1.5)  # long before Slow's 2nd token (2 s)
     assert {p.record.offset for p in h.finished} == {0, *range(100, 110)}
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
 
 
@@ -967,10 +1000,11 @@ async def test_a_revoked_partition_stops_waiting_for_tokens_and_gives_them_back(
     h.send(1, "b")
     h.send(2, "c")  # both wait for tokens: 1 s and 2 s
     await asyncio.sleep(0.05)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)  # at once, not after the waits
     assert [s.seq for s in ingress.seen] == [0]
-    bucket = h.dispatcher._buckets["Ledger"]
+    bucket = h.dispatcher.limits.bucket("Ledger")
+    assert bucket is not None
     assert bucket.tokens > -0.5  # the two unused reservations went back
 
 
@@ -981,30 +1015,36 @@ async def test_configure_routes_again_keeps_what_did_not_change(harness: Harness
             route_config("B", max_in_flight=3, rate_limit=7.0, **statuses(retry_on=[409])),
         )
     )
-    d = h.dispatcher
-    a_slots, b_slots = d._route_limits["A"], d._route_limits["B"]
-    a_bucket, b_bucket = d._buckets["A"], d._buckets["B"]
-    d.configure_routes(
+    limits = h.dispatcher.limits
+    a_slots, b_slots = limits.route_slots("A"), limits.route_slots("B")
+    a_bucket, b_bucket = limits.bucket("A"), limits.bucket("B")
+    h.dispatcher.configure_routes(
         (
             route_config("A", max_in_flight=2, rate_limit=5.0),
             route_config("B", max_in_flight=4, rate_limit=8.0),
             route_config("C"),
         )
     )
-    assert d._route_limits["A"] is a_slots
-    assert d._buckets["A"] is a_bucket
-    assert d._route_limits["B"] is not b_slots
-    assert d._route_limits["B"][0] == 4
-    assert d._buckets["B"] is not b_bucket
-    assert d._buckets["B"].rate == 8.0
-    assert "B" not in d._policies  # its retry_on is gone
-    assert set(d._route_limits) == {"A", "B"}
+    assert limits.route_slots("A") is a_slots
+    assert limits.bucket("A") is a_bucket
+    b_now = limits.route_slots("B")
+    assert b_now is not b_slots
+    assert b_now is not None
+    assert b_now[0] == 4
+    b_bucket_now = limits.bucket("B")
+    assert b_bucket_now is not b_bucket
+    assert b_bucket_now is not None
+    assert b_bucket_now.rate == 8.0
+    assert limits.policy_of("B") is limits.policy  # its retry_on is gone
+    assert limits.routes_with_settings["slots"] == {"A", "B"}
     gauge = "restate_bridge_rate_limit_records_per_second"
     assert (h.counter(gauge, route="B"), h.counter(gauge, route="C")) == (8.0, 0.0)
-    d.configure_routes((route_config("C"),))
-    # removed routes keep their settings: invocations planned before the reload go as planned
-    assert d._route_limits == {"A": a_slots, "B": d._route_limits["B"]}
-    assert set(d._buckets) == {"A", "B"}
+    h.dispatcher.configure_routes((route_config("C"),))
+    # removed routes keep their slots: invocations planned before the reload go as planned;
+    # their rate limits are gone (a job waiting for tokens goes at once)
+    assert limits.route_slots("A") is a_slots
+    assert limits.routes_with_settings["slots"] == {"A", "B"}
+    assert limits.routes_with_settings["buckets"] == set()
     registry = h.metrics.registry
     assert registry.get_sample_value(gauge, {"route": "A"}) is None  # a removed route's series
     assert registry.get_sample_value(gauge, {"route": "C"}) == 0.0
@@ -1029,7 +1069,7 @@ async def test_a_paused_route_waits_before_any_slot_and_resume_keeps_key_order(
     ingress: FakeIngress, harness: HarnessFactory
 ) -> None:
     h = harness(max_in_flight=1, routes=(route_config("Paused", max_in_flight=1),))
-    h.dispatcher.set_paused({"Paused"}, ())
+    h.set_paused({"Paused"}, ())
     for offset in range(6):
         h.send(offset, f"k{offset % 2}", route="Paused")
     h.send(10, "free", route="Free")
@@ -1041,7 +1081,7 @@ async def test_a_paused_route_waits_before_any_slot_and_resume_keeps_key_order(
     assert h.dispatcher.busy == 6
     assert h.dispatcher.unsettled({TP}) == 0  # a drain does not wait for them
 
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await h.finished_offsets(*range(6))
     assert ingress.applied["k0"] == [0, 2, 4]
     assert ingress.applied["k1"] == [1, 3, 5]
@@ -1056,12 +1096,12 @@ async def test_after_a_resume_a_keys_records_go_one_after_another_even_when_send
     h = harness()
     for key in ("k0", "k1"):  # the first send of each key is slow: a later one could overtake it
         ingress.script(key, Answer(wait=0.05), *[Answer(wait=0.005)] * 9)
-    h.dispatcher.set_paused({"Ledger"}, ())
+    h.set_paused({"Ledger"}, ())
     for offset in range(20):
         h.send(offset, f"k{offset % 2}")
     await settle(h)
     assert ingress.seen == []
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await h.finished_offsets(*range(20))
     assert ingress.overtakes == []
     assert ingress.applied["k0"] == list(range(0, 20, 2))
@@ -1079,14 +1119,14 @@ async def test_a_send_under_way_finishes_when_its_route_is_paused_and_the_next_w
     h.send(2, "b", lane=False)
     await until(lambda: ingress.requests("a"), bool, "the first send under way", 3, 0.002)
     await h.finished_offsets(2)
-    h.dispatcher.set_paused({"Ledger"}, ())
+    h.set_paused({"Ledger"}, ())
     assert h.dispatcher.unsettled({TP}) == 2  # the send under way, and the job queued behind
     gate.set()
     await h.finished_offsets(0)
     await settle(h)
     assert [s.seq for s in ingress.requests("a")] == [0]
     assert h.dispatcher.unsettled({TP}) == 0
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await h.finished_offsets(1)
     assert ingress.applied["a"] == [0, 1]
 
@@ -1098,13 +1138,13 @@ async def test_a_retrying_job_makes_no_new_attempt_while_paused(
     ingress.script("a", *[503] * 3)
     h.send(0, "a")
     await until(lambda: len(ingress.requests("a")), lambda n: n >= 1, "a first attempt", 3, 0.002)
-    h.dispatcher.set_paused({"Ledger"}, ())
+    h.set_paused({"Ledger"}, ())
     await settle(h, 0.2)  # several retry_max
     attempts = len(ingress.requests("a"))
     await settle(h, 0.2)
     assert len(ingress.requests("a")) == attempts
     assert h.finished == []
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await h.finished_offsets(0)
     assert ingress.applied["a"] == [0]
 
@@ -1114,7 +1154,7 @@ async def test_a_paused_topic_holds_its_records_jobs_and_only_theirs(
 ) -> None:
     h = harness()
     other = TopicPartition("payments", 0)
-    h.dispatcher.set_paused((), {"orders"})
+    h.set_paused((), {"orders"})
     h.send(0, "a")
     h.send(5, "p", tp=other)
     await h.finished_offsets(5)
@@ -1123,7 +1163,7 @@ async def test_a_paused_topic_holds_its_records_jobs_and_only_theirs(
     h.poison(1, "not JSON")  # a dead letter of a paused topic waits too
     await settle(h)
     assert h.producer.sent == []
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await h.finished_offsets(0, 1)
     assert len(h.producer.sent) == 1
 
@@ -1132,13 +1172,13 @@ async def test_a_waiting_job_ends_when_its_partition_is_revoked(
     ingress: FakeIngress, harness: HarnessFactory
 ) -> None:
     h = harness()
-    h.dispatcher.set_paused({"Ledger"}, ())
+    h.set_paused({"Ledger"}, ())
     h.send(0, "a")
     h.send(1, "a")
     await settle(h)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
-    h.dispatcher.set_paused((), ())
+    h.set_paused((), ())
     await settle(h)
     assert ingress.seen == []
     assert h.finished == []
@@ -1155,19 +1195,19 @@ async def test_retry_runs_a_blocked_job_again_and_a_second_failure_blocks_it_aga
     h.send(0, "a")
     h.send(1, "a")
     await blocked(h)
-    assert [held.offset for held in h.dispatcher.held(TP)] == [0]
+    assert [held.offset for held in h.held(TP)] == [0]
     assert h.dispatcher.unsettled({TP}) == 0
 
-    released = await h.dispatcher.release(TP, "retry")
+    released = await h.release(TP, "retry")
     assert [(r.offset, r.route) for r in released] == [(0, "Ledger")]
     await blocked(h, 2)  # fresh attempts, refused again: blocked again, visibly
     assert [s.seq for s in ingress.requests("a")] == [0, 0]
 
-    await h.dispatcher.release(TP, "retry")
+    await h.release(TP, "retry")
     await h.finished_offsets(0, 1)
     assert ingress.applied["a"] == [0, 1]
     assert h.outcome("accepted") == 2
-    assert h.dispatcher.held(TP) == []
+    assert h.held(TP) == []
     await idle(h)
 
 
@@ -1185,7 +1225,7 @@ async def test_skip_finishes_the_blocked_record_after_prepare_and_its_key_goes_o
         prepared.extend(helds)
         assert h.finished == []  # nothing is finished before the record was parked
 
-    await h.dispatcher.release(TP, "skip", prepare)
+    await h.release(TP, "skip", prepare)
     await h.finished_offsets(0, 1)
     [held] = prepared
     assert held.records[0].offset == 0
@@ -1208,11 +1248,11 @@ async def test_a_failing_prepare_releases_nothing_and_a_second_release_may_follo
         raise NotBlocked("the parking topic is gone")
 
     with pytest.raises(NotBlocked, match="parking topic"):
-        await h.dispatcher.release(TP, "skip", refuse)
+        await h.release(TP, "skip", refuse)
     await settle(h)
     assert h.finished == []
-    assert len(h.dispatcher.held(TP)) == 1
-    await h.dispatcher.release(TP, "retry")
+    assert len(h.held(TP)) == 1
+    await h.release(TP, "retry")
     await h.finished_offsets(0)
 
 
@@ -1226,25 +1266,25 @@ async def test_a_release_takes_the_lowest_blocked_offset_and_refuses_a_concurren
     await blocked(h)
     h.send(1, "a")
     await blocked(h, 2)
-    assert [held.offset for held in h.dispatcher.held(TP)] == [1, 3]
+    assert [held.offset for held in h.held(TP)] == [1, 3]
     entered, go_on = asyncio.Event(), asyncio.Event()
 
     async def slow(helds: Sequence[Held]) -> None:
         entered.set()
         await go_on.wait()
 
-    first = asyncio.create_task(h.dispatcher.release(TP, "skip", slow))
+    first = asyncio.create_task(h.release(TP, "skip", slow))
     await entered.wait()
-    assert [held.offset for held in h.dispatcher.held(TP)] == [3]
-    second = await h.dispatcher.release(TP, "retry")  # the next one is free to release
+    assert [held.offset for held in h.held(TP)] == [3]
+    second = await h.release(TP, "retry")  # the next one is free to release
     assert [r.offset for r in second] == [3]
     with pytest.raises(NotBlocked, match="being released already"):
-        await h.dispatcher.release(TP, "retry")
+        await h.release(TP, "retry")
     go_on.set()
     assert [r.offset for r in await first] == [1]
     await h.finished_offsets(1, 3)
     with pytest.raises(NotBlocked, match="partition orders-0 is not blocked"):
-        await h.dispatcher.release(TP, "retry")
+        await h.release(TP, "retry")
 
 
 async def test_a_skip_job_parks_then_finishes_and_a_failing_park_blocks(
@@ -1256,7 +1296,7 @@ async def test_a_skip_job_parks_then_finishes_and_a_failing_park_blocks(
 
     def skip(offset: int) -> None:
         rec = Record(TP.topic, TP.partition, offset, 0, b"k", b"{}")
-        pending = PendingRecord(rec, TP, 1, PartitionOffsets())
+        pending = h.pending(rec)
 
         async def park() -> None:
             if failures:
@@ -1269,7 +1309,7 @@ async def test_a_skip_job_parks_then_finishes_and_a_failing_park_blocks(
         skip(7)
         await blocked(h)
     assert h.blocked[0].reason == "skip failed: RuntimeError: broker away"
-    await h.dispatcher.release(TP, "retry")  # runs the park again
+    await h.release(TP, "retry")  # runs the park again
     await h.finished_offsets(7)
     assert parked == [7]
     assert h.outcome("skipped") == 1
@@ -1284,8 +1324,8 @@ async def test_a_blocked_job_still_ends_when_revoked_or_closed(
     ingress.script("a", 400)
     h.send(0, "a")
     await blocked(h)
-    h.dispatcher.drop({TP})
+    h.drop({TP})
     await idle(h)
-    assert h.dispatcher.held(TP) == []
+    assert h.held(TP) == []
     with pytest.raises(NotBlocked):
-        await h.dispatcher.release(TP, "retry")
+        await h.release(TP, "retry")

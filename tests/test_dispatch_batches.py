@@ -21,15 +21,17 @@ from aiokafka.errors import MessageSizeTooLargeError
 from bridge.config import BatchConfig, DeliveryConfig, RouteConfig
 from bridge.core.batching import encode_item
 from bridge.core.controls import Blocked
-from bridge.core.offsets import PartitionOffsets, TopicPartition
+from bridge.core.offsets import TopicPartition
 from bridge.core.record import Record, RecordView
 from bridge.core.routing import Invocation
 from bridge.core.status_policy import parse_statuses
-from bridge.deliver.dispatcher import Dispatcher, PendingRecord
+from bridge.deliver.dispatcher import Dispatcher
 from bridge.deliver.health import IngressHealth
+from bridge.deliver.lease import PendingRecord
 from bridge.ingress import Client
 from bridge.operate.metrics import Metrics
 from bridge.sinks.deadletter import DeadLetterSink
+from tests.fakes import FakeBook
 from tests.helpers import until
 from tests.test_dispatch import FakeProducer, route_config
 
@@ -98,8 +100,15 @@ class Harness:
     dispatcher: Dispatcher
     metrics: Metrics
     producer: FakeProducer
-    finished: list[int] = field(default_factory=list)
-    blocked: list[Blocked] = field(default_factory=list)
+    book: FakeBook
+
+    @property
+    def finished(self) -> list[int]:
+        return [p.record.offset for p in self.book.done]
+
+    @property
+    def blocked(self) -> list[Blocked]:
+        return self.book.blocked
 
     def send(
         self,
@@ -112,7 +121,7 @@ class Harness:
         route: str = "r",
     ) -> PendingRecord:
         rec = Record(TP.topic, TP.partition, offset, 0, key.encode(), value)
-        pending = PendingRecord(rec, TP, 1, PartitionOffsets())
+        pending = self.book.pending(rec)
         inv = Invocation(
             route=route,
             kind=kind,  # type: ignore[arg-type]
@@ -152,7 +161,7 @@ async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]
         health = IngressHealth(metrics)
         health.mark_up()
         producer = FakeProducer()
-        box: list[Harness] = []
+        book = FakeBook()
         dispatcher = Dispatcher(
             client=client,
             metrics=metrics,
@@ -162,16 +171,15 @@ async def harness(ingress: BatchIngress) -> AsyncIterator[Callable[..., Harness]
                 retry_max=timedelta(milliseconds=20),
                 unknown_target_grace=timedelta(seconds=grace),
             ),
+            outcomes=book,
+            pauses=book.controls,
             dead_letters=DeadLetterSink(producer, "dlq"),
-            on_finished=lambda p: box[0].finished.append(p.record.offset),
-            on_blocked=lambda b: box[0].blocked.append(b),
-            on_dead_letter=lambda d: None,
             request_timeout=2.0,
         )
         dispatcher.configure_routes(routes)
-        box.append(Harness(dispatcher, metrics, producer))
-        made.append((box[0], client))
-        return box[0]
+        h = Harness(dispatcher, metrics, producer, book)
+        made.append((h, client))
+        return h
 
     yield make
     for h, client in made:
@@ -323,7 +331,7 @@ async def test_a_revoked_partition_drops_its_open_batch(
 ) -> None:
     h = harness()
     h.send(0, batch=FIVE)
-    h.dispatcher.drop({TP})
+    h.book.revoke({TP})
     h.dispatcher.flush()
     await asyncio.sleep(0.05)
     assert ingress.requests == []
@@ -377,7 +385,7 @@ async def test_block_on_blocks_a_batch_whole_without_splitting_or_dead_letters(
     assert len(ingress.requests) == 1  # not retried record by record
     assert h.finished == []
     assert h.producer.sent == []
-    h.dispatcher.drop({TP})
+    h.book.revoke({TP})
 
 
 async def test_a_batch_record_blocked_by_its_dead_letter_is_released_and_the_rest_go_on(
@@ -393,17 +401,17 @@ async def test_a_batch_record_blocked_by_its_dead_letter_is_released_and_the_res
         h.send(offset, batch=FIVE)
 
     def held() -> list[int]:
-        return [each.offset for each in h.dispatcher.held(TP)]
+        return [each.offset for each in h.book.held_at(TP)]
 
     await until(held, lambda got: got == [2], "offset 2 blocked", 3.0, 0.002)
     await h.finished_all(0, 1)  # split record by record: 0 and 1 went, 3 and 4 wait behind 2
 
-    await h.dispatcher.release(TP, "retry")  # the same refusal again: blocked again
+    await h.book.release(TP, "retry")  # the same refusal again: blocked again
     await until(held, lambda got: got == [2], "offset 2 blocked again", 3.0, 0.002)
     assert [r.offsets for r in ingress.requests].count([2]) == 2
 
     refusing[0] = False
-    await h.dispatcher.release(TP, "retry")
+    await h.book.release(TP, "retry")
     await h.finished_all(0, 1, 2, 3, 4)
     assert ingress.applied["a"] == [0, 1, 3, 4]
     assert [m["headers"][-1] for m in h.producer.sent] == [("bridge.offset", b"2")]
@@ -417,8 +425,8 @@ async def test_a_batch_record_blocked_is_skipped_and_the_rest_go_on(
     ingress.bad_offsets = {1}
     for offset in range(3):
         h.send(offset, batch=BatchConfig(max_records=3, max_wait=timedelta(seconds=5)))
-    await until(lambda: h.dispatcher.held(TP), bool, "offset 1 blocked", 3.0, 0.002)
-    [released] = await h.dispatcher.release(TP, "skip")
+    await until(lambda: h.book.held_at(TP), bool, "offset 1 blocked", 3.0, 0.002)
+    [released] = await h.book.release(TP, "skip")
     assert released.offset == 1
     await h.finished_all(0, 1, 2)
     assert ingress.applied["a"] == [0, 2]

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from bridge.config import ConfigError, DeliveryConfig, parse_config
-from bridge.core.offsets import PartitionOffsets, TopicPartition
 from bridge.core.record import Record
 from bridge.core.routing import Invocation, ReplyTo, Router
 from bridge.deliver.decisions import (
@@ -29,7 +28,7 @@ from bridge.deliver.decisions import (
     after_reply_failure,
     wait_exceeded,
 )
-from bridge.deliver.dispatcher import Dispatcher, PendingRecord
+from bridge.deliver.dispatcher import Dispatcher
 from bridge.deliver.health import IngressHealth
 from bridge.ingress import Client, ConnectError, IngressTimeout, InvocationError, ResponseError
 from bridge.operate.metrics import Metrics
@@ -42,6 +41,7 @@ from bridge.sinks.replies import (
     Succeeded,
     reply_message,
 )
+from tests.fakes import FakeBook
 from tests.helpers import until
 
 RECORD = Record("asks", 3, 41, 0, b"k1", b'{"name": "Ada"}', (("correlation-id", b"c-9"),))
@@ -353,12 +353,15 @@ class Waiting:
     producer: FakeProducer
     dead: FakeProducer
     topics: set[str]
-    finished: list[int] = field(default_factory=list)
+    book: FakeBook
+
+    @property
+    def finished(self) -> list[int]:
+        return [p.record.offset for p in self.book.done]
 
     def submit(self, offset: int, key: str, *, lane: str | None = None, wait: float = 5.0) -> None:
         record = Record("asks", 0, offset, 0, key.encode(), b"{}", ())
-        owner = PartitionOffsets()
-        pending = PendingRecord(record, TopicPartition("asks", 0), 1, owner)
+        pending = self.book.pending(record)
         reply = ReplyTo("answers", None, wait) if wait else None
         inv = Invocation(
             "r",
@@ -389,7 +392,7 @@ async def waiting(restate: FakeRestate) -> AsyncIterator[Any]:
         async def cluster_topics() -> set[str]:
             return set(topics)
 
-        box: list[Waiting] = []
+        book = FakeBook()
         dispatcher = Dispatcher(
             client=client,
             metrics=metrics,
@@ -400,16 +403,14 @@ async def waiting(restate: FakeRestate) -> AsyncIterator[Any]:
                 retry_initial=timedelta(milliseconds=1),
                 retry_max=timedelta(milliseconds=20),
             ),
+            outcomes=book,
+            pauses=book.controls,
             dead_letters=DeadLetterSink(dead, "dlq"),
-            on_finished=lambda p: box[0].finished.append(p.record.offset),
-            on_blocked=lambda b: None,
-            on_dead_letter=lambda d: None,
             request_timeout=5.0,
             replies=ReplySink(producer, cluster_topics),
         )
-        box.append(Waiting(dispatcher, metrics, producer, dead, topics))
         made.append((dispatcher, client))
-        return box[0]
+        return Waiting(dispatcher, metrics, producer, dead, topics, book)
 
     yield make
     for dispatcher, client in made:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -102,10 +102,23 @@ def _is_json(value: bytes) -> bool:
     return True
 
 
-def batch_idempotency_key(route: str, topic: str, partition: int, first: int, last: int) -> str:
-    """``{topic}-{partition}-{first}-{last}:{route}``: the same records, the same key. A route
+def batch_idempotency_key(
+    route: str,
+    topic: str,
+    partition: int,
+    first: int,
+    last: int,
+    members: Sequence[int] | None = None,
+) -> str:
+    """``{topic}-{partition}-{first}-{last}:{route}``: the same records, the same key. A batch
+    that holds only some offsets of its range (``members``: a ``match`` or a key left the others
+    out) adds ``~`` and a hash of its offsets, so that another batch over the same range (after
+    a reload changed ``match``) never shares its key and is never taken for a duplicate. A route
     name that is not printable ASCII, or too long, is replaced by a hash of it."""
     coords = f"{topic}-{partition}-{first}-{last}"
+    if members is not None and len(members) != last - first + 1:
+        listed = ",".join(map(str, members)).encode("ascii")
+        coords = f"{coords}~{hashlib.sha256(listed).hexdigest()[:16]}"
     idem = f"{coords}:{route}"
     if idem.isascii() and idem.isprintable() and len(idem) <= MAX_BATCH_IDEMPOTENCY_KEY:
         return idem
@@ -132,8 +145,10 @@ class Batch(Generic[T]):
         return len(self.offsets)
 
     def idempotency_key(self) -> str:
+        """Names the batch's records (:func:`batch_idempotency_key`)."""
+        offsets = self.offsets
         return batch_idempotency_key(
-            self.route, self.topic, self.partition, self.offsets[0], self.offsets[-1]
+            self.route, self.topic, self.partition, offsets[0], offsets[-1], offsets
         )
 
 
@@ -186,6 +201,10 @@ class Accumulator(Generic[T]):
         if len(batch.offsets) >= config.max_records or batch.size >= config.max_bytes:
             closed.append(self._open.pop(group))
         return closed
+
+    def close(self, group: Hashable) -> Batch[T] | None:
+        """Close and return the group's open batch, if any."""
+        return self._open.pop(group, None)
 
     def next_deadline(self) -> float | None:
         return min((b.deadline for b in self._open.values()), default=None)
