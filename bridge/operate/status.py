@@ -67,6 +67,69 @@ def _partition_row(topic: str, partition: str) -> dict[str, Any]:
     }
 
 
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+ROUTE_COLUMNS = {
+    # column: (metric, labels it must have)
+    "accepted": ("restate_bridge_messages_total", {"outcome": "accepted"}),
+    "duplicate": ("restate_bridge_messages_total", {"outcome": "duplicate"}),
+    "dead_lettered": ("restate_bridge_messages_total", {"outcome": "dead_lettered"}),
+    "in_flight": ("restate_bridge_in_flight", {}),
+    "retries": ("restate_bridge_retries_total", {}),
+    "errors": ("restate_bridge_ingress_errors_total", {}),
+    "latency_sum": ("restate_bridge_ingress_latency_seconds_sum", {}),
+    "latency_count": ("restate_bridge_ingress_latency_seconds_count", {}),
+}
+PARTITION_COLUMNS = {
+    "restate_bridge_consumer_lag": "lag",
+    "restate_bridge_committed_lag": "committed_lag",
+    "restate_bridge_oldest_unfinished_age_seconds": "oldest_unfinished_age",
+    "restate_bridge_committed_offset": "committed",
+    "restate_bridge_partition_blocked": "blocked",
+}
+
+
+def _by_route(samples: Samples, name: str, match: Mapping[str, str]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for labels, value in samples.get(name, []):
+        if all(labels.get(k) == v for k, v in match.items()):
+            route = labels.get("route", "")
+            totals[route] = totals.get(route, 0.0) + value
+    return totals
+
+
+def _routes(config: BridgeConfig, samples: Samples) -> list[dict[str, Any]]:
+    # each column aggregated once, then looked up per route
+    columns = {c: _by_route(samples, name, match) for c, (name, match) in ROUTE_COLUMNS.items()}
+    return [
+        {
+            "name": r.name,
+            "topics": list(r.topics) or [r.topic_pattern.pattern if r.topic_pattern else ""],
+            "target": f"{r.target} {r.service}/{r.handler}",
+            **{column: totals.get(r.name, 0.0) for column, totals in columns.items()},
+        }
+        for r in config.routes
+    ]
+
+
+def _partitions(
+    samples: Samples, blocked: Mapping[TopicPartition, Blocked]
+) -> list[dict[str, Any]]:
+    partitions: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, field in PARTITION_COLUMNS.items():
+        for labels, value in samples.get(name, []):
+            key = (labels["topic"], labels["partition"])
+            row = partitions.setdefault(key, _partition_row(*key))
+            row[field] = value
+    for tp, why in blocked.items():
+        owned = partitions.get((tp.topic, str(tp.partition)))
+        if owned is not None and owned.get("blocked"):  # owned now: its gauge is there
+            owned["blocked_at"] = why.offset
+            owned["blocked_route"] = why.route
+            owned["blocked_reason"] = why.reason
+    return sorted(partitions.values(), key=lambda p: (p["topic"], p["partition"]))
+
+
 def snapshot(
     config: BridgeConfig,
     metrics: Metrics,
@@ -81,54 +144,6 @@ def snapshot(
     blocked partition is blocked, the operator's ``controls`` (the last reload, ...) and each
     ingress node's state (``node``, ``up``, ``reason``, ``in_flight``)."""
     samples = _samples(metrics)
-
-    def by_route(name: str, **match: str) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for labels, value in samples.get(name, []):
-            if all(labels.get(k) == v for k, v in match.items()):
-                route = labels.get("route", "")
-                totals[route] = totals.get(route, 0.0) + value
-        return totals
-
-    # each column aggregated once, then looked up per route
-    columns = {
-        "accepted": by_route("restate_bridge_messages_total", outcome="accepted"),
-        "duplicate": by_route("restate_bridge_messages_total", outcome="duplicate"),
-        "dead_lettered": by_route("restate_bridge_messages_total", outcome="dead_lettered"),
-        "in_flight": by_route("restate_bridge_in_flight"),
-        "retries": by_route("restate_bridge_retries_total"),
-        "errors": by_route("restate_bridge_ingress_errors_total"),
-        "latency_sum": by_route("restate_bridge_ingress_latency_seconds_sum"),
-        "latency_count": by_route("restate_bridge_ingress_latency_seconds_count"),
-    }
-    routes = [
-        {
-            "name": r.name,
-            "topics": list(r.topics) or [r.topic_pattern.pattern if r.topic_pattern else ""],
-            "target": f"{r.target} {r.service}/{r.handler}",
-            **{column: totals.get(r.name, 0.0) for column, totals in columns.items()},
-        }
-        for r in config.routes
-    ]
-
-    partitions: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, field in (
-        ("restate_bridge_consumer_lag", "lag"),
-        ("restate_bridge_committed_lag", "committed_lag"),
-        ("restate_bridge_oldest_unfinished_age_seconds", "oldest_unfinished_age"),
-        ("restate_bridge_committed_offset", "committed"),
-        ("restate_bridge_partition_blocked", "blocked"),
-    ):
-        for labels, value in samples.get(name, []):
-            key = (labels["topic"], labels["partition"])
-            row = partitions.setdefault(key, _partition_row(*key))
-            row[field] = value
-    for tp, why in (blocked or {}).items():
-        owned = partitions.get((tp.topic, str(tp.partition)))
-        if owned is not None and owned.get("blocked"):  # owned now: its gauge is there
-            owned["blocked_at"] = why.offset
-            owned["blocked_route"] = why.route
-            owned["blocked_reason"] = why.reason
     unrouted = sum(
         v
         for labels, v in samples.get("restate_bridge_messages_total", [])
@@ -144,8 +159,8 @@ def snapshot(
         "ingress_nodes": ingress_nodes or [],
         "pending_records": samples.get("restate_bridge_pending_records", [({}, 0.0)])[0][1],
         "unrouted": unrouted,
-        "routes": routes,
-        "partitions": sorted(partitions.values(), key=lambda p: (p["topic"], p["partition"])),
+        "routes": _routes(config, samples),
+        "partitions": _partitions(samples, blocked or {}),
         "dead_letters": [asdict(d) for d in dead_letters],
         "controls": dict(controls or {}),
     }
