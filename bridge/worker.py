@@ -61,7 +61,9 @@ from .core.controls import (
 from .core.offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .core.record import Record, coordinates
 from .core.routing import Invocation, Poison, Router, Skip
-from .deliver.dispatcher import Dispatcher, Held, PendingRecord
+from .deliver.dispatcher import Dispatcher
+from .deliver.holds import Held
+from .deliver.lease import PendingRecord
 from .deliver.health import IngressHealth
 from .ingress import Client
 from .operate.metrics import Metrics

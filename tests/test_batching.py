@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BatchConfig, ConfigError, parse_config
-from bridge.core.batching import Accumulator, batch_body, batch_idempotency_key, encode_item
+from bridge.core.batching import (
+    Accumulator,
+    Batch,
+    batch_body,
+    batch_idempotency_key,
+    encode_item,
+)
 from bridge.core.record import Decoded, Record, RecordView
 from bridge.core.routing import Invocation, Poison, Router
 
@@ -162,9 +168,32 @@ def test_take_selects() -> None:
 def test_the_idempotency_key_names_the_records_coordinates() -> None:
     assert batch_idempotency_key("ledger", "orders", 3, 10, 42) == "orders-3-10-42:ledger"
     acc: Accumulator[int] = Accumulator()
-    for offset in (5, 6, 9):
+    for offset in (5, 6, 7):
         closed = acc.add("g", "rt", CFG, "top", 1, offset, 1, offset, 0.0)
-    assert closed[0].idempotency_key() == "top-1-5-9:rt"
+    assert closed[0].idempotency_key() == "top-1-5-7:rt"  # every offset of its range
+
+
+def test_a_batch_of_some_offsets_of_its_range_names_them() -> None:
+    """Another batch over the same range (a reload changed ``match``) must not share its key:
+    Restate would answer it as a duplicate and records never sent would be committed."""
+    keys = set()
+    ten = BatchConfig(max_records=10, max_bytes=1024, max_wait=timedelta(seconds=1))
+    for offsets in ((5, 6, 9), (5, 9), (5, 7, 9), (5, 6, 7, 8, 9)):
+        acc: Accumulator[int] = Accumulator()
+        closed: list[Batch[int]] = []
+        for offset in offsets:
+            closed = acc.add("g", "rt", ten, "top", 1, offset, 1, offset, 0.0) or closed
+        (batch,) = closed or acc.take()
+        key = batch.idempotency_key()
+        assert key.startswith("top-1-5-9")
+        assert key.endswith(":rt")
+        keys.add(key)
+    assert len(keys) == 4
+    assert "top-1-5-9:rt" in keys  # the whole range keeps the plain form
+    again: Accumulator[int] = Accumulator()
+    for offset in (5, 6, 9):
+        again.add("g", "rt", ten, "top", 1, offset, 1, offset, 0.0)
+    assert again.take()[0].idempotency_key() in keys  # the same records, the same key
 
 
 @pytest.mark.parametrize("route", ["ünï route", "x" * 2000, "tab\there"])

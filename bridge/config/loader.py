@@ -60,11 +60,10 @@ def load_config(
     return parse_config(text, path, env or {}, running=running)
 
 
-def parse_config(
-    text: str, path: Path, env: Mapping[str, str], *, running: BridgeConfig | None = None
-) -> BridgeConfig:
+def _toml(text: str, path: Path) -> dict[str, Any]:
+    """The TOML document; a syntax error is a :class:`ConfigError` naming its line."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = found.group(1) if found else "1"
@@ -72,6 +71,12 @@ def parse_config(
         raise ConfigError([f"{path}:{line}: TOML syntax error: {message}"]) from None
     except RecursionError:
         raise ConfigError([f"{path}:1: TOML syntax error: nested too deeply"]) from None
+
+
+def parse_config(
+    text: str, path: Path, env: Mapping[str, str], *, running: BridgeConfig | None = None
+) -> BridgeConfig:
+    doc = _toml(text, path)
     problems = Problems(path, locate(text))
     known = {*SECTIONS, "routes"}
     for name in doc:

@@ -380,16 +380,8 @@ _BATCH_HINTS: dict[str, Any] = {
 }
 
 
-def _batch(r: _Route) -> None:
-    """``batch = { max_records, max_bytes, max_wait }`` for services and objects: one
-    invocation per batch, so nothing that is per record in the request (a reply, an idempotency
-    key template, forwarded headers, a body template, a delay template) goes with it."""
-    value = r.table.get("batch")
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        r.problem("batch", f"batch must be an inline table such as {_BATCH_EXAMPLE}")
-        return
+def _batch_settings(r: _Route, value: dict[str, Any]) -> dict[str, Any]:
+    """The ``batch`` table's settings that are valid; a problem for each that is not."""
     read: dict[str, Any] = {}
     for key, raw in value.items():
         if key == "max_bytes":
@@ -417,8 +409,21 @@ def _batch(r: _Route) -> None:
                 "batch",
                 f"unknown key {key!r} in batch; expected max_records, max_bytes or max_wait",
             )
-    target = r.target
-    if target == "workflow":
+    return read
+
+
+def _batch(r: _Route) -> None:
+    """``batch = { max_records, max_bytes, max_wait }`` for services and objects: one
+    invocation per batch, so nothing that is per record in the request (a reply, an idempotency
+    key template, forwarded headers, a body template, a delay template) goes with it."""
+    value = r.table.get("batch")
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        r.problem("batch", f"batch must be an inline table such as {_BATCH_EXAMPLE}")
+        return
+    read = _batch_settings(r, value)
+    if r.target == "workflow":
         r.problem(
             "batch",
             "a workflow runs once per id, so records cannot share one invocation: batch is for "

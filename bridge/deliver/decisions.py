@@ -108,6 +108,27 @@ class Block:
     reason: str
 
 
+def _again(
+    error: IngressError,
+    attempts: Attempts,
+    policy: Policy,
+    rng: random.Random | None,
+    *,
+    down: bool = False,
+    since: float | None = None,
+    started: bool = False,
+) -> Retry:
+    """Send again after the backoff (or the answer's ``Retry-After``); ``since``: when the
+    first 404 came (kept from ``attempts`` when not given)."""
+    return Retry(
+        policy.backoff.delay(attempts.count, error.retry_after, rng),
+        Attempts(attempts.count + 1, attempts.unknown_target_since if since is None else since),
+        error.reason,
+        ingress_down=down,
+        grace_started=started,
+    )
+
+
 def after_send_failure(
     error: Exception,
     attempts: Attempts,
@@ -138,39 +159,20 @@ def after_send_failure(
     if status is not None and not _from_handler(error) and policy.statuses:
         treatment = policy.statuses.treatment(status)
         if treatment == "retry":
-            return Retry(
-                policy.backoff.delay(attempts.count, error.retry_after, rng),
-                Attempts(attempts.count + 1, attempts.unknown_target_since),
-                label,
-                ingress_down=label in DOWN_REASONS,
-            )
+            return _again(error, attempts, policy, rng, down=label in DOWN_REASONS)
         if treatment == "dead_letter":
             return GiveUp(f"ingress answered {error} (dead_letter_on)", label)
         if treatment == "block":
             return GiveUp(f"ingress answered {error} (block_on)", label, block=True)
     if scopes_switched_off(error):
-        return Retry(
-            policy.backoff.delay(attempts.count, error.retry_after, rng),
-            Attempts(attempts.count + 1, attempts.unknown_target_since),
-            label,
-            ingress_down=True,
-        )
+        return _again(error, attempts, policy, rng, down=True)
     if error.retryable:
-        return Retry(
-            policy.backoff.delay(attempts.count, error.retry_after, rng),
-            Attempts(attempts.count + 1, attempts.unknown_target_since),
-            label,
-            ingress_down=label in DOWN_REASONS,
-        )
+        return _again(error, attempts, policy, rng, down=label in DOWN_REASONS)
     if error.status == 404 and error.source != "invocation":
         since = attempts.unknown_target_since
         if since is None or now - since < policy.unknown_target_grace:
-            return Retry(
-                policy.backoff.delay(attempts.count, error.retry_after, rng),
-                Attempts(attempts.count + 1, now if since is None else since),
-                label,
-                grace_started=since is None,
-            )
+            first = now if since is None else since
+            return _again(error, attempts, policy, rng, since=first, started=since is None)
     if error.status is None:
         return GiveUp(str(error), label)
     return GiveUp(f"ingress answered {error}", label)

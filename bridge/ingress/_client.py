@@ -246,18 +246,7 @@ class Client:
         ``attach``), so without a set timeout it has none, rather than :data:`DEFAULT_TIMEOUT`.
         The one place where transport failures become :mod:`._errors`."""
         target = path if delay is None else f"{path}?delay={delay}"
-        req_headers: list[tuple[str, str]] = []
-        if headers:
-            # the client's credentials, never a caller's
-            req_headers += [(n, v) for n, v in headers.items() if n.lower() != "authorization"]
-        if self._headers:
-            given = {n.lower() for n, _ in req_headers}
-            req_headers += [(n, v) for n, v in self._headers.items() if n.lower() not in given]
-        if content_type is not None:
-            req_headers = [(n, v) for n, v in req_headers if n.lower() != "content-type"]
-            req_headers.append(("Content-Type", content_type))
-        if idempotency_key is not None:
-            req_headers.append(("idempotency-key", idempotency_key))
+        req_headers = self._request_headers(headers, content_type, idempotency_key)
         seconds = self._seconds(timeout, waits)
         try:
             pool = self._open()
@@ -296,6 +285,25 @@ class Client:
         return _Response(
             status, resp.body, resp_headers.get("content-type"), resp_headers.get("x-restate-id")
         )
+
+    def _request_headers(
+        self, headers: Headers | None, content_type: str | None, idempotency_key: str | None
+    ) -> list[tuple[str, str]]:
+        """The caller's headers, then the client's, then the content type and idempotency key
+        (the ``Authorization`` header is added by :meth:`_request`: the client's only)."""
+        req_headers: list[tuple[str, str]] = []
+        if headers:
+            # the client's credentials, never a caller's
+            req_headers += [(n, v) for n, v in headers.items() if n.lower() != "authorization"]
+        if self._headers:
+            given = {n.lower() for n, _ in req_headers}
+            req_headers += [(n, v) for n, v in self._headers.items() if n.lower() not in given]
+        if content_type is not None:
+            req_headers = [(n, v) for n, v in req_headers if n.lower() != "content-type"]
+            req_headers.append(("Content-Type", content_type))
+        if idempotency_key is not None:
+            req_headers.append(("idempotency-key", idempotency_key))
+        return req_headers
 
     def _seconds(self, timeout: Timeout, waits: bool) -> float | None:
         """The request's overall timeout in seconds; ``None``: none (connecting is still bounded

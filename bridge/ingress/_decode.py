@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import (
     Annotated,
     Any,
@@ -115,29 +115,26 @@ def decode_as(
         ) from exc
 
 
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    type(None): (lambda v: v is None, "null"),
+    bool: (lambda v: isinstance(v, bool), "a boolean"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+"""JSON's scalar types: how to recognise each, and its name in a mismatch."""
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is Any or tp is object:
         return value
-    if tp is None or tp is type(None):
-        if value is not None:
-            raise _Mismatch(where, f"expected null, got {_describe(value)}")
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _Mismatch(where, f"expected a boolean, got {_describe(value)}")
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _Mismatch(where, f"expected an integer, got {_describe(value)}")
-        return value
-    if tp is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _Mismatch(where, f"expected a number, got {_describe(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _Mismatch(where, f"expected a string, got {_describe(value)}")
-        return value
+    if tp is None:
+        tp = type(None)
+    if isinstance(tp, type) and (scalar := _SCALARS.get(tp)) is not None:
+        fits, name = scalar
+        if not fits(value):
+            raise _Mismatch(where, f"expected {name}, got {_describe(value)}")
+        return float(value) if tp is float else value
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Annotated, Required, NotRequired):
         return _convert(value, args[0], where)
