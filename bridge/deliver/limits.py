@@ -14,10 +14,9 @@ waiting for a route's tokens look again then (a removed or raised rate limit let
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from ..config import DeliveryConfig, RouteConfig
@@ -36,7 +35,8 @@ def _event_swap(event: asyncio.Event) -> asyncio.Event:
 
 
 class Limits:
-    """Slots, tokens and pauses (module docstring)."""
+    """Slots, tokens and pauses (module docstring); the sender takes the slots
+    (:meth:`route_slots`, then :attr:`global_slots`)."""
 
     def __init__(
         self, delivery: DeliveryConfig, metrics: Metrics, pauses: Pauses, lanes: Lanes
@@ -159,15 +159,6 @@ class Limits:
                 break
         if counted:
             self._metrics.rate_limit_wait.labels(route).inc(time.monotonic() - started)
-
-    @contextlib.asynccontextmanager
-    async def send_slots(self, job: Job) -> AsyncIterator[bool]:
-        """Hold the route's slot, then a global one; yields False when the job must not send
-        now (its lease ended, or its route was paused while it waited: the slots are given back
-        and the caller waits for the resume before trying again)."""
-        limited = self._route_slots.get(job.route)
-        async with limited[1] if limited else contextlib.nullcontext(), self.global_slots:
-            yield not (job.stale or self.paused(job))
 
 
 async def _first(timer: asyncio.Future[None], other: Coroutine[Any, Any, Any]) -> None:

@@ -1,7 +1,7 @@
 """Sending one invocation until the ingress accepts it or a decision gives up.
 
-Each attempt is one ``/send`` within the job's slots
-(:meth:`bridge.deliver.limits.Limits.send_slots`) to the node that
+Each attempt is one ``/send`` within the job's slots (its route's, then a global one:
+:class:`bridge.deliver.limits.Limits`) to the node that
 :class:`bridge.deliver.health.IngressHealth` picks once the slots are held. What happens after a
 failure is decided by :func:`bridge.deliver.decisions.after_send_failure`; this module applies
 it: count it, mark the node down, log, sleep (through :func:`bridge.deliver.retry.persist`).
@@ -9,6 +9,7 @@ it: count it, mark the node down, log, sleep (through :func:`bridge.deliver.retr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -128,8 +129,13 @@ class Sender:
         limits = self._limits
         if limits.paused(job) and not await limits.unpaused(job):
             raise _NotNow("lease ended")
-        async with limits.send_slots(job) as may_send:
-            if not may_send:
+        # the route's slot, then a global one: a slow route at its cap waits for its own slots
+        # without holding global slots others need
+        limited = limits.route_slots(job.route)
+        async with limited[1] if limited else contextlib.nullcontext(), limits.global_slots:
+            if job.stale or limits.paused(job):
+                # paused while it waited for the slots: nothing of a paused route starts after
+                # the pause was answered; the slots go back while it waits for the resume
                 raise _NotNow("paused or revoked while waiting for a slot")
             node = tried.node = self._health.pick()
             since = self._health.started(node)
