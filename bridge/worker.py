@@ -62,9 +62,9 @@ from .core.offsets import OffsetTracker, PartitionOffsets, TopicPartition
 from .core.record import Record, coordinates
 from .core.routing import Invocation, Poison, Router, Skip
 from .deliver.dispatcher import Dispatcher
+from .deliver.health import IngressHealth
 from .deliver.holds import Held
 from .deliver.lease import PendingRecord
-from .deliver.health import IngressHealth
 from .ingress import Client
 from .operate.metrics import Metrics
 from .operate.reload import CannotApply, Load, NotRunning, Reloader, unrunnable

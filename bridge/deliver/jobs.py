@@ -9,6 +9,7 @@ first record and leave the others waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from .lease import Lease, PendingRecord
 
 if TYPE_CHECKING:  # OpenTelemetry is an optional extra: imported only with spans on
     from ..tracing.spans import RecordSpan
+
+log = logging.getLogger(__name__)
 
 Member = tuple[PendingRecord, Invocation]
 """One record of a batch and its own invocation (the body is the record's JSON item)."""
@@ -113,3 +116,12 @@ class Job:
     @property
     def is_batch(self) -> bool:
         return bool(self.members)
+
+    def explain(self, decision: GiveUp, error: Exception) -> str:
+        """``decision``'s reason, logged with the traceback when the failure was unexpected (a
+        bug, or a value the client could not handle)."""
+        if decision.unexpected:
+            log.error(
+                "%s: route %s: %s", self.coordinates, self.route, decision.reason, exc_info=error
+            )
+        return decision.reason

@@ -144,11 +144,7 @@ class ReplyWaiter:
                 return decision
             self._metrics.reply_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
-                if decision.unexpected:
-                    log.error(
-                        "%s: route %s: %s", job.coordinates, route, decision.reason, exc_info=error
-                    )
-                return decision.reason
+                return job.explain(decision, error)
             log.warning(
                 "%s: route %s: attaching to %s failed (%s); retrying",
                 job.coordinates,
@@ -187,11 +183,7 @@ class ReplyWaiter:
             decision = after_reply_failure(error, failed, self._policy)
             self._metrics.reply_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
-                if decision.unexpected:
-                    log.error(
-                        "%s: route %s: %s", job.coordinates, route, decision.reason, exc_info=error
-                    )
-                return decision.reason
+                return job.explain(decision, error)
             if isinstance(error, ReplyTopicMissing) and not missing:
                 missing = True
                 self.missing_topics[reply.topic] = self.missing_topics.get(reply.topic, 0) + 1

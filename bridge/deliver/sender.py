@@ -91,10 +91,7 @@ class Sender:
             self._metrics.ingress_errors.labels(route, decision.label).inc()
             if isinstance(decision, GiveUp):
                 job.gave_up = decision
-                if decision.unexpected:
-                    log.error(
-                        "%s: route %s: %s", job.coordinates, route, decision.reason, exc_info=error
-                    )
+                job.explain(decision, error)
                 return decision
             if decision.ingress_down:  # this node: the retry goes to another one that is up
                 self._health.mark_down(f"{decision.label}: {error}", tried.node)

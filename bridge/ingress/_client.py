@@ -339,6 +339,25 @@ def _scope(scope: str | None) -> str | None:
     return scope
 
 
+def _prepared(
+    target: Target,
+    input: Any,
+    content_type: str | None,
+    headers: Headers | None,
+    limit_key: str | None,
+    idempotency_key: str | None,
+    timeout: Timeout,
+) -> tuple[bytes | None, str | None, Headers | None]:
+    """A call's body, content type and headers, every argument checked before anything is
+    sent (:class:`TypeError` / :class:`ValueError` for a programming error)."""
+    _check_timeout(timeout)
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+    headers = _limit_key_headers(target, headers, limit_key)
+    body, ctype = encode_input(input, content_type)
+    return body, ctype, headers
+
+
 def _limit_key_headers(
     target: Target, headers: Headers | None, limit_key: str | None
 ) -> Headers | None:
@@ -450,11 +469,9 @@ class Target:
         when the answer does not fit ``output``. ``limit_key``: see :class:`Target`.
         """
         check_output_type(output)
-        _check_timeout(timeout)
-        if idempotency_key is not None:
-            check_idempotency_key(idempotency_key)
-        headers = _limit_key_headers(self, headers, limit_key)
-        body, ctype = encode_input(input, content_type)
+        body, ctype, headers = _prepared(
+            self, input, content_type, headers, limit_key, idempotency_key, timeout
+        )
         resp = await self.client._request(
             "POST",
             self.call_path,
@@ -484,11 +501,9 @@ class Target:
         the same object key made after it will run after it. Waits :data:`DEFAULT_TIMEOUT`
         unless the client or the call sets a timeout. ``limit_key``: see :class:`Target`.
         """
-        _check_timeout(timeout)
-        if idempotency_key is not None:
-            check_idempotency_key(idempotency_key)
-        headers = _limit_key_headers(self, headers, limit_key)
-        body, ctype = encode_input(input, content_type)
+        body, ctype, headers = _prepared(
+            self, input, content_type, headers, limit_key, idempotency_key, timeout
+        )
         resp = await self.client._request(
             "POST",
             self.send_path,
