@@ -173,7 +173,7 @@ class BatchRunner:
         inv = job.item
         assert isinstance(inv, Invocation)
         try:
-            if job.stale or not await self._limits.unpaused(job):
+            if job.stale or (self._limits.paused(job) and not await self._limits.unpaused(job)):
                 return
             await self._limits.throttle(job, len(job.members))
             if job.stale:

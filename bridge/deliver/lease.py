@@ -31,6 +31,11 @@ ENDED: Final = _Ended()
 """What :meth:`Lease.unless_ended` returns when the lease ended first."""
 
 
+class LeaseEnded(Exception):
+    """Raised by an attempt that stopped because its lease ended (never judged as a failure:
+    :func:`bridge.deliver.retry.persist` returns ``None`` then)."""
+
+
 class Lease:
     """One assignment of ``tp`` to this process; :meth:`end` marks its revocation."""
 

@@ -25,7 +25,7 @@ from .endings import Endings, Retry
 from .health import IngressHealth
 from .jobs import Job
 from .lanes import Lanes
-from .lease import ENDED
+from .lease import ENDED, LeaseEnded
 from .retry import Again, Done, persist
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class ReplyWaiter:
                 raise TimeoutError(f"no result within {max_wait}s")
             output = await job.lease.unless_ended(handle.attach(output=bytes, timeout=remaining))
             if output is ENDED:
-                raise asyncio.CancelledError  # never judged: persist sees the lease ended
+                raise LeaseEnded
             assert isinstance(output, bytes)
             return Succeeded(output)
 
@@ -154,14 +154,7 @@ class ReplyWaiter:
             )
             return Again(decision.delay)
 
-        try:
-            outcome: Done[Succeeded] | Failed | str | None = await persist(
-                job.lease, attempt, judge
-            )
-        except asyncio.CancelledError:
-            if not job.lease.ended:
-                raise
-            return None
+        outcome: Done[Succeeded] | Failed | str | None = await persist(job.lease, attempt, judge)
         if isinstance(outcome, Done | Failed):
             self._metrics.reply_wait.labels(route).observe(time.monotonic() - started)
         return outcome.value if isinstance(outcome, Done) else outcome

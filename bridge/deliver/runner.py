@@ -58,7 +58,7 @@ class JobRunner:
         item = job.item
         slot = False
         try:
-            if job.stale or not await self._limits.unpaused(job):
+            if job.stale or (self._limits.paused(job) and not await self._limits.unpaused(job)):
                 return False
             if isinstance(item, Poison):
                 await self._endings.reject(job, item.reason)
