@@ -2,7 +2,8 @@
 
 Every process runs on free loopback ports with its own directory under pytest's temp dir (kept
 for the last three runs). When a test fails, its report names the stack's log files and shows
-their tails.
+their tails. Every process leads its own process group; a SIGTERM (or SIGHUP) to pytest kills them
+all before pytest unwinds (``tests/stack/procs.py``, proven by ``tests/test_cleanup.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ingress import Client
+from tests.stack import procs
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import BROKERS, Broker, BrokerUnavailable, make_broker
 from tests.stack.logs import keep_log, tails
@@ -23,6 +25,17 @@ from tests.stack.restate import RestateServer
 from tests.stack.services import HandlerServer
 
 __all__ = ["BridgeFactory", "Broker"]  # tests import them from tests.stack; kept for old imports
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # without it, SIGTERM kills pytest outright: no teardown, every stack process left running
+    procs.install_reaper(interrupt=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    signum = procs.terminated_by()
+    if signum is not None:
+        session.exitstatus = 128 + signum  # as a shell reports a death by that signal
 
 
 @pytest.hookimpl(wrapper=True)

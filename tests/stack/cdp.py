@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from . import procs
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -70,7 +72,9 @@ class Chromium:
                 "about:blank",
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its group holds its helpers (zygote, renderers)
             )
+        procs.track(self._proc.pid, "chromium")
         deadline = time.monotonic() + timeout
         while not (active.exists() and active.read_text().strip()):
             if self._proc.returncode is not None or time.monotonic() > deadline:
@@ -108,6 +112,8 @@ class Chromium:
             except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
+        if self._proc is not None:
+            procs.release(self._proc.pid)
 
     async def _read(self) -> None:
         assert self._ws is not None
