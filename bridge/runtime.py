@@ -113,6 +113,19 @@ async def _clients(
     return clients, attach
 
 
+async def _sinks(
+    config: BridgeConfig, producer: LazyProducer, *, replies: bool
+) -> tuple[DeadLetterSink | None, ReplySink | None]:
+    """The dead-letter and reply producers the routes need (they share one producer)."""
+    if not (config.dead_letter.topic or replies):
+        return None, None
+    started = await producer.get()
+    dead_letters = None
+    if config.dead_letter.topic:
+        dead_letters = DeadLetterSink(started, config.dead_letter.topic)
+    return dead_letters, ReplySink(started, lambda: cluster_topics(started)) if replies else None
+
+
 async def open_runtime(
     parts: Parts,
     stack: contextlib.AsyncExitStack,
@@ -131,13 +144,7 @@ async def open_runtime(
         on_refused(exc)
         raise
     stack.push_async_callback(parts.producer.aclose)
-    dead_letters = replies = None
-    if config.dead_letter.topic or attach:
-        producer = await parts.producer.get()
-        if config.dead_letter.topic:
-            dead_letters = DeadLetterSink(producer, config.dead_letter.topic)
-        if attach:
-            replies = ReplySink(producer, lambda: cluster_topics(producer))
+    dead_letters, replies = await _sinks(config, parts.producer, replies=bool(attach))
     tracer = None
     if config.tracing.spans:  # `check` made sure the otel extra is installed
         from .tracing.spans import RecordTracer

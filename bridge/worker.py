@@ -43,8 +43,7 @@ from .operate.reload import CannotApply, Load, NotRunning, Reloader, unrunnable
 from .operate.server import StatusServer
 from .operate.status import RecentDeadLetters, snapshot
 from .runtime import Parts, Runtime, open_runtime
-from .schemas.decoder import route_formats
-from .schemas.setup import open_decoder, uses_registry
+from .schemas.setup import open_decoder
 from .sinks.parking import Parking
 
 log = logging.getLogger(__name__)
@@ -62,13 +61,6 @@ class _Swap:
     config: BridgeConfig
     changes: ConfigDiff
     done: asyncio.Future[None]
-
-
-def prepare_metrics(metrics: Metrics, config: BridgeConfig) -> None:
-    """Every route's series at 0 (a reload's new routes too; a removed route's stay)."""
-    metrics.prepare((r.name, r.topics) for r in config.routes)
-    metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
-    metrics.prepare_batches(r.name for r in config.routes if r.batch)
 
 
 class Bridge:
@@ -89,8 +81,7 @@ class Bridge:
         producer: LazyProducer | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
-        self.routes = RoutesInForce(config)
-        prepare_metrics(self.metrics, config)
+        self.routes = RoutesInForce(config, self.metrics)
         self.token = token or config.restate.token
         self.reloader = Reloader(
             running=lambda: self.config, load=load, apply=self.reload_routes, metrics=self.metrics
@@ -121,18 +112,9 @@ class Bridge:
             admin=self.operator,
         )
         self._parts = Parts(
-            self.routes,
-            self.metrics,
-            self.health,
-            self.book,
-            self.controls,
-            self.status,
-            self.producer,
-            parking,
-            self.token,
-            consumer_factory,
-            clock,
-        )
+            self.routes, self.metrics, self.health, self.book, self.controls, self.status,
+            self.producer, parking, self.token, consumer_factory, clock,
+        )  # fmt: skip
         self._runtime: Runtime | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._kafka_refused: KafkaRefused | None = None
@@ -283,37 +265,6 @@ class Bridge:
         runtime, stack = self._runtime, self._stack
         assert runtime is not None
         assert stack is not None
-        kafka = runtime.kafka
-        decoder = kafka.intake.decoder
-        if decoder is None and uses_registry(config):  # the first route with a framed format
-            decoder = await open_decoder(config, self.metrics, stack)
-        if changes.subscription_changed:
-            # once subscribed anew, aiokafka commits nothing of the old partitions: the
-            # revocation that follows could not commit what finished, so settle now
-            log.info(
-                "reload: the topics change; draining %d unfinished records before subscribing",
-                self.book.tracker.in_progress,
-            )
-            if not await kafka.settle():
-                log.warning(
-                    "reload: drain timed out; the unfinished records are read again after the "
-                    "rebalance and planned with the new routes"
-                )
-        else:
-            # an open batch holds invocations planned by the old route: it closes now, as planned
-            runtime.delivery.flush(changes.stale_routes)
-        # from here on every record is planned by the new routes
-        switch = (self.config.topic_pattern is None) != (config.topic_pattern is None)
-        self.routes.use(config)
-        prepare_metrics(self.metrics, config)
-        runtime.delivery.configure_routes(config.routes)
-        if decoder is not None:
-            decoder.use_formats(route_formats(config.routes))
-            kafka.intake.decoder = decoder
-        if changes.subscription_changed:
-            if switch:  # aiokafka refuses to go from topics to a pattern or back
-                runtime.consumer.unsubscribe()
-            kafka.flow.subscribed_anew = True
-            runtime.consumer.subscribe(config, kafka)
-            topics = config.topic_pattern or list(config.topics)
-            log.info("reload: consuming %s as group %s", topics, config.kafka.group_id)
+        await runtime.kafka.use_routes(
+            config, changes, lambda c: open_decoder(c, self.metrics, stack)
+        )

@@ -1329,3 +1329,27 @@ async def test_a_blocked_job_still_ends_when_revoked_or_closed(
     assert h.held(TP) == []
     with pytest.raises(NotBlocked):
         await h.release(TP, "retry")
+
+
+async def test_a_held_job_whose_release_is_under_way_holds_a_drain_up(
+    ingress: FakeIngress, harness: HarnessFactory
+) -> None:
+    """A drain (a revocation) waits for a release that has begun (a skip being produced), so
+    that the skipped record finishes and is committed before the partition goes."""
+    h = harness(dead_letter=False)
+    h.poison(0, "not JSON")
+    await blocked(h)
+    assert h.dispatcher.unsettled({TP}) == 0, "held for the operator: a drain does not wait"
+    producing, produced = asyncio.Event(), asyncio.Event()
+
+    async def prepare(helds: Sequence[Held]) -> None:
+        producing.set()
+        await produced.wait()
+
+    release = asyncio.create_task(h.release(TP, "skip", prepare))
+    await producing.wait()
+    assert h.dispatcher.unsettled({TP}) == 1, "a release under way: the drain waits for it"
+    produced.set()
+    await release
+    await h.finished_offsets(0)
+    assert h.dispatcher.unsettled({TP}) == 0

@@ -30,7 +30,8 @@ from bridge.core.routing import Invocation, Poison
 from bridge.operate.metrics import Metrics
 from bridge.operate.reload import CannotApply, NotRunning, Reloader, unrunnable
 from bridge.operate.server import StatusServer
-from tests.test_worker import A, B, FakeConsumer, FakeDispatcher, World, msg, submitted
+from bridge.schemas.setup import open_decoder
+from tests.test_worker import A, B, FakeConsumer, FakeDelivery, World, msg, submitted
 
 PATH = Path("routes.toml")
 HEAD = """
@@ -67,6 +68,7 @@ class Harness:
         self.applied: list[tuple[BridgeConfig, ConfigDiff]] = []
         self.gate: asyncio.Event | None = None
         self.fail: BaseException | None = None
+        self.load_error: Exception | None = None
         self.now = 1000.0
         self.reloader = Reloader(
             running=lambda: self.running,
@@ -77,6 +79,8 @@ class Harness:
         )
 
     def load(self, running: BridgeConfig) -> BridgeConfig:
+        if self.load_error is not None:
+            raise self.load_error
         return parse_config(self.text, PATH, {}, running=running)
 
     async def apply(self, config: BridgeConfig, changes: ConfigDiff) -> None:
@@ -258,15 +262,10 @@ async def test_an_unexpected_failure_is_counted_logged_and_answered_500(
 
 async def test_a_loader_that_raises_is_a_failed_reload_and_the_next_one_works() -> None:
     h = Harness(HEAD + recorder())
-    load = h.reloader._load
-
-    def broken(running: BridgeConfig) -> BridgeConfig:
-        raise OSError("disk gone")
-
-    h.reloader._load = broken
+    h.load_error = OSError("disk gone")
     report = await h.reloader.reload("SIGHUP")
     assert (report.outcome, report.detail) == ("failed", "reload failed: OSError: disk gone")
-    h.reloader._load = load
+    h.load_error = None
     h.text = HEAD + recorder(handler="recordHeaders")
     assert (await h.reloader.reload("SIGHUP")).outcome == "applied"
     assert (h.count("failed"), h.count("applied")) == (1, 1)
@@ -345,11 +344,9 @@ class SwapConsumer(FakeConsumer):
         self.events = events
         self.subscribed: list[Any] = []
 
-    def subscribe(
-        self, topics: Sequence[str] = (), pattern: str | None = None, listener: Any = None
-    ) -> None:
+    def subscribe(self, config: BridgeConfig, listener: Any) -> None:
         self.events.append("subscribe")
-        self.subscribed.append(pattern or sorted(topics))
+        self.subscribed.append(config.topic_pattern or sorted(config.topics))
         self.assigned = set()
 
     def unsubscribe(self) -> None:
@@ -375,7 +372,7 @@ class SwapConsumer(FakeConsumer):
         await super().commit(positions)
 
 
-class SwapDispatcher(FakeDispatcher):
+class SwapDispatcher(FakeDelivery):
     def __init__(self, events: list[str]) -> None:
         super().__init__()
         self.events = events
@@ -389,23 +386,23 @@ class SwapDispatcher(FakeDispatcher):
 
 
 class SwapWorld(World):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[str] = []
-        consumer = SwapConsumer(self.events)
-        consumer.assigned = set(self.consumer.assigned)
-        self.consumer = consumer
-        self.dispatcher = SwapDispatcher(self.events)
-        self.bridge._consumer = consumer  # type: ignore[assignment]
-        self.bridge._dispatcher = self.dispatcher  # type: ignore[assignment]
-        self.bridge._stack = object()  # type: ignore[assignment]
+    def __init__(self, running: BridgeConfig | None = None) -> None:
+        events: list[str] = []
+        super().__init__(
+            consumer=SwapConsumer(events), dispatcher=SwapDispatcher(events), running=running
+        )
+        self.events = events
+        self.decoders: list[BridgeConfig] = []
 
     async def swap(self, text: str) -> ConfigDiff:
         new = parse_config(HEAD + text, PATH, {})
-        config = dataclasses.replace(self.bridge.config, routes=new.routes)
-        changes = diff(self.bridge.config, config)
-        await self.bridge._use_routes(self.consumer, config, changes)  # type: ignore[arg-type]
+        config = dataclasses.replace(self.routes.config, routes=new.routes)
+        changes = diff(self.routes.config, config)
+        await self.kafka.use_routes(config, changes, self._no_decoder)
         return changes
+
+    async def _no_decoder(self, config: BridgeConfig) -> Any:
+        raise AssertionError("no decoder in this test")
 
 
 def handler_of(item: Invocation | Poison) -> str:
@@ -426,7 +423,7 @@ async def test_a_route_change_swaps_between_fetches_without_a_drain_or_a_resubsc
     ], "planned invocations keep their route; the next record gets the new one"
     assert w.events == ["flush ['rec']"], "only the changed route's batches close; no commit"
     assert w.dispatcher.routes == ["rec"]
-    assert w.bridge.tracker.in_progress == 3, "nothing was forgotten or finished by the swap"
+    assert w.book.tracker.in_progress == 3, "nothing was forgotten or finished by the swap"
 
 
 async def test_a_topic_change_drains_and_commits_before_it_subscribes() -> None:
@@ -448,10 +445,10 @@ async def test_a_topic_change_drains_and_commits_before_it_subscribes() -> None:
     )
     assert w.consumer.subscribed == [["audit", "orders"]]
     # before the rebalance aiokafka has no partitions: the loop must not touch the old ones
-    w.bridge._flow_control(w.consumer, True)  # type: ignore[arg-type]
+    w.kafka.flow.apply(True)
     assert not [e for e in w.events if e.startswith("illegal")]
     # the revocation that follows finds nothing more to drain or commit
-    await w.bridge.partitions_revoked(set(w.bridge._assigned))
+    await w.kafka.revoked(w.book.owned)
     assert [e for e in w.events if e.startswith("commit")] == ["commit [('orders', 0, 3)]"]
     w.assign(A, TopicPartition("audit", 0))
     w.take(TopicPartition("audit", 0), 0)
@@ -464,42 +461,44 @@ async def test_records_of_a_topic_no_route_reads_any_more_are_left_uncommitted()
     w.finish(A, 0)
     await w.swap(recorder("audit", "audit"))
     w.consumer.assigned = {A}  # the rebalance has not revoked it yet
-    w.bridge._take(w.consumer, A, [msg(A, 1), msg(A, 2)])  # type: ignore[arg-type]
+    w.kafka.intake.take(w.consumer, A, [msg(A, 1), msg(A, 2)])
     assert submitted(w, A) == [0], "a removed topic's record was planned (and would be unrouted)"
-    assert w.bridge.tracker.to_commit() == {}
+    assert w.book.tracker.to_commit() == {}
 
 
 async def test_a_blocked_partition_stays_blocked_across_a_reload_that_resubscribes() -> None:
     w = SwapWorld()
     w.take(A, 0, 1)
     w.finish(A, 0)
-    w.bridge.partition_blocked(Blocked(A, 1, "rec", "not JSON"))
+    w.block(A, 1, "rec", "not JSON")
     # the drain leaves the blocked partition out: it would wait for drain_timeout otherwise
     await asyncio.wait_for(w.swap(recorder() + recorder("audit", "audit")), 5)
     assert w.events == ["flush", "commit [('orders', 0, 1)]", "subscribe"]
-    await w.bridge.partitions_revoked(set(w.bridge._assigned))
+    await w.kafka.revoked(w.book.owned)
     w.assign(A, B)
     assert w.consumer.paused == {A}, "the blocked partition was fetched again after the reload"
-    assert w.bridge.blocked[A] == Blocked(A, 1, "rec", "not JSON")
+    assert w.book.all_blocked()[A] == Blocked(A, 1, "rec", "not JSON")
     assert w.gauge("restate_bridge_partition_blocked", A) == 1
 
 
 async def test_the_first_route_with_a_framed_format_gets_a_decoder_on_reload() -> None:
-    w = SwapWorld()
     registry = '\n[schema_registry]\nurl = "http://127.0.0.1:9/apis/ccompat/v7"\n'
     text = HEAD + registry + recorder() + 'value_format = "avro"\n'
     running = parse_config(HEAD + registry + recorder(), PATH, {})
-    w.bridge.config = running
-    assert w.bridge._decoder is None
+    w = SwapWorld(running)
+    assert w.kafka.intake.decoder is None
     async with contextlib.AsyncExitStack() as stack:
-        w.bridge._stack = stack
         config = dataclasses.replace(running, routes=parse(text).routes)
-        await w.bridge._use_routes(w.consumer, config, diff(running, config))  # type: ignore[arg-type]
-        decoder = w.bridge._decoder
+
+        async def opened(c: BridgeConfig) -> Any:
+            return await open_decoder(c, w.metrics, stack)
+
+        await w.kafka.use_routes(config, diff(running, config), opened)
+        decoder = w.kafka.intake.decoder
         assert decoder is not None
         # a record that is not framed is now read as Avro: a dead letter, not a JSON value
         decoded = decoder.decode(Record("orders", 0, 5, 0, b"k", b'{"n": 1}'))
         assert decoded is not None
-        [planned] = w.bridge.router.plan(decoded)
+        [planned] = w.routes.router.plan(decoded)
         assert isinstance(planned, Poison)
         assert "no magic byte" in planned.reason

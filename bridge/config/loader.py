@@ -73,6 +73,22 @@ def _toml(text: str, path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}:1: TOML syntax error: nested too deeply"]) from None
 
 
+def _sections(
+    doc: dict[str, Any], env: Mapping[str, str], problems: Problems
+) -> tuple[dict[str, Any], set[str]]:
+    """Each table read by its schema, and the names of those read without a problem (rules
+    across their fields can run)."""
+    sections: dict[str, Any] = {}
+    clean: set[str] = set()
+    for name, cls in SECTIONS.items():
+        before = len(problems.items)
+        if name in doc or name != "kafka":
+            sections[name] = read_section(cls, name, doc.get(name, {}), env, problems)
+        if len(problems.items) == before:
+            clean.add(name)
+    return sections, clean
+
+
 def parse_config(
     text: str, path: Path, env: Mapping[str, str], *, running: BridgeConfig | None = None
 ) -> BridgeConfig:
@@ -84,14 +100,7 @@ def parse_config(
             problems.add((name,), f"unknown table [{bare(name)}]; expected one of {sorted(known)}")
     if "kafka" not in doc:
         problems.add((), "missing table [kafka] with bootstrap_servers and group_id")
-    sections: dict[str, Any] = {}
-    clean: set[str] = set()  # read without a problem: rules across their fields can run
-    for name, cls in SECTIONS.items():
-        before = len(problems.items)
-        if name in doc or name != "kafka":
-            sections[name] = read_section(cls, name, doc.get(name, {}), env, problems)
-        if len(problems.items) == before:
-            clean.add(name)
+    sections, clean = _sections(doc, env, problems)
     kafka = cast(KafkaConfig | None, sections.get("kafka"))
     restate = cast(RestateConfig, sections["restate"] or RestateConfig())
     metrics = cast(MetricsConfig, sections["metrics"] or MetricsConfig())

@@ -18,12 +18,15 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 
+from ..config import BridgeConfig
+from ..config.diff import ConfigDiff
 from ..core.controls import Controls
 from ..core.offsets import TopicPartition
 from ..deliver.health import IngressHealth
 from ..deliver.ports import Delivery
 from ..operate.metrics import Metrics
-from ..schemas.decoder import Decoder
+from ..schemas.decoder import Decoder, route_formats
+from ..schemas.setup import uses_registry
 from ..sinks.parking import Parking
 from .book import PartitionBook
 from .commits import Committer
@@ -99,6 +102,50 @@ class KafkaSide:
         for tp, msgs in batches.items():
             self.intake.take(self.consumer, tp, msgs)
         self._metrics.pending_records.set(tracker.in_progress)
+
+    # -- reloads ---------------------------------------------------------------------------
+
+    async def use_routes(
+        self,
+        config: BridgeConfig,
+        changes: ConfigDiff,
+        open_decoder: Callable[[BridgeConfig], Awaitable[Decoder | None]],
+    ) -> None:
+        """Plan every record from now on with ``config``'s routes (the loop calls this between
+        two fetches). When the topics change, settle first and subscribe anew after: once
+        subscribed anew, aiokafka commits nothing of the old partitions, so the revocation that
+        follows could not commit what finished. ``open_decoder`` makes the decoding stage for
+        the first route with a framed format."""
+        decoder = self.intake.decoder
+        if decoder is None and uses_registry(config):
+            decoder = await open_decoder(config)
+        if changes.subscription_changed:
+            log.info(
+                "reload: the topics change; draining %d unfinished records before subscribing",
+                self.book.tracker.in_progress,
+            )
+            if not await self.settle():
+                log.warning(
+                    "reload: drain timed out; the unfinished records are read again after the "
+                    "rebalance and planned with the new routes"
+                )
+        else:
+            # an open batch holds invocations planned by the old route: it closes now, as planned
+            self.delivery.flush(changes.stale_routes)
+        # from here on every record is planned by the new routes
+        switch = (self.routes.config.topic_pattern is None) != (config.topic_pattern is None)
+        self.routes.use(config)
+        self.delivery.configure_routes(config.routes)
+        if decoder is not None:
+            decoder.use_formats(route_formats(config.routes))
+            self.intake.decoder = decoder
+        if changes.subscription_changed:
+            if switch:  # aiokafka refuses to go from topics to a pattern or back
+                self.consumer.unsubscribe()
+            self.flow.subscribed_anew = True
+            self.consumer.subscribe(config, self)
+            topics = config.topic_pattern or list(config.topics)
+            log.info("reload: consuming %s as group %s", topics, config.kafka.group_id)
 
     # -- settling --------------------------------------------------------------------------
 
