@@ -4,6 +4,7 @@ the data flow, and no class or function grows past what a reader holds in their 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,21 @@ def test_no_class_above_300_lines_and_no_function_above_60() -> None:
                 if lines > limit and (rel, node.name) not in DECLARATIONS:
                     long.append(f"{rel}:{node.lineno}: {node.name} has {lines} lines")
     assert not long, "\n".join(long)
+
+
+def test_the_readmes_code_map_names_every_module_and_only_those() -> None:
+    text = (BRIDGE.parent / "README.md").read_text()
+    section = text[text.index("## How the code is laid out") : text.index("## Tests")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    named = {n for row in rows for n in re.findall(r"`([a-z_/]+(?:\.py|/))`", row.split("|")[1])}
+    files = {
+        str(p.relative_to(BRIDGE))
+        for p in BRIDGE.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    packages = {n for n in named if n.endswith("/")}
+    covered = {f for f in files if any(f.startswith(pkg) for pkg in packages)}
+    missing = sorted(files - covered - named)
+    unknown = sorted(n for n in named if n not in files and n not in packages)
+    assert not missing, f"modules the README's code map does not name: {missing}"
+    assert not unknown, f"the README's code map names what is not there: {unknown}"
