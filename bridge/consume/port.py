@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
 from ..config import BridgeConfig
 from ..core.offsets import TopicPartition
+from ..deliver.lease import _Ended, unless_set
 from .kafka import kafka_options
 
 
@@ -59,6 +60,7 @@ class ConsumerPort(Protocol):
 
 
 ConsumerFactory = Callable[[BridgeConfig], ConsumerPort]
+T = TypeVar("T")
 
 
 def _kafka(tps: Iterable[TopicPartition]) -> list[KafkaTopicPartition]:
@@ -187,20 +189,11 @@ async def cluster_topics(producer: Any) -> set[str]:
     return topics
 
 
-async def unless_stopped(starting: Awaitable[Any], stop: asyncio.Event) -> Any:
+async def unless_stopped(starting: Awaitable[T], stop: asyncio.Event) -> T | None:
     """``starting``'s result, or ``None`` when ``stop`` is set first (``starting`` is
     cancelled)."""
-    start = asyncio.ensure_future(starting)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not start.done():
-            start.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await start
-    return None if start.cancelled() else start.result()
+    started = await unless_set(starting, stop)
+    return None if isinstance(started, _Ended) else started
 
 
 __all__: Sequence[str] = (

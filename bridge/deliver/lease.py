@@ -70,19 +70,24 @@ class Lease:
 
     async def unless_ended(self, work: Awaitable[T]) -> T | _Ended:
         """``await work``, or :data:`ENDED` (``work`` cancelled) as soon as the lease ends."""
-        task = asyncio.ensure_future(work)
-        ended = asyncio.ensure_future(self._ended.wait())
-        try:
-            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if task.cancelled():
-            return ENDED
-        return task.result()
+        return await unless_set(work, self._ended)
+
+
+async def unless_set(work: Awaitable[T], event: asyncio.Event) -> T | _Ended:
+    """``await work``, or :data:`ENDED` (``work`` cancelled) as soon as ``event`` is set."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return ENDED
+    return task.result()
 
 
 @dataclass(eq=False, slots=True)
