@@ -316,3 +316,19 @@ def test_restart_after_offsets_went_backwards() -> None:
     tracker.finish(A, 5, fresh)
     assert tracker.to_commit() == {A: 6}  # a commit that moves back, as the reset asked
     assert tracker.restart(C) == 0
+
+
+def test_an_idle_partition_follows_the_consumers_position_and_a_busy_one_does_not() -> None:
+    tracker = OffsetTracker()
+    tp = TopicPartition("t", 0)
+    assert not tracker.passed(tp, 9), "nothing fetched: nothing to follow"
+    owner = tracker.add(tp, 3)
+    assert not tracker.passed(tp, 9), "3 is unfinished"
+    tracker.finish(tp, 3, owner)
+    assert tracker.to_commit() == {tp: 4}
+    assert tracker.passed(tp, 9)
+    assert tracker.to_commit() == {tp: 9}
+    assert not tracker.passed(tp, 7), "never backwards"
+    tracker.committed({tp: 9})
+    tracker.add(tp, 9)
+    assert not tracker.passed(tp, 12)

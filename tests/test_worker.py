@@ -121,7 +121,7 @@ class FakeConsumer:
             await self.while_positioning(tp)
         if tp not in self.assigned:
             raise IllegalStateError(f"Partition {tp} is not assigned")
-        return self.positions[tp]
+        return self.positions.get(tp, 0)
 
     async def commit(self, positions: dict[TopicPartition, int]) -> None:
         if self.commit_error is not None:
@@ -847,3 +847,27 @@ async def test_a_pause_stops_fetching_at_the_next_turn_without_any_reapply() -> 
     w.operator.pause("topic", "payments", False)
     await w.kafka.turn()
     assert w.consumer.paused == set()
+
+
+# -- transactional topics -----------------------------------------------------------------------
+
+
+async def test_an_idle_partition_commits_past_transaction_markers_never_past_unfinished() -> None:
+    """Offsets 3 and 4 are a commit marker and an aborted record: never handed to the bridge,
+    they are passed by the consumer's position, which an idle partition commits."""
+    w = World()
+    w.take(A, 0, 1, 2)
+    w.consumer.positions = {A: 5}
+    w.finish(A, 0)
+    w.finish(A, 1)
+    await w.kafka.committer.commit()
+    assert w.consumer.commits == [{A: 2}], "2 is unfinished: the position is not committed"
+    w.finish(A, 2)
+    await w.kafka.committer.commit()
+    assert w.consumer.commits[-1] == {A: 5}
+    w.take(A, 5)  # the next record, after the markers
+    assert submitted(w, A)[-1] == 5
+    w.finish(A, 5)
+    w.consumer.positions = {A: 6}
+    await w.kafka.committer.commit()
+    assert w.consumer.commits[-1] == {A: 6}

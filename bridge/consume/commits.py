@@ -40,8 +40,13 @@ class Committer:
         self._clock = clock
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit what finished; a failure is counted, logged and retried at the next interval."""
+        """Commit what finished; a failure is counted, logged and retried at the next interval.
+
+        A partition with nothing unfinished commits the consumer's position, which is past
+        the markers that end every Kafka transaction and past aborted records (neither ever
+        reaches the bridge): an idle transactional topic reaches zero committed lag."""
         tracker = self._book.tracker
+        await self._follow_positions(only)
         positions = tracker.to_commit(only)
         if not positions:
             return
@@ -59,6 +64,24 @@ class Committer:
         self._metrics.commits.labels("ok").inc()
         for tp, pos in positions.items():
             self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(pos)
+
+    async def _follow_positions(self, only: set[TopicPartition] | None) -> None:
+        book, consumer = self._book, self._consumer
+        idle = [
+            tp
+            for tp, part in book.tracker.partitions.items()
+            if part.in_progress == 0 and part.uncommittable == 0 and book.owns(tp)
+        ]
+        for tp in idle:
+            if (only is not None and tp not in only) or tp not in consumer.assignment():
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), LAG_QUERY_TIMEOUT)
+            except (TimeoutError, KafkaError) as exc:  # IllegalStateError: revoked meanwhile
+                log.debug("no position for %s: %r", tp, exc)
+                continue
+            # the loop takes no record meanwhile (a revoked partition is not owned)
+            book.tracker.passed(tp, position)
 
     async def update_gauges(self) -> None:
         """Lag (from the position and from the committed offset) and the oldest unfinished

@@ -75,6 +75,18 @@ class PartitionOffsets:
         else:
             self._finished.add(offset)
 
+    def passed(self, position: int) -> bool:
+        """The consumer's ``position`` moved past offsets that hold no record for the bridge
+        (transaction markers, aborted transactions' records, compacted gaps): with nothing
+        fetched and unfinished, the committable position follows it, never past an unfinished
+        record. True when it moved."""
+        if self._pending:
+            return False
+        if self.committable is not None and position <= self.committable:
+            return False
+        self.committable = position
+        return True
+
     @property
     def in_progress(self) -> int:
         """Records fetched and not yet finished."""
@@ -138,6 +150,11 @@ class OffsetTracker:
             if part.committable is not None and part.committable != part.committed:
                 out[tp] = part.committable
         return out
+
+    def passed(self, tp: TopicPartition, position: int) -> bool:
+        """See :meth:`PartitionOffsets.passed`; only for a partition that fetched something."""
+        part = self._partitions.get(tp)
+        return part is not None and part.passed(position)
 
     def committed(self, positions: dict[TopicPartition, int]) -> None:
         for tp, position in positions.items():
