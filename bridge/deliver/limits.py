@@ -131,6 +131,10 @@ class Limits:
 
     # -- tokens and slots ------------------------------------------------------------------
 
+    def limited(self, route: str) -> bool:
+        """Whether ``route`` has a rate limit (the fast path skips :meth:`throttle`)."""
+        return route in self._buckets
+
     async def throttle(self, job: Job, records: int) -> None:
         """Wait until the route's rate limit lets ``records`` records go (a batch takes one token
         per record, once: retries take none), or until the job's lease ends. A reload that

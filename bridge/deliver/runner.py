@@ -64,9 +64,10 @@ class JobRunner:
                 await self._endings.reject(job, item.reason)
                 return False
             # before any slot: a job waiting for its route's rate holds none others need
-            await self._limits.throttle(job, 1)
-            if job.stale:
-                return False
+            if self._limits.limited(item.route):
+                await self._limits.throttle(job, 1)
+                if job.stale:
+                    return False
             if item.reply is not None:
                 await self._limits.reply_slots.acquire()
                 slot = True
