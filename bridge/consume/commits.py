@@ -75,13 +75,9 @@ class Committer:
         for tp in idle:
             if (only is not None and tp not in only) or tp not in consumer.assignment():
                 continue
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), LAG_QUERY_TIMEOUT)
-            except (TimeoutError, KafkaError) as exc:  # IllegalStateError: revoked meanwhile
-                log.debug("no position for %s: %r", tp, exc)
-                continue
-            # the loop takes no record meanwhile (a revoked partition is not owned)
-            book.tracker.passed(tp, position)
+            position = await self._position(tp)
+            if position is not None:  # the loop takes no record meanwhile
+                book.tracker.passed(tp, position)
 
     async def update_gauges(self) -> None:
         """Lag (from the position and from the committed offset) and the oldest unfinished
@@ -103,16 +99,21 @@ class Committer:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), LAG_QUERY_TIMEOUT)
-            except (TimeoutError, KafkaError) as exc:  # IllegalStateError: revoked meanwhile
-                log.debug("no position for %s: %r", tp, exc)
-                continue
-            if not book.owns(tp):  # revoked meanwhile: its gauges are gone, keep it so
+            position = await self._position(tp)
+            # revoked meanwhile: its gauges are gone, keep it so
+            if position is None or not book.owns(tp):
                 continue
             metrics.consumer_lag.labels(*labels).set(max(0, highwater - position))
             committed = self._committed_position(tp, position)
             metrics.committed_lag.labels(*labels).set(max(0, highwater - committed))
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        """The consumer's position in ``tp``, or ``None`` when it cannot say at once."""
+        try:
+            return await asyncio.wait_for(self._consumer.position(tp), LAG_QUERY_TIMEOUT)
+        except (TimeoutError, KafkaError) as exc:  # IllegalStateError: revoked meanwhile
+            log.debug("no position for %s: %r", tp, exc)
+            return None
 
     def _committed_position(self, tp: TopicPartition, position: int) -> int:
         """The group's committed offset as far as this process knows it: what it committed, or
