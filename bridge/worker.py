@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -189,7 +190,7 @@ class Bridge:
             self._consuming = True
             reloads = asyncio.create_task(self._reload_when_asked())
             try:
-                await runtime.kafka.run(stop, self._between_fetches)
+                await runtime.kafka.run(stop, functools.partial(self._between_fetches, runtime))
             finally:
                 self._runtime_stops(runtime)
                 reloads.cancel()
@@ -246,13 +247,13 @@ class Bridge:
         swap = self._swap = _Swap(config, changes, asyncio.get_running_loop().create_future())
         await swap.done
 
-    async def _between_fetches(self) -> None:
+    async def _between_fetches(self, runtime: Runtime) -> None:
         """Run the new routes of a reload (nothing is fetched meanwhile)."""
         swap, self._swap = self._swap, None
         if swap is None:
             return
         try:
-            await self._use_routes(swap.config, swap.changes)
+            await self._use_routes(runtime, swap.config, swap.changes)
         except asyncio.CancelledError:  # a forced exit: the reload waiting must not hang
             swap.done.set_exception(NotRunning("the bridge is stopping"))
             raise
@@ -261,10 +262,12 @@ class Bridge:
         else:
             swap.done.set_result(None)
 
-    async def _use_routes(self, config: BridgeConfig, changes: ConfigDiff) -> None:
-        runtime, stack = self._runtime, self._stack
-        assert runtime is not None
-        assert stack is not None
+    async def _use_routes(
+        self, runtime: Runtime, config: BridgeConfig, changes: ConfigDiff
+    ) -> None:
+        stack = self._stack
+        if stack is None:  # run() sets it before the loop starts
+            raise NotRunning("the bridge is not running")
         await runtime.kafka.use_routes(
             config, changes, lambda c: open_decoder(c, self.metrics, stack)
         )

@@ -213,9 +213,9 @@ class KafkaSide:
         self.flow.apply(True)
         if stopped := self.book.operator_paused:
             log.info("partitions %s stay paused by the operator", sorted(stopped))
-        for tp in sorted(self.book.blocked_partitions & tps):
-            blocked = self.book.blocked(tp)
-            assert blocked is not None
+        for tp, blocked in self.book.all_blocked().items():
+            if tp not in tps:
+                continue
             log.error(
                 "partition %s-%d stays blocked at offset %d: route %s: %s (assigned again to "
                 "this process; fix the cause, then release it: POST "

@@ -17,7 +17,7 @@ from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
 from ..config import BridgeConfig
 from ..core.offsets import TopicPartition
-from ..deliver.lease import _Ended, unless_set
+from ..deliver.lease import Ended, unless_set
 from .kafka import kafka_options
 
 
@@ -193,7 +193,7 @@ async def unless_stopped(starting: Awaitable[T], stop: asyncio.Event) -> T | Non
     """``starting``'s result, or ``None`` when ``stop`` is set first (``starting`` is
     cancelled)."""
     started = await unless_set(starting, stop)
-    return None if isinstance(started, _Ended) else started
+    return None if isinstance(started, Ended) else started
 
 
 __all__: Sequence[str] = (

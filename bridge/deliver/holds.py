@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..core.controls import ReleaseAction
 from ..core.offsets import TopicPartition
 from ..core.record import Record
-from .lease import Lease, _Ended
+from .lease import Ended, Lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,4 +72,4 @@ class Hold:
     async def wait(self) -> ReleaseAction | None:
         """The operator's decision, or ``None`` when the lease ended first."""
         action = await self.lease.unless_ended(asyncio.shield(self._decision))
-        return None if isinstance(action, _Ended) else action
+        return None if isinstance(action, Ended) else action

@@ -20,14 +20,14 @@ from ..core.record import Record
 T = TypeVar("T")
 
 
-class _Ended:
+class Ended:
     """The type of :data:`ENDED`."""
 
     def __repr__(self) -> str:
         return "ENDED"
 
 
-ENDED: Final = _Ended()
+ENDED: Final = Ended()
 """What :meth:`Lease.unless_ended` returns when the lease ended first."""
 
 
@@ -68,12 +68,12 @@ class Lease:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), seconds)
 
-    async def unless_ended(self, work: Awaitable[T]) -> T | _Ended:
+    async def unless_ended(self, work: Awaitable[T]) -> T | Ended:
         """``await work``, or :data:`ENDED` (``work`` cancelled) as soon as the lease ends."""
         return await unless_set(work, self._ended)
 
 
-async def unless_set(work: Awaitable[T], event: asyncio.Event) -> T | _Ended:
+async def unless_set(work: Awaitable[T], event: asyncio.Event) -> T | Ended:
     """``await work``, or :data:`ENDED` (``work`` cancelled) as soon as ``event`` is set."""
     task = asyncio.ensure_future(work)
     waiter = asyncio.ensure_future(event.wait())
