@@ -185,6 +185,11 @@ class PartitionBook:
             return gone
         return self._gone.get(tp)
 
+    def is_blocked(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is blocked (a held job the operator has not decided, or a block
+        remembered for it)."""
+        return tp in self._gone or any(not h.decided for h in self._holds.get(tp, ()))
+
     @property
     def blocked_partitions(self) -> set[TopicPartition]:
         held = {tp for tp, holds in self._holds.items() if any(not h.decided for h in holds)}
@@ -276,12 +281,12 @@ class PartitionBook:
         self._set_blocked_gauge(tp)
 
     def _unblocked_maybe(self, tp: TopicPartition) -> None:
-        if tp in self.blocked_partitions:
+        if self.is_blocked(tp):
             return
         self._since.pop(tp, None)
         self._set_blocked_gauge(tp)
 
     def _set_blocked_gauge(self, tp: TopicPartition) -> None:
         if tp in self._leases:
-            value = 1 if tp in self.blocked_partitions else 0
+            value = 1 if self.is_blocked(tp) else 0
             self._metrics.partition_blocked.labels(tp.topic, str(tp.partition)).set(value)

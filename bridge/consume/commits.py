@@ -70,7 +70,7 @@ class Committer:
         idle = [
             tp
             for tp, part in book.tracker.partitions.items()
-            if part.in_progress == 0 and part.uncommittable == 0 and book.owns(tp)
+            if part.uncommittable == 0 and book.owns(tp)  # nothing fetched is unfinished
         ]
         for tp in idle:
             if (only is not None and tp not in only) or tp not in consumer.assignment():

@@ -72,13 +72,6 @@ class FlowControl:
             self._consumer.resume(*sorted(to_resume))
         book.fetch_paused = want
 
-    def pause_now(self, tps: set[TopicPartition]) -> None:
-        """Pause ``tps`` at once (before anything of them is fetched)."""
-        tps &= self._consumer.assignment() | self._book.owned
-        if tps:
-            self._consumer.pause(*sorted(tps))
-            self._book.fetch_paused |= tps
-
     def _note_operator_pauses(self, owned: set[TopicPartition]) -> None:
         """Derive the operator-paused partitions; their gauges follow the changes."""
         book = self._book

@@ -70,7 +70,7 @@ class Intake:
         if not self._routes.router.routes_for(tp.topic):
             # a topic a reload removed, fetched before its revocation: leave it uncommitted
             return
-        if tp in book.blocked_partitions or tp in book.operator_paused:  # fetched before the pause
+        if book.is_blocked(tp) or tp in book.operator_paused:  # fetched before the pause
             room = 0
         else:
             bound = self._routes.config.delivery.max_pending_per_partition

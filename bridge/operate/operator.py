@@ -141,7 +141,7 @@ class Operator:
             "action": request.action,
             "to": to,
             "refetch": not released.held,
-            "still_blocked": tp in self._book.blocked_partitions,
+            "still_blocked": self._book.is_blocked(tp),
         }
 
     # -- views -----------------------------------------------------------------------------
