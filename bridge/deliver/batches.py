@@ -30,7 +30,6 @@ from ..operate.metrics import Metrics
 from .decisions import GiveUp
 from .endings import Endings, Retry
 from .jobs import Job, Member
-from .lanes import Lanes
 from .lease import PendingRecord
 from .limits import Limits
 from .sender import Sender
@@ -48,8 +47,7 @@ class Batcher:
     """Open batches, closed by size, by ``max_wait``, by a lane's next record, or by
     :meth:`flush`; each closed batch goes to ``closed``."""
 
-    def __init__(self, lanes: Lanes, closed: Callable[[Batch[Member]], None]) -> None:
-        self._lanes = lanes
+    def __init__(self, closed: Callable[[Batch[Member]], None]) -> None:
         self._closed = closed
         self._open: Accumulator[Member] = Accumulator()
         self._open_in_lane: dict[tuple[Any, ...], Any] = {}

@@ -105,7 +105,7 @@ class Dispatcher:
         )
         self._runner = JobRunner(sender, limits, endings, self._replies, lanes)
         self._batch_runner = BatchRunner(sender, limits, endings, metrics)
-        self._batcher = Batcher(lanes, self._submit_batch)
+        self._batcher = Batcher(self._submit_batch)
         self._signatures: dict[str, Hashable] = {}
         """Each route's :func:`lane_signature`, as configured now."""
         self._relaned: frozenset[str] = frozenset()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.offsets import TopicPartition
-from ..core.record import Record
 from ..core.routing import Invocation, Poison
 from .decisions import GiveUp
 from .holds import Hold
@@ -104,10 +103,6 @@ class Job:
     def stale(self) -> bool:
         """Its partition was revoked (or delivery closed) since it was submitted."""
         return self.tickets[0].lease.ended
-
-    @property
-    def records(self) -> tuple[Record, ...]:
-        return tuple(p.record for p in self.tickets)
 
     @property
     def coordinates(self) -> str:

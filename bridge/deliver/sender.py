@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..core.routing import Invocation
-from ..ingress import NO_INPUT, Client, ResponseError, SendReceipt, Target
+from ..ingress import NO_INPUT, Client, ResponseError, SendReceipt
 from ..operate.metrics import Metrics
 from .decisions import Attempts, GiveUp, after_send_failure
 from .health import IngressHealth
@@ -48,11 +48,6 @@ def refused(error: Exception) -> bool:
     anything else (a timeout, a broken connection, a 5xx a proxy sent) it may have."""
     status = error.status if isinstance(error, ResponseError) else None
     return status is not None and 400 <= status < 500
-
-
-def target_of(inv: Invocation, client: Client) -> Target:
-    """The handler ``inv`` goes to, built by ``client``."""
-    return inv.target(client)
 
 
 class Sender:
@@ -154,7 +149,7 @@ class Sender:
             gauge.inc()
             send_span: SendSpan | None = None
             try:
-                target = target_of(inv, self._clients[node])
+                target = inv.target(self._clients[node])
                 headers = inv.headers
                 if job.span is not None:
                     send_span = job.span.send(target.send_url(delay=inv.delay), attempt)
