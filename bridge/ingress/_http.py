@@ -182,9 +182,9 @@ class _Connection(asyncio.Protocol):
         self._received = 0
         """Bytes read for it, 1xx answers included."""
         self._head_from = 0
-        """``_received`` when the head being read began (at most one read early)."""
         self._body_from = 0
-        """``_received`` when the final head was complete (at most one read late)."""
+        """``_received`` when the head being read began, when the final head was complete: both
+        taken at the end of a read, so the limits may let one read more through."""
         self._in_head = True
         self._informational = 0
         self._status = 0
@@ -329,7 +329,7 @@ class _Connection(asyncio.Protocol):
         self._received = self._head_from = self._informational = self._body_size = 0
         self._in_head = True
         self._headers = {}
-        self._chunked = False
+        self._chunked = self._until_eof = False
         self._body = []
         # one timer handle, not asyncio.timeout's task-cancelling machinery: most exchanges
         # end long before their deadline, and this runs once per record
