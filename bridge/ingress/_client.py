@@ -25,7 +25,13 @@ from ._codec import (
 )
 from ._decode import check_output_type, decode_as
 from ._errors import ConnectError, DecodeError, IngressTimeout, InvalidRequest
-from ._http import ConnectionPool, Origin, TransportError, without_credentials
+from ._http import (
+    MAX_RESPONSE_BYTES,
+    ConnectionPool,
+    Origin,
+    TransportError,
+    without_credentials,
+)
 from ._types import NO_INPUT, SendReceipt, SendStatus
 
 DEFAULT_URL = "http://localhost:8080"
@@ -85,6 +91,10 @@ class Client:
     ``token`` is sent as ``Authorization: Bearer``, over any header a call passes; it never appears
     in ``repr`` or logs, and :meth:`set_token` replaces it while requests are under way.
     ``ssl_context`` verifies an ``https://`` ingress (a custom CA, a client certificate).
+    ``max_response_bytes`` bounds an answer's body (default :data:`MAX_RESPONSE_BYTES`, 16 MiB:
+    Restate answers a send in a few hundred bytes, ``attach`` and ``output`` with the handler's
+    output); a longer answer, or a malformed one, is a retryable :class:`ConnectError` and its
+    connection is closed.
     """
 
     def __init__(
@@ -96,9 +106,12 @@ class Client:
         max_connections: int = 100,
         headers: Headers | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
         _check_timeout(timeout)
         self._base = url.rstrip("/")
         self._authorization: str | None = None
@@ -107,6 +120,7 @@ class Client:
         self._max_connections = max_connections
         self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         self._ssl = ssl_context
+        self._max_response_bytes = max_response_bytes
         self._pool: ConnectionPool | None = None
         self._state = _State.UNOPENED
 
@@ -151,6 +165,7 @@ class Client:
                 Origin.parse(self._base),
                 max_connections=self._max_connections,
                 ssl_context=self._ssl,
+                max_response_bytes=self._max_response_bytes,
             )
         return self._pool
 
@@ -271,7 +286,8 @@ class Client:
             # control bytes, a value that cannot be encoded (UnicodeEncodeError is a ValueError)
             raise InvalidRequest(f"{method} {path}: invalid request: {exc}") from exc
         except (OSError, TransportError) as exc:
-            # refused, reset, DNS, or a connection closed mid-response: retryable
+            # refused, reset, DNS, a connection closed mid-response, an answer that is not
+            # HTTP/1.1 as the transport reads it or exceeds its limits: retryable
             raise ConnectError(f"{method} {path}: {exc or type(exc).__name__}") from exc
         status, resp_headers = resp.status, resp.headers
         if status >= 400:

@@ -6,9 +6,19 @@ client pays for much more on every request (URL objects, multidicts, cookie jars
 timer contexts): through aiohttp a ``/send`` cost the bridge about 0.07 ms of CPU, here about a
 quarter of that (``bench/ingress_client.py``; README, "Performance").
 
+Answers are read by llhttp (``httptools``, the parser of uvicorn and Node.js): status line,
+headers, Content-Length and chunked framing, strictly (one Content-Length, never with
+Transfer-Encoding, hexadecimal chunk sizes, CRLF line ends, no control bytes in headers). This
+module adds what a parser cannot know: the limits (:data:`MAX_HEAD`, ``max_response_bytes``,
+:data:`MAX_INFORMATIONAL`), which answers it accepts (HTTP/1.0 or 1.1, a status 100-599, no
+upgrade, no transfer coding but ``chunked``) and when a connection may carry another request:
+never after bytes that came out of turn (past a complete answer, or while it was idle), so no
+answer is ever taken for another request's.
+
 Errors are this module's own (:class:`TransportError` and its subclasses) plus ``OSError``,
 ``ssl.SSLError`` and ``TimeoutError`` from the socket layer; the client translates them into
-:mod:`._errors` in one place.
+:mod:`._errors` in one place. Whatever the server got wrong is a :class:`ProtocolError`, and its
+connection is closed.
 """
 
 from __future__ import annotations
@@ -16,14 +26,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ssl
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+import httptools
+
 MAX_HEAD = 64 * 1024
-"""The longest status line plus headers accepted in an answer."""
+"""The longest status line plus headers accepted in an answer (bytes)."""
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The default longest answer body accepted (bytes): Restate's answers to sends are a few hundred
+bytes; ``attach`` and ``output`` carry a handler's output, which Restate itself keeps small."""
+MAX_INFORMATIONAL = 8
+"""The most 1xx answers (100 Continue, 103 Early Hints) accepted before the final one."""
 IDLE_TIMEOUT = 15.0
 """Seconds an idle keep-alive connection is reused for; older ones are closed (a server may have
 closed them already)."""
@@ -142,21 +160,40 @@ def _head(
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; one request at a time."""
+    """One keep-alive connection; one request at a time.
 
-    def __init__(self) -> None:
+    llhttp reads the bytes (its callbacks below: ``on_message_begin`` ... ``on_message_complete``);
+    this class keeps the limits, refuses answers we never asked for, and decides whether the
+    connection may carry another request (:attr:`reusable`).
+    """
+
+    def __init__(self, max_body: int = MAX_RESPONSE_BYTES, max_head: int = MAX_HEAD) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
-        self._buffer = bytearray()
+        self._max_body = max_body
+        self._max_head = max_head
+        self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
+        # the exchange under way (reset by ``exchange``)
+        self._answered = False
+        """Its answer is complete: whatever the server sends now answers nothing."""
+        self._received = 0
+        """Bytes read for it, 1xx answers included."""
+        self._head_from = 0
+        self._body_from = 0
+        """``_received`` when the head being read began, when the final head was complete: both
+        taken at the end of a read, so the limits may let one read more through."""
+        self._in_head = True
+        self._informational = 0
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._length: int | None = None
-        """Body bytes expected; ``-1``: chunked; ``None``: head not parsed yet."""
-        self._chunks = bytearray()
+        self._chunked = False
         self._until_eof = False
+        """The body ends when the server closes the connection (no length, not chunked)."""
+        self._body: list[bytes] = []
+        self._body_size = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -170,28 +207,115 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._until_eof and exc is None:  # the body ends with the connection
-            self._deliver(bytes(self._buffer))
+            self._answered = True
+            self._deliver()
             return
         why = f": {exc}" if exc else ""
-        got = "before answering" if self._length is None else "in the middle of its answer"
+        got = "before answering" if self._received == 0 else "in the middle of its answer"
         waiter.set_exception(ConnectionClosed(f"the server closed the connection {got}{why}"))
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # nothing asked: a server talking out of turn
+        waiter = self._waiter
+        if waiter is None or self._answered:
+            # nothing asked, or the answer is complete: a server talking out of turn, whose
+            # bytes answer no request; the connection goes with them
             self.reusable = False
             self.close()
             return
-        self._buffer += data
+        start = self._received
+        self._received = received = start + len(data)
         try:
-            self._parse()
+            if start < 5 and data[: 5 - start] != b"HTTP/"[start:received]:
+                # llhttp also reads RTSP/ and ICE/ status lines, and skips leading blank lines
+                raise ProtocolError(f"not an HTTP/1.x answer: {data[:40]!r}")
+            self._parser.feed_data(data)
+            if self._answered:
+                return
+            if self._in_head:
+                if received - self._head_from > self._max_head:
+                    raise ProtocolError(
+                        f"the answer's status line and headers exceed {self._max_head} bytes"
+                    )
+            elif received - self._body_from > self._max_body + self._max_head:
+                # chunk framing, extensions and trailers, which llhttp reads but never hands on
+                raise ProtocolError(f"the answer exceeds {self._max_body} bytes and framing")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._answered:  # bytes past a complete answer in the same read: it stands
+                self.reusable = False
+                self.close()
+                return
+            cause = exc.__context__  # what a callback of ours raised
+            if isinstance(cause, TransportError):
+                self._fail(cause)
+            else:
+                error = ProtocolError(f"not an HTTP/1.x answer: {exc}")
+                error.__cause__ = cause
+                self._fail(error)
         except TransportError as exc:
+            self._fail(exc)
+
+    # -- llhttp's callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._answered:  # a second answer to one request: a desync, or a smuggling attempt
+            raise ProtocolError("bytes after a complete answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer after a chunked body: nothing we read
+        key = name.decode("latin-1").lower()
+        if key == "transfer-encoding":
+            if self._chunked or value.lower() != b"chunked":
+                raise ProtocolError(f"a transfer coding other than chunked: {value[:40]!r}")
+            self._chunked = True
+        self._headers[key] = value.decode("latin-1").rstrip(" \t")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if not 100 <= status <= 599 or status == 101:  # 101: switching protocols, unasked
+            raise ProtocolError(f"an answer with status {status}")
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ProtocolError(f"not an HTTP/1.x answer: HTTP/{version}")
+        self._status = status
+        self._in_head = False
+        if status < 200:
+            return
+        self._body_from = self._received
+        length = self._headers.get("content-length")
+        if length is not None:
+            if int(length) > self._max_body:  # llhttp checked that it is digits
+                raise ProtocolError(
+                    f"a body of {length} bytes, over max_response_bytes ({self._max_body})"
+                )
+        elif not self._chunked and status != 204 and status != 304:
+            self._until_eof = True
             self.reusable = False
-            if not self._waiter.done():
-                self._waiter.set_exception(exc)
-            self.close()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            raise ProtocolError(f"a body over max_response_bytes ({self._max_body})")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:  # 100 Continue, 103 Early Hints: the answer follows
+            self._informational += 1
+            if self._informational > MAX_INFORMATIONAL:
+                raise ProtocolError(f"more than {MAX_INFORMATIONAL} informational (1xx) answers")
+            self._in_head = True
+            self._head_from = self._received
+            self._headers = {}
+            return
+        self._answered = True
+        self._until_eof = False
+        if not self._parser.should_keep_alive():  # Connection: close, HTTP/1.0
+            self.reusable = False
+        self._deliver()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -201,7 +325,12 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        self._length = None
+        self._answered = False
+        self._received = self._head_from = self._informational = self._body_size = 0
+        self._in_head = True
+        self._headers = {}
+        self._chunked = self._until_eof = False
+        self._body = []
         # one timer handle, not asyncio.timeout's task-cancelling machinery: most exchanges
         # end long before their deadline, and this runs once per record
         timer = None if deadline is None else loop.call_at(deadline, self._time_out)
@@ -230,100 +359,29 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # -- parsing ----------------------------------------------------------------------------
-
-    def _parse(self) -> None:
-        buf = self._buffer
-        while self._length is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    raise ProtocolError("the answer's headers are too long")
-                return
-            self._read_head(bytes(buf[:end]))
-            del buf[: end + 4]
-            if 100 <= self._status < 200:  # 100 Continue, 103 Early Hints: the answer follows
-                self._length = None
-                continue
-        if self._until_eof:
-            return
-        if self._length >= 0:
-            if len(buf) >= self._length:
-                body = bytes(buf[: self._length])
-                del buf[: self._length]
-                self._deliver(body)
-            return
-        self._parse_chunks()
-
-    def _read_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
-            raise ProtocolError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-        try:
-            status = int(status_line[9:12])
-        except ValueError:
-            raise ProtocolError(f"no status code in {status_line[:80]!r}") from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise ProtocolError(f"a header line without a colon: {line[:80]!r}")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        self._status, self._headers = status, headers
-        connection = headers.get("connection", "").lower()
-        if connection == "close" or (status_line[7:8] == b"0" and connection != "keep-alive"):
-            self.reusable = False
-        if status in (204, 304) or 100 <= status < 200:
-            self._length = 0
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._length = -1
-            self._chunks = bytearray()
-        elif (length := headers.get("content-length")) is not None:
-            if not length.isdigit():
-                raise ProtocolError(f"a bad Content-Length: {length[:40]!r}")
-            self._length = int(length)
-        else:  # the body lasts until the server closes the connection
-            self._length = 0
-            self._until_eof = True
-            self.reusable = False
-
-    def _parse_chunks(self) -> None:
-        buf = self._buffer
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                return
-            size_text = bytes(buf[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"a bad chunk size: {size_text[:40]!r}") from None
-            if size == 0:
-                trailer_end = buf.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0:
-                    return
-                del buf[: trailer_end + 4]
-                self._deliver(bytes(self._chunks))
-                return
-            if len(buf) < line_end + 2 + size + 2:
-                return
-            self._chunks += buf[line_end + 2 : line_end + 2 + size]
-            del buf[: line_end + 2 + size + 2]
-
-    def _deliver(self, body: bytes) -> None:
-        self._until_eof = False
+    def _fail(self, exc: TransportError) -> None:
+        self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, self._headers, body))
+            waiter.set_exception(exc)
+        self.close()
+
+    def _deliver(self) -> None:
+        waiter = self._waiter
+        body = self._body
+        if waiter is not None and not waiter.done():
+            content = body[0] if len(body) == 1 else b"".join(body)
+            waiter.set_result(Response(self._status, self._headers, content))
 
 
 class ConnectionPool:
     """Keep-alive connections to one origin, at most ``max_connections`` at once.
 
     ``request`` waits for a free connection (or opens one), writes the request and reads the
-    whole answer. A connection is reused once its answer was read completely; one that timed
-    out, was cancelled or broke is closed.
+    whole answer. A connection is reused once its answer was read completely and nothing came
+    after it; one that timed out, was cancelled, broke or carried a malformed answer is closed.
+    An answer whose body exceeds ``max_response_bytes``, or whose status line and headers exceed
+    ``max_head``, is a :class:`ProtocolError`.
     """
 
     def __init__(
@@ -333,8 +391,11 @@ class ConnectionPool:
         max_connections: int,
         ssl_context: ssl.SSLContext | None,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_head: int = MAX_HEAD,
     ) -> None:
         self.origin = origin
+        self._new_connection = functools.partial(_Connection, max_response_bytes, max_head)
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._ssl = (ssl_context or ssl.create_default_context()) if origin.tls else None
@@ -414,7 +475,7 @@ class ConnectionPool:
         until = loop.time() + timeout
         async with asyncio.timeout_at(until if deadline is None else min(deadline, until)):
             _, conn = await loop.create_connection(
-                _Connection,
+                self._new_connection,
                 origin.host,
                 origin.port,
                 ssl=self._ssl,
