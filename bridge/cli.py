@@ -41,6 +41,7 @@ from .ingress import (
     ResponseError,
 )
 from .operate.metrics import Metrics
+from .operate.restate_check import AdminUnreachable, check_against_restate
 from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
 
@@ -72,8 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the event loop: uvloop when it is installed (auto, the default), or asyncio's own",
     )
 
-    check = commands.add_parser("check", help="validate a routing file; exit 2 if it has errors")
+    check = commands.add_parser(
+        "check",
+        help="validate a routing file; exit 2 if it has errors",
+        description="Validate a routing file; with a Restate admin API (--restate-admin, "
+        "[restate] admin_url or $RESTATE_ADMIN_URL) also check every route against the services "
+        "registered there. Exit 0 when it passes, 1 when the admin API cannot be read, 2 for "
+        "errors (and for warnings with --strict).",
+    )
     check.add_argument("routes", type=Path)
+    check.add_argument(
+        "--restate-admin",
+        metavar="URL",
+        help="Restate's admin API, e.g. http://localhost:9070: every route's service, kind, "
+        "handler and visibility must match what is registered",
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="warnings (such as a short retention) exit 2"
+    )
 
     route = commands.add_parser(
         "route", help="print, without sending, the invocations a record would produce"
@@ -156,10 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.routes}: ok, {len(config.routes)} route(s)")
-        for note in scope_notes(config):
-            print(f"note: {note}")
-        return 0
+        return _check(args, config)
     if args.command == "route":
         return _route(args, config)
     return _run(args, config)
@@ -178,6 +192,32 @@ def _load(path: Path, running: BridgeConfig | None = None) -> BridgeConfig:
         log.debug("loading %s failed", path, exc_info=True)
         message = f"{path}:1: cannot load the routes file: {type(exc).__name__}: {exc}"
         raise ConfigError([message]) from exc
+
+
+def _check(args: argparse.Namespace, config: BridgeConfig) -> int:
+    admin_url = args.restate_admin or config.restate.admin_url
+    checked = ""
+    if admin_url:
+        try:
+            verdict = asyncio.run(check_against_restate(config, admin_url))
+        except AdminUnreachable as exc:
+            print(f"{args.routes}: cannot check the routes against Restate: {exc}", file=sys.stderr)
+            return 1
+        for problem in verdict.problems:
+            print(problem, file=sys.stderr)
+        for warning in verdict.warnings:
+            print(warning.replace(": route ", ": warning: route ", 1), file=sys.stderr)
+        for note in verdict.notes:
+            print(f"note: {note}")
+        if verdict.problems or (args.strict and verdict.warnings):
+            return 2
+        checked = (
+            f", checked against Restate at {node_label(admin_url)} ({verdict.services} services)"
+        )
+    print(f"{args.routes}: ok, {len(config.routes)} route(s){checked}")
+    for note in scope_notes(config):
+        print(f"note: {note}")
+    return 0
 
 
 def _route(args: argparse.Namespace, config: BridgeConfig) -> int:

@@ -269,12 +269,14 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
         env,
         default_env="RESTATE_AUTH_TOKEN",
     )
+    admin_token = _secret(problems, "restate", restate, "admin_token", "the admin API's token", env)
     files = {k: getattr(restate, k) for k in ("ca_file", "cert_file", "key_file")}
+    urls = [*restate.ingress_urls, *([restate.admin_url] if restate.admin_url else [])]
     before = len(problems.items)
     for key, name in files.items():
         if name is None:
             continue
-        if not any(url.startswith("https://") for url in restate.ingress_urls):
+        if not any(url.startswith("https://") for url in urls):
             problems.add(("restate", key), f"{key} is only used with an https:// ingress_url")
         elif not os.path.isfile(name):
             problems.add(("restate", key), f"{key}: no such file {name!r}")
@@ -285,7 +287,7 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
             ingress_ssl_context(dataclasses.replace(restate, token=None))
         except (ssl.SSLError, OSError, ValueError) as exc:
             problems.add(("restate", "ca_file"), f"TLS files do not load: {exc}")
-    return dataclasses.replace(restate, token=token)
+    return dataclasses.replace(restate, token=token, admin_token=admin_token or token)
 
 
 def _schema_registry_rules(

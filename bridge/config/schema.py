@@ -86,17 +86,21 @@ def host_port_problem(value: str) -> str | None:
     return None
 
 
-def http_url_problem(value: str) -> str | None:
+def http_url_problem(value: str, key: str = "ingress_url") -> str | None:
     if not re.match(r"^https?://", value):
-        return "ingress_url must start with http:// or https://"
+        return f"{key} must start with http:// or https://"
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 (raises for a bad port)
     except ValueError as exc:
-        return f"ingress_url {value!r}: {exc}"
+        return f"{key} {value!r}: {exc}"
     if not parts.hostname:
-        return f"ingress_url {value!r} has no host"
+        return f"{key} {value!r} has no host"
     return None
+
+
+def admin_url_problem(value: str) -> str | None:
+    return http_url_problem(value, "admin_url")
 
 
 def ingress_urls_problem(value: str) -> str | None:
@@ -246,6 +250,22 @@ class RestateConfig:
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """From ``token_env``, ``token_file`` or ``RESTATE_AUTH_TOKEN``; sent as
     ``Authorization: Bearer``."""
+    admin_url: Annotated[
+        str | None,
+        Hint("a URL 'http(s)://host:9070'"),
+        Check(admin_url_problem),
+    ] = None
+    """Restate's admin API (port 9070 by default): ``check`` verifies every route against the
+    services registered there (service, kind, handler, ``public``; retention against the
+    topics'). Overridden by ``RESTATE_ADMIN_URL``; ``check --restate-admin URL`` wins over both.
+    TLS as for the ingress (``ca_file``, ``cert_file``, ``key_file``)."""
+    admin_token_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the admin API's token (default: the ingress token)."""
+    admin_token_file: str | None = None
+    """Or a file holding it."""
+    admin_token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """From ``admin_token_env`` or ``admin_token_file``, else the ingress token; sent as
+    ``Authorization: Bearer`` to the admin API."""
 
     @property
     def ingress_urls(self) -> tuple[str, ...]:
@@ -513,6 +533,7 @@ HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.val
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("kafka", "bootstrap_servers"): "KAFKA_BOOTSTRAP_SERVERS",
     ("restate", "ingress_url"): "RESTATE_URL",
+    ("restate", "admin_url"): "RESTATE_ADMIN_URL",
     ("metrics", "listen"): "BRIDGE_METRICS_LISTEN",
 }
 ROUTE_KEYS = frozenset(
