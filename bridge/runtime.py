@@ -4,7 +4,8 @@ Start order (the stack closes them in reverse)::
 
     status server -> ingress clients (+ health probe, token file) -> attach clients (reply
     routes) -> schema registry decoder -> Kafka security check -> producer (dead letters and
-    replies) -> delivery (the dispatcher) -> consumer
+    replies) -> delivery (the dispatcher) -> Restate's registry read (with an admin_url) ->
+    consumer
 
 :func:`open_runtime` returns a :class:`Runtime` only once all of it is up: no part is ever half
 made. The parts that live as long as the process (the partition book, the operator's controls,
@@ -30,6 +31,7 @@ from .deliver.dispatcher import Dispatcher
 from .deliver.health import IngressHealth
 from .ingress import Client
 from .operate.metrics import Metrics
+from .operate.registry_watch import RegistryWatch, Waits
 from .operate.server import StatusServer
 from .schemas.setup import open_decoder
 from .secrets import TokenFile
@@ -55,6 +57,7 @@ class Parts:
     token: str | None
     consumer_factory: ConsumerFactory
     clock: Callable[[], float]
+    registry: RegistryWatch | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,14 @@ async def _sinks(
     return dead_letters, ReplySink(started, lambda: cluster_topics(started)) if replies else None
 
 
+async def _watch_registry(registry: RegistryWatch | None, stack: contextlib.AsyncExitStack) -> None:
+    """Judge the routes against Restate's registry before the first record is planned, then
+    keep watching it."""
+    if registry is not None:
+        await registry.refresh()
+        stack.push_async_callback(_cancel, asyncio.create_task(registry.watch_forever()))
+
+
 async def open_runtime(
     parts: Parts,
     stack: contextlib.AsyncExitStack,
@@ -156,7 +167,7 @@ async def open_runtime(
         health=parts.health,
         delivery=config.delivery,
         outcomes=parts.book,
-        pauses=parts.controls,
+        pauses=Waits(parts.controls, parts.registry),
         dead_letters=dead_letters,
         request_timeout=config.restate.request_timeout.total_seconds(),
         replies=replies,
@@ -166,6 +177,7 @@ async def open_runtime(
     stack.push_async_callback(delivery.aclose)
     stack.callback(parts.book.end_all)
     delivery.configure_routes(config.routes)
+    await _watch_registry(parts.registry, stack)
     consumer = parts.consumer_factory(config)
     kafka = KafkaSide(
         consumer=consumer,

@@ -255,10 +255,16 @@ class RestateConfig:
         Hint("a URL 'http(s)://host:9070'"),
         Check(admin_url_problem),
     ] = None
-    """Restate's admin API (port 9070 by default): ``check`` verifies every route against the
-    services registered there (service, kind, handler, ``public``; retention against the
-    topics'). Overridden by ``RESTATE_ADMIN_URL``; ``check --restate-admin URL`` wins over both.
-    TLS as for the ingress (``ca_file``, ``cert_file``, ``key_file``)."""
+    """Restate's admin API (port 9070 by default). ``check`` verifies every route against the
+    services registered there (service, kind, handler, ``public``; the topics' retention against
+    Restate's idempotency retention); ``run`` does too, at start, on each reload and every
+    ``admin_check_interval``, and holds the invocations of a route that does not fit (instead of
+    dead-lettering them after ``unknown_target_grace``). Overridden by ``RESTATE_ADMIN_URL``;
+    ``check --restate-admin URL`` wins over both. TLS as for the ingress (``ca_file``,
+    ``cert_file``, ``key_file``)."""
+    admin_check_interval: timedelta = timedelta(seconds=30)
+    """With ``admin_url``, how often ``run`` reads the registry again (also at start and on each
+    reload): a route that does not fit it waits, and goes once a deployment makes it fit."""
     admin_token_env: Annotated[str | None, Check(variable_name_problem)] = None
     """The variable holding the admin API's token (default: the ingress token)."""
     admin_token_file: str | None = None

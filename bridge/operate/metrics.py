@@ -288,6 +288,20 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.route_unfit = Gauge(
+            "restate_bridge_route_unfit",
+            "1 while the route does not fit what Restate has registered (no such service or "
+            "handler, the wrong kind, a private handler; needs [restate] admin_url): its "
+            "invocations wait, nothing is sent or dead-lettered. Else 0.",
+            ["route"],
+            registry=registry,
+        )
+        self.restate_admin_up = Gauge(
+            "restate_bridge_restate_admin_up",
+            "1 when the last read of Restate's admin API (the registry the routes are checked "
+            "against) succeeded, else 0.",
+            registry=registry,
+        )
         self.releases = Counter(
             "restate_bridge_releases",
             "Blocked partitions released by the operator, by action: retry, skip.",
