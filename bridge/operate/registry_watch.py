@@ -118,8 +118,7 @@ class RegistryWatch:
             log.info("route %r fits Restate's registry now: its invocations go", name)
         for name in unfit.keys() - before.keys():
             log.warning(
-                "route %r does not fit Restate's registry: %s; its invocations wait until it does",
-                name,
+                "%s: the route does not fit Restate's registry; its invocations wait until it does",
                 "; ".join(unfit[name]),
             )
         for r in routes:
