@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import BridgeConfig, ingress_ssl_context
 from .consume.book import PartitionBook
@@ -38,6 +39,9 @@ from .secrets import TokenFile
 from .sinks.deadletter import DeadLetterSink
 from .sinks.parking import Parking
 from .sinks.replies import ReplySink
+
+if TYPE_CHECKING:
+    from .tracing.spans import RecordTracer
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,14 @@ async def _sinks(
     return dead_letters, ReplySink(started, lambda: cluster_topics(started)) if replies else None
 
 
+def _tracer(config: BridgeConfig) -> RecordTracer | None:
+    if not config.tracing.spans:
+        return None
+    from .tracing.spans import RecordTracer  # `check` made sure the otel extra is installed
+
+    return RecordTracer(config.kafka.group_id)
+
+
 async def _watch_registry(registry: RegistryWatch | None, stack: contextlib.AsyncExitStack) -> None:
     """Judge the routes against Restate's registry before the first record is planned, then
     keep watching it."""
@@ -156,11 +168,7 @@ async def open_runtime(
         raise
     stack.push_async_callback(parts.producer.aclose)
     dead_letters, replies = await _sinks(config, parts.producer, replies=bool(attach))
-    tracer = None
-    if config.tracing.spans:  # `check` made sure the otel extra is installed
-        from .tracing.spans import RecordTracer
-
-        tracer = RecordTracer(config.kafka.group_id)
+    tracer = _tracer(config)
     delivery = Dispatcher(
         client=clients,
         metrics=parts.metrics,
@@ -190,6 +198,7 @@ async def open_runtime(
         health=parts.health,
         clock=parts.clock,
         decoder=decoder,
+        windows=parts.registry,
     )
     consumer.subscribe(config, kafka)
     stack.push_async_callback(consumer.stop)

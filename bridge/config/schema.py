@@ -21,6 +21,7 @@ from ..core.template import Template
 TargetKind = Literal["service", "object", "workflow"]
 Ordering = Literal["key", "partition", "none"]
 OnNull = Literal["skip", "send", "dead_letter"]
+TooOld = Literal["dead_letter", "block"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 TARGETS: tuple[TargetKind, ...] = get_args(TargetKind)
@@ -473,6 +474,16 @@ class RouteConfig:
     """Restate limit key (``x-restate-limit-key``: ``level1`` or ``level1/level2``); only with
     ``scope``."""
 
+    max_record_age: timedelta | None = None
+    """Records older than this (by their Kafka timestamp, when they are read) are not sent: see
+    ``on_record_too_old``. Set it below Restate's idempotency retention of the target (1 day by
+    default): a replay of older records, after an offset reset or a restore, would run them
+    again. ``None``: any age is sent."""
+    on_record_too_old: TooOld = "dead_letter"
+    """What a record older than ``max_record_age`` does: ``dead_letter`` (with the reason; blocks
+    without a dead-letter topic) or ``block`` (holds its partition until an operator releases it:
+    ``skip`` parks it, ``retry`` sends it after all)."""
+
     trace_context: bool = True
     """Forward the record's W3C ``traceparent`` / ``tracestate`` headers (when valid) to the
     ingress, listed in ``headers`` or not, so that Restate joins the producer's trace."""
@@ -548,5 +559,5 @@ ROUTE_KEYS = frozenset(
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
     | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
     | {"retry_on", "dead_letter_on", "block_on", "rate_limit", "rate_limit_burst"}
-    | {"scope", "limit_key", "trace_context"}
+    | {"scope", "limit_key", "trace_context", "max_record_age", "on_record_too_old"}
 )

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
 from ..core.controls import Blocked, Controls, SkipOrder
+from ..core.deployments import describe
 from ..core.offsets import TopicPartition
 from ..core.record import Record
 from ..core.routing import Invocation, Poison, Skip
@@ -30,6 +33,13 @@ from .port import ConsumerPort
 from .routes import RoutesInForce
 
 log = logging.getLogger(__name__)
+
+
+class DedupWindows(Protocol):
+    """How long Restate remembers the idempotency keys of each route's target."""
+
+    def dedup_window(self, route: str) -> float | None:
+        """Seconds, or ``None`` when unknown."""
 
 
 def as_record(msg: Any) -> Record:
@@ -51,8 +61,12 @@ class Intake:
         parking: Parking,
         metrics: Metrics,
         decoder: Decoder | None = None,
+        windows: DedupWindows | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._routes = routes
+        self._windows = windows
+        self._wall_clock = wall_clock
         self._book = book
         self._delivery = delivery
         self._controls = controls
@@ -126,14 +140,37 @@ class Intake:
             self._metrics.messages.labels(record.topic, "", "unrouted").inc()
             return []
         sendable: list[Invocation | Poison] = []
+        ages = self._routes.max_ages or self._windows is not None
         for item in items:
             if isinstance(item, Skip):
                 self._metrics.messages.labels(record.topic, item.route, "skipped").inc()
                 continue
-            if isinstance(item, Invocation) and item.trace_dropped:
-                self._trace_dropped(record, item)
+            if isinstance(item, Invocation):
+                if item.trace_dropped:
+                    self._trace_dropped(record, item)
+                if ages:
+                    sendable.append(self._aged(record, item))
+                    continue
             sendable.append(item)
         return sendable
+
+    def _aged(self, record: Record, item: Invocation) -> Invocation | Poison:
+        """``item``, or a poison when the record is older than its route's ``max_record_age``;
+        a record older than Restate remembers its target's idempotency keys is counted."""
+        age = record.age(self._wall_clock())
+        if age is None:
+            return item
+        window = self._windows.dedup_window(item.route) if self._windows is not None else None
+        if window is not None and age > window:
+            self._metrics.past_dedup_window.labels(item.route).inc()
+        limit = self._routes.max_ages.get(item.route)
+        if limit is None or age <= limit[0]:
+            return item
+        reason = (
+            f"older than max_record_age ({describe(timedelta(seconds=limit[0]))}): "
+            f"written {describe(timedelta(seconds=round(age)))} ago"
+        )
+        return Poison(item.route, reason, held=item if limit[1] else None)
 
     def _submit(
         self, pending: PendingRecord, items: list[Invocation | Poison], order: SkipOrder | None

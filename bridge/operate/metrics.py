@@ -296,6 +296,14 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.past_dedup_window = Counter(
+            "restate_bridge_records_past_dedup_window",
+            "Records read for the route when older than the time Restate remembers its target's "
+            "idempotency keys (needs [restate] admin_url): sent again, they would run again "
+            "if they ran before (a replay after an offset reset or a restore).",
+            ["route"],
+            registry=registry,
+        )
         self.restate_admin_up = Gauge(
             "restate_bridge_restate_admin_up",
             "1 when the last read of Restate's admin API (the registry the routes are checked "

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..config import RouteConfig
-from ..core.deployments import DeployedService, route_problems
+from ..core.deployments import DeployedService, dedup_window, route_problems
 from ..deliver.ports import Pauses
 from .metrics import Metrics
 
@@ -51,6 +51,7 @@ class RegistryWatch:
         self._services: Mapping[str, DeployedService] | None = None
         self._checked: Sequence[RouteConfig] | None = None
         self._unfit: dict[str, list[str]] = {}
+        self._windows: dict[str, float] = {}
         self.reason: str | None = NOT_READ
         """Why the admin API could not be read last time; ``None`` when it was."""
         self._wake = asyncio.Event()
@@ -65,6 +66,13 @@ class RegistryWatch:
 
     def is_unfit(self, route: str) -> bool:
         return route in self.unfit
+
+    def dedup_window(self, route: str) -> float | None:
+        """Seconds Restate remembers the idempotency keys of ``route``'s target; ``None``:
+        unknown (not read yet, or the target is not registered)."""
+        if self._routes() is not self._checked:
+            self._judge(self._routes())
+        return self._windows.get(route)
 
     def routes_changed(self) -> None:
         """A reload: judge the new routes now (against the last answer) and read again soon."""
@@ -108,6 +116,8 @@ class RegistryWatch:
         self._checked = routes
         if self._services is None:  # never read: nothing is known, nothing is held
             return
+        windows = {r.name: dedup_window(r.service, r.handler, self._services) for r in routes}
+        self._windows = {name: w.total_seconds() for name, w in windows.items() if w is not None}
         unfit = {
             r.name: problems
             for r in routes
