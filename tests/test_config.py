@@ -302,7 +302,8 @@ def test_delivery_and_kafka_options() -> None:
 ROUTE_KEYS = (
     "batch, block_on, body, content_type, dead_letter_on, delay, handler, headers, "
     "idempotency_key, key, key_format, limit_key, match, max_in_flight, max_record_age, name, "
-    "on_null, on_record_too_old, ordering, rate_limit, rate_limit_burst, reply_correlation_header, reply_timeout, reply_topic, "
+    "on_null, on_record_too_old, ordering, rate_limit, rate_limit_burst, "
+    "reply_correlation_header, reply_timeout, reply_topic, "
     "retry_on, scope, service, target, topic, topic_pattern, topics, trace_context, value_format, "
     "workflow_main"
 )

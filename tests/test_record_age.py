@@ -84,7 +84,7 @@ def test_a_record_older_than_max_record_age_is_dead_lettered_with_its_age() -> N
     assert isinstance(side.take(0, 19 * HOUR), Invocation)
     assert isinstance(side.take(1, 20 * HOUR), Invocation)  # not older than the limit
     poison = side.take(2, 30 * HOUR)
-    assert poison == Poison("rec", "older than max_record_age (20h): written 30h ago")
+    assert poison == Poison("rec", "older than max_record_age (20h): written 1.2d ago")
     assert isinstance(side.take(3, None), Invocation)  # no timestamp: no age
 
 
@@ -94,7 +94,7 @@ def test_with_block_the_planned_invocation_is_held_for_the_operator() -> None:
     assert isinstance(poison, Poison)
     assert isinstance(poison.held, Invocation)
     assert poison.held.idempotency_key == "orders-0-0:rec"
-    assert poison.reason == "older than max_record_age (1h): written 2h ago"
+    assert poison.reason == "older than max_record_age (1h): written 2.0h ago"
 
 
 def test_records_past_restates_dedup_window_are_counted_and_still_sent() -> None:

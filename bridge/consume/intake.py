@@ -168,7 +168,7 @@ class Intake:
             return item
         reason = (
             f"older than max_record_age ({describe(timedelta(seconds=limit[0]))}): "
-            f"written {describe(timedelta(seconds=round(age)))} ago"
+            f"written {_roughly(age)} ago"
         )
         return Poison(item.route, reason, held=item if limit[1] else None)
 
@@ -200,3 +200,11 @@ class Intake:
                 inv.route,
                 reason,
             )
+
+
+def _roughly(seconds: float) -> str:
+    """``3.0h``, ``2.5d``, ``90s``: an age in its largest unit, to a tenth."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
