@@ -81,3 +81,15 @@ def test_an_unset_admin_token_variable_is_an_error(tmp_path: Path) -> None:
         "set admin_token_env or admin_token_file (the admin API's token), not both"
         in (info.value.problems[0])
     )
+
+
+def test_validate_input_needs_the_admin_api() -> None:
+    route = ROUTE + "validate_input = true\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + route, PATH, {})
+    assert info.value.problems == [
+        "routes.toml:9: validate_input = true reads the handlers' input schemas from Restate's "
+        "admin API: add [restate] admin_url (or set RESTATE_ADMIN_URL)"
+    ]
+    config = parse_config(BASE + route, PATH, {"RESTATE_ADMIN_URL": "http://r:9070"})
+    assert config.routes[0].validate_input

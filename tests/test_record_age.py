@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bridge.consume.book import PartitionBook
-from bridge.consume.intake import Intake
+from bridge.consume.intake import Deployed, Intake
 from bridge.consume.routes import RoutesInForce
 from bridge.core.controls import Controls
 from bridge.core.offsets import TopicPartition
@@ -31,13 +31,16 @@ class Windows:
     def dedup_window(self, route: str) -> float | None:
         return self.seconds
 
+    def input_check(self, route: str) -> None:
+        return None
+
 
 async def _none() -> Any:
     raise AssertionError("nothing is parked here")
 
 
 class Side:
-    def __init__(self, route_lines: str = "", windows: Windows | None = None) -> None:
+    def __init__(self, route_lines: str = "", registry: Deployed | None = None) -> None:
         self.metrics = Metrics()
         self.delivery = FakeDelivery()
         book = PartitionBook(self.metrics, RecentDeadLetters(), Clock())
@@ -49,7 +52,7 @@ class Side:
             controls=Controls(),
             parking=Parking(_none, _none),
             metrics=self.metrics,
-            windows=windows,
+            windows=registry,
             wall_clock=lambda: NOW,
         )
 
@@ -98,12 +101,12 @@ def test_with_block_the_planned_invocation_is_held_for_the_operator() -> None:
 
 
 def test_records_past_restates_dedup_window_are_counted_and_still_sent() -> None:
-    side = Side(windows=Windows(86400.0))
+    side = Side(registry=Windows(86400.0))
     assert side.past_window() == 0
     assert isinstance(side.take(0, 23 * HOUR), Invocation)
     assert side.past_window() == 0
     assert isinstance(side.take(1, 25 * HOUR), Invocation)
     assert side.past_window() == 1
-    unknown = Side(windows=Windows(None))
+    unknown = Side(registry=Windows(None))
     unknown.take(0, 400 * 86400.0)
     assert unknown.past_window() == 0

@@ -24,7 +24,8 @@ LATE = {"name": "Late", "ty": "VirtualObject", "handlers": [{"name": "take", "ty
 
 
 def routes(*tables: str) -> tuple[RouteConfig, ...]:
-    text = '[kafka]\nbootstrap_servers = "k:9092"\n' + "\n".join(tables)
+    text = '[kafka]\nbootstrap_servers = "k:9092"\n[restate]\nadmin_url = "http://r:9070"\n'
+    text += "\n".join(tables)
     return parse_config(text, Path("routes.toml"), {}).routes
 
 
@@ -172,3 +173,42 @@ async def test_waits_join_the_operators_pauses_and_the_unfit_routes() -> None:
     assert not unwatched.is_paused("take", "t")
     controls.set_paused("route", "greet", False)
     assert not unwatched.any_paused
+
+
+TYPED = {
+    "name": "Typed",
+    "ty": "Service",
+    "handlers": [
+        {"name": "take", "input_json_schema": {"type": "integer"}},
+        {"name": "any", "input_json_schema": True},
+        {"name": "broken", "input_json_schema": {"type": "no-such-type"}},
+    ],
+}
+
+
+def typed(handler: str, validate: bool = True) -> str:
+    extra = "validate_input = true\n" if validate else ""
+    return (
+        route(name=handler, topic="t", target="service", service="Typed", handler=handler) + extra
+    )
+
+
+async def test_input_schemas_of_validating_routes_are_compiled_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = Registry(TYPED)
+    world = World(registry, routes(typed("take"), typed("any"), typed("broken")))
+    assert world.watch.input_check("take") is None  # not read yet: nothing to check
+    with caplog.at_level(logging.WARNING, "bridge.operate.registry_watch"):
+        await world.watch.refresh()
+    check = world.watch.input_check("take")
+    assert check is not None
+    assert check.problem(b'"x"') == "$: 'x' is not of type 'integer'"
+    assert world.watch.input_check("any") is None  # `true` constrains nothing
+    assert world.watch.input_check("broken") is None  # unusable: said, and sent unchecked
+    assert "route 'broken': Typed/broken's input schema is unusable" in caplog.text
+    await world.watch.refresh()
+    assert world.watch.input_check("take") is check  # the same schema: not compiled again
+    assert caplog.text.count("is unusable") == 1
+    world.running = routes(typed("take", validate=False))
+    assert world.watch.input_check("take") is None  # no longer asked for

@@ -117,6 +117,7 @@ def parse_config(
         rule(indexed, dead_letter, delivery, problems)
     if "restate" in clean:
         restate = _restate_rules(restate, problems, env)
+    _validated_inputs(indexed, restate, problems)
     if "metrics" in clean:
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
@@ -351,6 +352,30 @@ def _framed_formats(
                     f"{key} = {fmt!r} needs {missing}, which is not installed: "
                     "pip install 'restate-kafka-bridge[schemas]'",
                 )
+
+
+def _validated_inputs(
+    routes: list[tuple[int, RouteConfig]], restate: RestateConfig, problems: Problems
+) -> None:
+    """``validate_input`` reads the schemas from Restate's admin API, with ``jsonschema``."""
+    from ..extras import missing_packages
+
+    for index, route in routes:
+        if not route.validate_input:
+            continue
+        where = ("routes", index, "validate_input")
+        if restate.admin_url is None:
+            problems.add(
+                where,
+                "validate_input = true reads the handlers' input schemas from Restate's admin "
+                "API: add [restate] admin_url (or set RESTATE_ADMIN_URL)",
+            )
+        if (missing := missing_packages({"jsonschema": "jsonschema"})) is not None:
+            problems.add(
+                where,
+                f"validate_input = true needs {missing}, which is not installed: "
+                "pip install 'restate-kafka-bridge[schemas]'",
+            )
 
 
 def _tracing_rules(tracing: TracingConfig, problems: Problems) -> None:

@@ -337,8 +337,8 @@ def _ordering(r: _Route) -> None:
 
 def _plain_options(r: _Route) -> None:
     """Options read by their type hint alone: name, content_type, max_in_flight, on_null,
-    value_format, key_format, trace_context, max_record_age, on_record_too_old, and the reply
-    options."""
+    value_format, key_format, trace_context, max_record_age, on_record_too_old, validate_input,
+    and the reply options."""
     for key in (
         "name",
         "content_type",
@@ -349,6 +349,7 @@ def _plain_options(r: _Route) -> None:
         "trace_context",
         "max_record_age",
         "on_record_too_old",
+        "validate_input",
         *_REPLY_OPTIONS,
     ):
         value = r.scalar(key)

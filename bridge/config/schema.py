@@ -474,6 +474,11 @@ class RouteConfig:
     """Restate limit key (``x-restate-limit-key``: ``level1`` or ``level1/level2``); only with
     ``scope``."""
 
+    validate_input: bool = False
+    """Check each invocation's body against the handler's ``input_json_schema`` (read from
+    Restate's admin API, ``[restate] admin_url``) before sending it: a body that does not match is
+    dead-lettered with the JSON path and the rule (``$.amount: 'abc' is not of type 'integer'``).
+    Needs the ``schemas`` extra (``jsonschema``)."""
     max_record_age: timedelta | None = None
     """Records older than this (by their Kafka timestamp, when they are read) are not sent: see
     ``on_record_too_old``. Set it below Restate's idempotency retention of the target (1 day by
@@ -560,4 +565,5 @@ ROUTE_KEYS = frozenset(
     | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
     | {"retry_on", "dead_letter_on", "block_on", "rate_limit", "rate_limit_burst"}
     | {"scope", "limit_key", "trace_context", "max_record_age", "on_record_too_old"}
+    | {"validate_input"}
 )

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from ..core.controls import Blocked, Controls, SkipOrder
 from ..core.deployments import describe
+from ..core.inputs import InputCheck
 from ..core.offsets import TopicPartition
 from ..core.record import Record
 from ..core.routing import Invocation, Poison, Skip
@@ -35,11 +36,15 @@ from .routes import RoutesInForce
 log = logging.getLogger(__name__)
 
 
-class DedupWindows(Protocol):
-    """How long Restate remembers the idempotency keys of each route's target."""
+class Deployed(Protocol):
+    """What Restate's registry says of each route's target."""
 
     def dedup_window(self, route: str) -> float | None:
-        """Seconds, or ``None`` when unknown."""
+        """Seconds Restate remembers its idempotency keys, or ``None`` when unknown."""
+
+    def input_check(self, route: str) -> InputCheck | None:
+        """Its handler's input schema, for a ``validate_input`` route; ``None``: nothing to
+        check."""
 
 
 def as_record(msg: Any) -> Record:
@@ -61,7 +66,7 @@ class Intake:
         parking: Parking,
         metrics: Metrics,
         decoder: Decoder | None = None,
-        windows: DedupWindows | None = None,
+        windows: Deployed | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._routes = routes
@@ -140,7 +145,7 @@ class Intake:
             self._metrics.messages.labels(record.topic, "", "unrouted").inc()
             return []
         sendable: list[Invocation | Poison] = []
-        ages = self._routes.max_ages or self._windows is not None
+        checks = self._routes.max_ages or self._windows is not None
         for item in items:
             if isinstance(item, Skip):
                 self._metrics.messages.labels(record.topic, item.route, "skipped").inc()
@@ -148,11 +153,29 @@ class Intake:
             if isinstance(item, Invocation):
                 if item.trace_dropped:
                     self._trace_dropped(record, item)
-                if ages:
-                    sendable.append(self._aged(record, item))
+                if checks:
+                    sendable.append(self._checked(record, item))
                     continue
             sendable.append(item)
         return sendable
+
+    def _checked(self, record: Record, item: Invocation) -> Invocation | Poison:
+        """``item``, or a poison: too old for its route, or an input its handler's schema
+        refuses (``validate_input``)."""
+        aged = self._aged(record, item)
+        windows = self._windows
+        if aged is not item or windows is None:
+            return aged
+        check = windows.input_check(item.route)
+        if check is None:
+            return item
+        problem = check.problem(item.body)
+        if problem is None:
+            return item
+        self._metrics.inputs_refused.labels(item.route).inc()
+        return Poison(
+            item.route, f"input refused by {item.service}/{item.handler}'s schema: {problem}"
+        )
 
     def _aged(self, record: Record, item: Invocation) -> Invocation | Poison:
         """``item``, or a poison when the record is older than its route's ``max_record_age``;

@@ -15,6 +15,8 @@ def prepare_metrics(metrics: Metrics, config: BridgeConfig) -> None:
     metrics.prepare_batches(r.name for r in config.routes if r.batch)
     for route in config.routes:
         metrics.past_dedup_window.labels(route.name)
+        if route.validate_input:
+            metrics.inputs_refused.labels(route.name)
 
 
 class RoutesInForce:

@@ -304,6 +304,13 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.inputs_refused = Counter(
+            "restate_bridge_inputs_refused",
+            "Records of a validate_input route whose body the handler's input_json_schema "
+            "refuses: dead-lettered (or held without a dead-letter topic) instead of sent.",
+            ["route"],
+            registry=registry,
+        )
         self.restate_admin_up = Gauge(
             "restate_bridge_restate_admin_up",
             "1 when the last read of Restate's admin API (the registry the routes are checked "

@@ -16,8 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..config import RouteConfig
 from ..core.deployments import DeployedService, dedup_window, route_problems
+from ..core.inputs import BadInputSchema, InputCheck, checkable
 from ..deliver.ports import Pauses
 from .metrics import Metrics
 
@@ -52,6 +55,9 @@ class RegistryWatch:
         self._checked: Sequence[RouteConfig] | None = None
         self._unfit: dict[str, list[str]] = {}
         self._windows: dict[str, float] = {}
+        self._inputs: dict[str, InputCheck] = {}
+        self._compiled: dict[bytes, InputCheck | str] = {}
+        """Compiled input schemas by their JSON (or why one cannot be used): compiled once."""
         self.reason: str | None = NOT_READ
         """Why the admin API could not be read last time; ``None`` when it was."""
         self._wake = asyncio.Event()
@@ -66,6 +72,13 @@ class RegistryWatch:
 
     def is_unfit(self, route: str) -> bool:
         return route in self.unfit
+
+    def input_check(self, route: str) -> InputCheck | None:
+        """The input schema of a ``validate_input`` route's handler, compiled; ``None`` when
+        there is nothing to check (not read yet, no schema published, or an unusable one)."""
+        if self._routes() is not self._checked:
+            self._judge(self._routes())
+        return self._inputs.get(route)
 
     def dedup_window(self, route: str) -> float | None:
         """Seconds Restate remembers the idempotency keys of ``route``'s target; ``None``:
@@ -116,6 +129,7 @@ class RegistryWatch:
         self._checked = routes
         if self._services is None:  # never read: nothing is known, nothing is held
             return
+        self._inputs = self._input_checks(routes, self._services)
         windows = {r.name: dedup_window(r.service, r.handler, self._services) for r in routes}
         self._windows = {name: w.total_seconds() for name, w in windows.items() if w is not None}
         unfit = {
@@ -138,6 +152,33 @@ class RegistryWatch:
         self._unfit = unfit
         if unfit.keys() != before.keys():
             self.changed()
+
+    def _input_checks(
+        self, routes: Sequence[RouteConfig], services: Mapping[str, DeployedService]
+    ) -> dict[str, InputCheck]:
+        checks: dict[str, InputCheck] = {}
+        for route in routes:
+            found = services.get(route.service)
+            handler = found.handlers.get(route.handler) if found is not None else None
+            if not route.validate_input or handler is None or not checkable(handler.input_schema):
+                continue
+            source = orjson.dumps(handler.input_schema, option=orjson.OPT_SORT_KEYS)
+            check = self._compiled.get(source)
+            if check is None:
+                try:
+                    check = InputCheck(handler.input_schema)
+                except BadInputSchema as exc:
+                    check = str(exc)
+                    log.warning(
+                        "route %r: %s/%s's input schema is unusable, inputs go unchecked: %s",
+                        route.name, route.service, route.handler, exc,
+                    )  # fmt: skip
+                if len(self._compiled) > 256:  # schemas that keep changing: start afresh
+                    self._compiled.clear()
+                self._compiled[source] = check
+            if isinstance(check, InputCheck):
+                checks[route.name] = check
+        return checks
 
 
 class Waits:
