@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -41,7 +42,8 @@ from .ingress import (
     ResponseError,
 )
 from .operate.metrics import Metrics
-from .operate.restate_check import AdminUnreachable, check_against_restate
+from .operate.registry_watch import RegistryWatch
+from .operate.restate_check import AdminUnreachable, check_against_restate, fetch_services
 from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
 
@@ -110,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--partition", type=int, default=0)
     route.add_argument("--offset", type=int, default=0)
     route.add_argument("--timestamp", type=int, default=0)
+    route.add_argument(
+        "--restate-admin",
+        metavar="URL",
+        help="Restate's admin API (default: [restate] admin_url or $RESTATE_ADMIN_URL): show "
+        "what run would do given what is registered (validate_input, routes that wait)",
+    )
 
     result = commands.add_parser(
         "result",
@@ -254,9 +262,39 @@ def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
     planned = Router(config).plan(record)
     if not planned:
         print(f"no route matches a record on topic {args.topic!r}", file=sys.stderr)
+    admin_url = args.restate_admin or config.restate.admin_url
+    registry = asyncio.run(_registry(config, admin_url)) if admin_url and planned else None
+    if registry is not None and registry.reason is not None:
+        print(f"cannot read Restate's registry: {registry.reason}", file=sys.stderr)
+        return 1
     for item in planned:
-        sys.stdout.write(orjson.dumps(_describe(config, item)).decode() + "\n")
+        described = _describe(config, item)
+        if registry is not None and isinstance(item, Invocation):
+            described.update(_registry_verdict(registry, item))
+        sys.stdout.write(orjson.dumps(described).decode() + "\n")
     return 0
+
+
+async def _registry(config: BridgeConfig, admin_url: str) -> RegistryWatch:
+    """Restate's registry read once, the routes judged against it as ``run`` judges them."""
+    fetch = functools.partial(fetch_services, config, admin_url)
+    routes = config.routes
+    watch = RegistryWatch(fetch, lambda: routes, Metrics(), interval=0, admin_url=admin_url)
+    await watch.refresh()
+    return watch
+
+
+def _registry_verdict(registry: RegistryWatch, item: Invocation) -> dict[str, object]:
+    """What ``run`` does with ``item`` given the registry: it waits (the route does not fit)
+    or is dead-lettered (``validate_input`` refuses its body)."""
+    if problems := registry.unfit.get(item.route):
+        return {"waits": problems}
+    check = registry.input_check(item.route)
+    if check is not None and (problem := check.problem(item.body)) is not None:
+        return {
+            "dead_letter": f"input refused by {item.service}/{item.handler}'s schema: {problem}"
+        }
+    return {}
 
 
 async def _decode(config: BridgeConfig, record: Record) -> Record | str:

@@ -5,6 +5,7 @@ brokers."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,31 @@ def test_an_unreachable_admin_api_checks_nothing_and_says_so(
     assert err.startswith(
         f"{path}: cannot check the routes against Restate: Restate admin API at {url}: "
     )
+
+
+def test_route_shows_what_run_would_do_given_the_registry(
+    broker: Broker, restate: RestateServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = unique("chk-route")
+    greet = route(topic, "service", "Greeter", "greet", "greet") + "validate_input = true\n"
+    path = write(
+        tmp_path,
+        broker,
+        greet,
+        route(topic, "service", "Greter", "greet", "typo"),
+        restate=f'[restate]\nadmin_url = "{restate.admin_url}"\n',
+    )
+    assert main(["route", str(path), "--topic", topic, "--value", "42"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["route"], d.get("dead_letter"), d.get("waits")) for d in lines] == [
+        ("greet", "input refused by Greeter/greet's schema: $: 42 is not of type 'string'", None),
+        ("typo", None, [lines[1]["waits"][0]]),
+    ]
+    assert "service 'Greter' is not registered" in lines[1]["waits"][0]
+    assert main(["route", str(path), "--topic", topic, "--value", '"Ada"']) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "dead_letter" not in first
+    assert first["body"] == '"Ada"'
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["route", str(path), "--topic", topic, "--value", "1", "--restate-admin", url]) == 1
+    assert "cannot read Restate's registry" in capsys.readouterr().err

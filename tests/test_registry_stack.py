@@ -84,3 +84,29 @@ async def test_a_route_to_a_service_deployed_later_waits_then_delivers_once_in_o
         assert "route 'late' fits Restate's registry now" in bridge.log()
     finally:
         deployment.stop()
+
+
+async def test_validate_input_dead_letters_what_the_handlers_schema_refuses(
+    broker: Broker, bridges: BridgeFactory, restate: RestateServer
+) -> None:
+    """``Greeter/greet`` publishes ``{"type": "string"}`` as its input schema."""
+    bootstrap = broker.bootstrap_servers
+    topic, dlq = unique("typed"), unique("typed-dlq")
+    await create_topics(bootstrap, [topic, dlq])
+    values = [b'"Ada"', b"42", b'{"name": "Ada"}', b'"Grace"']
+    await produce(bootstrap, topic, [Message(b"k", v) for v in values])
+    greets = route(name="greet", topic=topic, target="service", service="Greeter", handler="greet")
+    bridge = bridges.start(
+        greets + "validate_input = true\n",
+        group_id=unique("g"),
+        dead_letter_topic=dlq,
+        restate_extra=f'admin_url = "{restate.admin_url}"\n',
+    )
+    letters = await read_topic(bootstrap, dlq, expect=2)
+    assert [dict(d.headers)["bridge.error"].decode() for d in letters] == [
+        "input refused by Greeter/greet's schema: $: 42 is not of type 'string'",
+        "input refused by Greeter/greet's schema: $: {'name': 'Ada'} is not of type 'string'",
+    ]
+    await until(lambda: bridge.committed(topic), lambda c: c == {0: 4}, "all four committed")
+    assert bridge.metric('restate_bridge_messages_total{outcome="accepted"') == 2
+    assert bridge.metric("restate_bridge_inputs_refused_total") == 2

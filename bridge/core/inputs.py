@@ -54,6 +54,11 @@ class InputCheck:
         return f"{json_path(error.absolute_path)}: {error.message}"
 
 
+def input_refused(service: str, handler: str, problem: str) -> str:
+    """The dead letter's reason for a body ``service/handler``'s schema refuses."""
+    return f"input refused by {service}/{handler}'s schema: {problem}"
+
+
 def checkable(schema: Any) -> bool:
     """Whether a published schema constrains anything (``true``, ``{}`` and none do not)."""
     return (isinstance(schema, dict) and bool(schema)) or schema is False
