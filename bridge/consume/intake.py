@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from ..core.controls import Blocked, Controls, SkipOrder
 from ..core.deployments import describe
-from ..core.inputs import InputCheck
+from ..core.inputs import InputCheck, input_refused
 from ..core.offsets import TopicPartition
 from ..core.record import Record
 from ..core.routing import Invocation, Poison, Skip
@@ -173,9 +173,7 @@ class Intake:
         if problem is None:
             return item
         self._metrics.inputs_refused.labels(item.route).inc()
-        return Poison(
-            item.route, f"input refused by {item.service}/{item.handler}'s schema: {problem}"
-        )
+        return Poison(item.route, input_refused(item.service, item.handler, problem))
 
     def _aged(self, record: Record, item: Invocation) -> Invocation | Poison:
         """``item``, or a poison when the record is older than its route's ``max_record_age``;
