@@ -149,7 +149,7 @@ def _argument(action: argparse.Action) -> str:
     parts = [action.help or ""]
     if action.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
-    if action.required:
+    if action.required and action.option_strings:
         parts.append("required")
     if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings:
         parts.append(f"default: `{action.default}`")
