@@ -118,7 +118,8 @@ def metrics_page() -> str:
     metrics = Metrics(CollectorRegistry())
     parts = [banner("`bridge/operate/metrics.py`"), "# Metrics reference\n\n"]
     parts.append(
-        "Every metric on `/metrics`; names and labels are a contract. Besides these, the "
+        "Every metric on `/metrics`; names and labels are a contract. Counters and histograms "
+        "also expose a `_created` series (when each series started); besides these, the "
         "standard `process_*` and `python_*` collectors.\n\n"
     )
     parts.append("| metric | type | labels | help |\n|---|---|---|---|\n")
