@@ -28,7 +28,8 @@ def test_the_committed_page_is_what_the_code_makes_now(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(n for n in generated() if n.endswith(".md")))
 def test_a_page_says_it_is_generated_and_by_what(name: str) -> None:
     first = generated()[name]().splitlines()[0]
-    assert "Generated" in first and COMMAND in first
+    assert "Generated" in first
+    assert COMMAND in first
 
 
 def test_check_names_each_stale_page_and_write_mends_it(

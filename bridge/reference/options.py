@@ -72,6 +72,8 @@ _PATTERNS = {
 """The part of a :class:`Check` rule a pattern says (the rest is left to ``restate-bridge
 check``)."""
 _NON_EMPTY: dict[str, Any] = {"type": "string", "minLength": 1}
+_HTTP_TOKEN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+"""A header name, as :func:`bridge.core.record.http_token` reads it."""
 
 
 def _unwrap(hint: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -183,9 +185,9 @@ def field_docs(cls: type[Any]) -> dict[str, str]:
     for node, after in zip(body, [*body[1:], None], strict=True):
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
             continue
-        if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            if isinstance(after.value.value, str):
-                docs[node.target.id] = one_paragraph(after.value.value)
+        text = after.value.value if isinstance(after, ast.Expr) else None
+        if isinstance(text, str):
+            docs[node.target.id] = one_paragraph(text)
     return docs
 
 
@@ -292,13 +294,13 @@ ROUTE_VALUES: dict[str, tuple[dict[str, Any], str, str]] = {
         "none",
     ),
     "headers": (
-        {"type": "array", "items": {"type": "string", "pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"}},
+        {"type": "array", "items": {"type": "string", "pattern": _HTTP_TOKEN}},
         "array of strings",
         "`[]`",
     ),
-    "idempotency_key": (_TEMPLATE, "template or `\"none\"`", '`"{topic}-{partition}-{offset}"`'),
+    "idempotency_key": (_TEMPLATE, 'template or `"none"`', '`"{topic}-{partition}-{offset}"`'),
     "workflow_main": ({"type": "boolean"}, "boolean", "true for a workflow's `run` / `Run`"),
-    "body": (_TEMPLATE, "template or `\"none\"`", '`"{value}"`'),
+    "body": (_TEMPLATE, 'template or `"none"`', '`"{value}"`'),
     "batch": (_BATCH, "inline table", "none"),
     "retry_on": ({"type": "array", "items": _STATUS}, "array of statuses", "`[]`"),
     "dead_letter_on": ({"type": "array", "items": _STATUS}, "array of statuses", "`[]`"),
@@ -316,11 +318,12 @@ _ROUTE_DEFAULTS = {
     "reply_timeout": "`[delivery] reply_timeout`",
 }
 ROUTE_ORDER = (
-    "name topic topics topic_pattern target service handler key match delay headers "
-    "idempotency_key workflow_main body content_type ordering max_in_flight on_null "
-    "value_format key_format reply_topic reply_correlation_header reply_timeout batch "
-    "retry_on dead_letter_on block_on rate_limit rate_limit_burst scope limit_key trace_context"
-).split()
+    *("name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"),
+    *("match", "delay", "headers", "idempotency_key", "workflow_main", "body", "content_type"),
+    *("ordering", "max_in_flight", "on_null", "value_format", "key_format", "reply_topic"),
+    *("reply_correlation_header", "reply_timeout", "batch", "retry_on", "dead_letter_on"),
+    *("block_on", "rate_limit", "rate_limit_burst", "scope", "limit_key", "trace_context"),
+)
 """The keys in the order the reference lists them (a test holds it equal to ``ROUTE_KEYS``)."""
 
 
@@ -361,5 +364,8 @@ def _route_allowed(key: str) -> str:
         return "0.001 to 1000000"
     if key == "batch":
         wait = format_duration(MAX_BATCH_WAIT)
-        return f"`max_records` 1 to {MAX_BATCH_RECORDS}, `max_bytes` 1KiB to 64MiB, `max_wait` 0s to {wait}"
+        return (
+            f"`max_records` 1 to {MAX_BATCH_RECORDS}, `max_bytes` 1KiB to 64MiB, "
+            f"`max_wait` 0s to {wait}"
+        )
     return ""

@@ -91,7 +91,7 @@ def routes_page() -> str:
     parts = [banner("`bridge/config/schema.py`"), "# Routing file reference\n\n"]
     parts.append(
         "Every table and key of the routing file (`routes.toml`), with its type as written in "
-        "TOML, its default and the values it allows. Durations are strings such as `\"4s\"`, "
+        'TOML, its default and the values it allows. Durations are strings such as `"4s"`, '
         '`"500ms"`, `"1h30m"` or `"PT2S"`. `restate-bridge schema` prints the same as a JSON '
         "Schema (`routes.schema.json`); `restate-bridge check` validates a file, the rules "
         "across keys included.\n\n"
@@ -103,7 +103,8 @@ def routes_page() -> str:
         "Header names a route may not forward, in any case: "
         f"{reserved} and any `{RESERVED_HEADER_PREFIX}*`.\n\n"
     )
-    parts.append(f"## Templates\n\n{one_paragraph((template.__doc__ or '').split(chr(10) * 2)[1])}\n\n")
+    fields = (template.__doc__ or "").split("\n\n")[1]  # the module docstring's second paragraph
+    parts.append(f"## Templates\n\n{one_paragraph(fields)}\n\n")
     parts.extend(_environment())
     return "".join(parts)
 
@@ -124,8 +125,8 @@ def metrics_page() -> str:
     )
     parts.append("| metric | type | labels | help |\n|---|---|---|---|\n")
     found = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
-    for metric in sorted(found, key=lambda m: m.describe()[0].name):
-        family = metric.describe()[0]
+    families = sorted(((next(iter(m.describe())), m) for m in found), key=lambda f: f[0].name)
+    for family, metric in families:
         suffixes = _EXPOSED.get(family.type, [""])
         names = ", ".join(f"`{family.name}{s}`" for s in suffixes)
         labels = ", ".join(f"`{label}`" for label in metric._labelnames)
@@ -184,7 +185,8 @@ def client_page() -> str:
     """``docs/reference/client.md``: one mkdocstrings directive per name ``bridge.ingress``
     exports."""
     parts = [banner("`bridge/ingress/__init__.py` (`__all__`)"), "# Ingress client API\n\n"]
-    parts.append(f"{one_paragraph((ingress.__doc__ or '').split(chr(10) * 2)[0])}\n\n")
+    summary = (ingress.__doc__ or "").split("\n\n")[0]
+    parts.append(f"{one_paragraph(summary)}\n\n")
     for name in ingress.__all__:
         parts.append(f"::: bridge.ingress.{name}\n\n")
     return "".join(parts).rstrip("\n") + "\n"
