@@ -185,7 +185,8 @@ def field_docs(cls: type[Any]) -> dict[str, str]:
     for node, after in zip(body, [*body[1:], None], strict=True):
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
             continue
-        text = after.value.value if isinstance(after, ast.Expr) else None
+        value = after.value if isinstance(after, ast.Expr) else None
+        text = value.value if isinstance(value, ast.Constant) else None
         if isinstance(text, str):
             docs[node.target.id] = one_paragraph(text)
     return docs
