@@ -183,13 +183,29 @@ def cli_page(build_parser: Callable[[], argparse.ArgumentParser]) -> str:
 
 def client_page() -> str:
     """``docs/reference/client.md``: one mkdocstrings directive per name ``bridge.ingress``
-    exports."""
+    exports, the clients first, then the values they take and give, then the errors."""
     parts = [banner("`bridge/ingress/__init__.py` (`__all__`)"), "# Ingress client API\n\n"]
     summary = (ingress.__doc__ or "").split("\n\n")[0]
     parts.append(f"{one_paragraph(summary)}\n\n")
-    for name in ingress.__all__:
-        parts.append(f"::: bridge.ingress.{name}\n\n")
+    errors = [n for n in ingress.__all__ if _is_error(getattr(ingress, n))]
+    clients = [n for n in ingress.__all__ if n.endswith(("Client", "Target", "Handle"))]
+    clients.sort(
+        key=lambda n: (
+            not n.endswith("Client"),
+            n.removeprefix("Sync"),
+            n != n.removeprefix("Sync"),
+        )
+    )
+    values = [n for n in ingress.__all__ if n not in errors and n not in clients]
+    for heading, names in (("Clients", clients), ("Values", values), ("Errors", errors)):
+        parts.append(f"## {heading}\n\n")
+        for name in names:
+            parts.append(f"::: bridge.ingress.{name}\n    options:\n      heading_level: 3\n\n")
     return "".join(parts).rstrip("\n") + "\n"
+
+
+def _is_error(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseException)
 
 
 def route_keys_listed() -> frozenset[str]:
