@@ -5,8 +5,10 @@ the loader wherever a schema can say the rule."""
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +17,7 @@ from bridge import cli
 from bridge.config.schema import ROUTE_KEYS
 from bridge.core.durations import DurationError, DurationTooLong, parse_duration
 from bridge.reference.json_schema import schema_text
-from bridge.reference.options import DURATION_PATTERN, tables
+from bridge.reference.options import CHECK_SCHEMAS, DURATION_PATTERN, tables
 from tests.routing_schema import (
     SCHEMA_FILE,
     loader_problems,
@@ -175,7 +177,29 @@ MORE: list[tuple[str, str, Any, str]] = [
     ("kafka", "sasl_password_env", "1BAD", "type"),
     ("restate", "token_env", "GOOD_NAME", "valid"),
     ("routes", "reply_correlation_header", "has space", "type"),
+    ("routes", "reply_correlation_header", "Bridge.id", "type"),
+    ("routes", "reply_correlation_header", "correlation-id", "valid"),
+    ("routes", "content_type", "text/plain\u0001", "type"),
+    ("routes", "topic", "..", "type"),
+    ("metrics", "listen", ":80", "type"),
+    ("metrics", "listen", "[]:80", "type"),
+    ("metrics", "listen", "0.0.0.0:65536", "range"),
+    ("metrics", "listen", "[::1]:0", "valid"),
+    ("metrics", "listen", "0.0.0.0:00080", "valid"),
+    ("restate", "ingress_url", "ftp://x", "type"),
+    ("restate", "ingress_url", "http://a,,http://b", "type"),
+    ("restate", "ingress_url", "http://a, http://b", "valid"),
+    ("restate", "ingress_url", ["http://a,http://b", "http://c"], "valid"),
+    ("schema_registry", "url", "registry:8081", "type"),
+    ("schema_registry", "url", "https://registry:8081", "valid"),
 ]
+COMPANIONS: dict[str, dict[str, Any]] = {
+    # keys that go only with another: set it too, so the variant tests the value itself
+    "reply_correlation_header": {"reply_topic": "replies"},
+    "reply_timeout": {"reply_topic": "replies"},
+    "rate_limit_burst": {"rate_limit": 5},
+    "limit_key": {"scope": "tenant"},
+}
 
 
 def variants() -> list[tuple[str, str, Any, str]]:
@@ -205,6 +229,7 @@ def variants() -> list[tuple[str, str, Any, str]]:
 def _document(table: str, key: str, value: Any) -> dict[str, Any]:
     document = json.loads(json.dumps(BASE_DOC))
     if table == "routes":
+        document["routes"][0].update(COMPANIONS.get(key, {}))
         document["routes"][0][key] = value
     else:
         document.setdefault(table, {})[key] = value
@@ -231,6 +256,23 @@ def test_the_schema_and_the_loader_agree(table: str, key: str, value: Any, kind:
 def test_the_variants_cover_every_route_key() -> None:
     covered = {key for table, key, _, _ in variants() if table == "routes"}
     assert covered >= ROUTE_KEYS
+
+
+# -- what a schema says of a Check rule is never stricter than the rule ----------------------------
+
+
+TOKENS = [*"ab0159:/.,[]-_ \tB", "http://", "https://", "bridge.", "65535", "65536", "0"]
+
+
+@pytest.mark.parametrize("rule", list(CHECK_SCHEMAS), ids=lambda rule: rule.__name__)
+def test_a_check_rules_schema_accepts_whatever_the_rule_accepts(rule: Any) -> None:
+    schema = jsonschema.Draft202012Validator({"type": "string", **CHECK_SCHEMAS[rule]})
+    pick = random.Random(rule.__name__).choice  # the same texts on every run
+    texts = {"".join(pick(TOKENS) for _ in range(pick(range(1, 7)))) for _ in range(20_000)}
+    accepted = [text for text in texts if rule(text) is None]
+    assert accepted, "no text the rule accepts was tried"
+    refused = [text for text in accepted if not schema.is_valid(text)]
+    assert not refused, f"{rule.__name__} accepts what the schema refuses: {refused[:5]}"
 
 
 # -- durations: the pattern is the parser's grammar -----------------------------------------------

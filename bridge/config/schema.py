@@ -253,7 +253,8 @@ class RestateConfig:
     token_file: str | None = None
     """Or a file holding it; re-read when it changes, so a rotated token needs no restart."""
     ca_file: str | None = None
-    """PEM CA bundle that signed an ``https://`` ingress's certificate (default: the system's)."""
+    """PEM CA bundle that signed an ``https://`` ingress's certificate (default: the system's).
+    The TLS files go only with an ``https://`` ingress; they must exist and load."""
     cert_file: str | None = None
     """PEM client certificate (and its key, unless ``key_file``) for an ``https://`` ingress."""
     key_file: str | None = None
@@ -357,7 +358,8 @@ class DeliveryConfig:
     route ``delay`` a file error."""
     max_pending_per_partition: int = 10_000
     """Records of one partition fetched but not yet committable (unfinished, or finished behind
-    an unfinished one); that partition's fetching pauses at this bound."""
+    an unfinished one); that partition's fetching pauses at this bound. It is also the most a
+    paused route's waiting records hold back in a partition other routes read."""
     max_waiting_replies: int = 1024
     """Invocations of reply routes accepted and waiting for their result, all routes together.
     A waiting reply holds a reply slot (and an attach connection of its own), not a send slot;
@@ -467,8 +469,8 @@ class RouteConfig:
     """This route's cap on sends under way, under ``[delivery] max_in_flight``; default
     unlimited."""
     on_null: OnNull = "send"
-    """What a record with a null value (a tombstone) does: sent without a body, skipped (counted
-    as ``skipped``) or dead-lettered."""
+    """What a record with a null value (a tombstone) does: sent without a body or content type,
+    skipped (counted as ``skipped``) or dead-lettered."""
     reply_topic: Annotated[str | None, Check(topic_name_problem)] = None
     """Where the handler's result goes, one reply record per source record; any target kind. Not
     the dead-letter topic, not a topic any route reads; the route needs an idempotency key (the
@@ -480,8 +482,8 @@ class RouteConfig:
     """The longest wait for the result; default ``[delivery] reply_timeout``; only with
     ``reply_topic``; a constant ``delay`` must be shorter."""
     value_format: Format = "json"
-    """How the value is read: JSON text, raw bytes, or framed by a schema registry serializer
-    (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
+    """How the value is read: JSON text, raw bytes (no ``value.*`` fields), or framed by a schema
+    registry serializer (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
     key_format: Format = "raw"
     """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed; any but
     ``raw`` allows ``{key.a.b}``."""

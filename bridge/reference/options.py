@@ -56,7 +56,11 @@ DURATION_PATTERN = (
 DURATION: dict[str, Any] = {"type": "string", "pattern": DURATION_PATTERN}
 SIZE_PATTERN = r"^\s*[0-9]+\s*(?:B|KiB|MiB|KB|MB)?\s*$"
 """The grammar of :func:`bridge.config.schema.parse_size`."""
-_TOPIC = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,249}$"}
+_TOPIC: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9._-]{1,249}$",
+    "not": {"enum": [".", ".."]},
+}
 _STATUS = {
     "anyOf": [
         {"type": "integer", "minimum": LOWEST, "maximum": HIGHEST},
@@ -64,13 +68,21 @@ _STATUS = {
         {"type": "string", "pattern": r"^\s*[45][0-9][0-9](?:\s*-\s*[45][0-9][0-9])?\s*$"},
     ]
 }
-_PATTERNS = {
-    schema.variable_name_problem: r"^[A-Za-z_][A-Za-z0-9_]*$",
-    schema.topic_name_problem: _TOPIC["pattern"],
-    schema.correlation_header_problem: r"^[!-~]{1,255}$",
+_PORT = r"0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_URL = r"\s*https?://[^/?#,][^,]*"
+CHECK_SCHEMAS: dict[Any, dict[str, Any]] = {
+    schema.variable_name_problem: {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+    schema.topic_name_problem: {"pattern": _TOPIC["pattern"], "not": _TOPIC["not"]},
+    schema.correlation_header_problem: {"pattern": r"^(?![Bb][Rr][Ii][Dd][Gg][Ee]\.)[!-~]{1,255}$"},
+    schema.header_value_problem: {"pattern": r"^[^\x00-\x08\x0A-\x1F\x7F]*$"},
+    # host:port, the host not only brackets ([::1]:80), the port 0 to 65535
+    schema.host_port_problem: {"pattern": rf"^[\s\S]*[^\[\]][\s\S]*:{_PORT}$"},
+    # http(s):// and something after it, each entry of a comma-separated list
+    schema.ingress_urls_problem: {"pattern": rf"^{_URL}(?:,{_URL})*$"},
+    schema.registry_url_problem: {"pattern": r"^https?://[^/?#]"},
 }
-"""The part of a :class:`Check` rule a pattern says (the rest is left to ``restate-bridge
-check``)."""
+"""The part of a :class:`Check` rule a schema says (the rest is left to ``restate-bridge
+check``): never stricter than the rule."""
 _NON_EMPTY: dict[str, Any] = {"type": "string", "minLength": 1}
 _HTTP_TOKEN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 """A header name, as :func:`bridge.core.record.http_token` reads it."""
@@ -106,8 +118,8 @@ def value_schema(hint: Any) -> dict[str, Any]:
         raise TypeError(f"no schema for {hint!r}")
     text = dict(_NON_EMPTY)
     for marker in markers:
-        if isinstance(marker, Check) and marker.rule in _PATTERNS:
-            text["pattern"] = _PATTERNS[marker.rule]
+        if isinstance(marker, Check):
+            text.update(CHECK_SCHEMAS.get(marker.rule, {}))
     if any(isinstance(m, CommaList) for m in markers):
         listed = {"type": "array", "items": text, "minItems": 1}
         return {"anyOf": [text, listed]}
