@@ -27,26 +27,32 @@ SCHEMA_FILE = ROOT / "routes.schema.json"
 
 
 @cache
-def validator() -> jsonschema.Draft202012Validator:
+def validator(whole: bool = True) -> jsonschema.Draft202012Validator:
+    """The shipped schema; ``whole=False``: without the tables every file needs (``[kafka]``,
+    ``[[routes]]``), for an excerpt."""
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
+    if not whole:
+        del schema["required"]
     return jsonschema.Draft202012Validator(schema)
 
 
-def schema_problems(document: dict[str, Any]) -> list[str]:
+def schema_problems(document: dict[str, Any], *, whole: bool = True) -> list[str]:
     """What the schema finds wrong with a parsed document, one ``path: message`` each."""
-    found = sorted(validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in found]
+    found = validator(whole).iter_errors(document)
+    ordered = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in ordered]
 
 
-def validate_routing_toml(text: str) -> list[str]:
+def validate_routing_toml(text: str, *, whole: bool = True) -> list[str]:
     """The problems ``routes.schema.json`` finds in a routing file's text (``[]``: it validates);
-    a TOML syntax error is one problem."""
+    a TOML syntax error is one problem. ``whole=False`` checks an excerpt (a docs example with
+    only ``[[routes]]``, say): every key and value, but no table is required."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return [f"TOML syntax error: {exc}"]
-    return schema_problems(document)
+    return schema_problems(document, whole=whole)
 
 
 def secrets_env(text: str) -> dict[str, str]:

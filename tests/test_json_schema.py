@@ -41,6 +41,13 @@ def test_the_shipped_schema_is_what_restate_bridge_schema_prints(
     )
 
 
+def test_an_excerpt_is_validated_without_the_tables_a_file_needs() -> None:
+    excerpt = ROUTE.replace('"object"', '"service"').replace('key = "{key}"\n', "")
+    assert validate_routing_toml(excerpt) == ["(top): 'kafka' is a required property"]
+    assert validate_routing_toml(excerpt, whole=False) == []
+    assert validate_routing_toml(excerpt + "colour = 1\n", whole=False) != []
+
+
 def test_the_schema_is_a_draft_2020_12_schema() -> None:
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"

@@ -67,12 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 when a page is stale"
     )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the repository checkout (default: the one this package is in)",
+    )
     args = parser.parse_args(argv)
     if args.check:
-        old = stale()
+        old = stale(args.root)
         for name in old:
             print(f"{name} is stale: run python -m bridge.reference", file=sys.stderr)
         return 1 if old else 0
-    for name in write():
+    for name in write(args.root):
         print(f"wrote {name}")
     return 0
