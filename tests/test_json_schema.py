@@ -304,7 +304,20 @@ def test_the_duration_pattern_is_the_parsers_grammar(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["4s", "500ms", "1h30m", "2.5s", "PT2S", "pt2s", "P1DT1.5H", " 4 s ", "1 0s", "1m s"]
+    "text",
+    [
+        "4s",
+        "500ms",
+        "1h30m",
+        "2.5s",
+        "PT2S",
+        "pt2s",
+        "P1DT1.5H",
+        " 4 s ",
+        "1 0s",
+        "1m s",
+        "\u0664s",
+    ],
 )
 def test_durations_the_loader_reads_match_the_pattern(text: str) -> None:
     parse_duration(text)

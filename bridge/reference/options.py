@@ -43,18 +43,19 @@ from ..core.status_policy import HIGHEST, LOWEST
 # -- value schemas ------------------------------------------------------------------------------
 
 DURATION_PATTERN = (
+    # \d as the loader's: any Unicode digit where the validator's regex has them (Python, Rust)
     r"^\s*(?:"
     # ISO 8601, any case, at least one number: P1D, PT2S, P1DT1.5H
-    r"[Pp](?=[^0-9]*[0-9])(?:[0-9]+(?:\.[0-9]+)?[Dd])?"
-    r"(?:[Tt](?:[0-9]+(?:\.[0-9]+)?[Hh])?(?:[0-9]+(?:\.[0-9]+)?[Mm])?(?:[0-9]+(?:\.[0-9]+)?[Ss])?)?"
+    r"[Pp](?=\D*\d)(?:\d+(?:\.\d+)?[Dd])?"
+    r"(?:[Tt](?:\d+(?:\.\d+)?[Hh])?(?:\d+(?:\.\d+)?[Mm])?(?:\d+(?:\.\d+)?[Ss])?)?"
     # or numbers with units: 4s, 500ms, 1h30m, 2.5s; the loader drops spaces before reading
-    r"|(?:[0-9][0-9 ]*(?:\.[ ]*[0-9][0-9 ]*)?\s*(?:m[ ]*s|[smhd])[ ]*)+"
+    r"|(?:\d[\d ]*(?:\.[ ]*\d[\d ]*)?\s*(?:m[ ]*s|[smhd])[ ]*)+"
     r")\s*$"
 )
 """The grammar of :func:`bridge.core.durations.parse_duration`; its bounds are each key's own."""
 
 DURATION: dict[str, Any] = {"type": "string", "pattern": DURATION_PATTERN}
-SIZE_PATTERN = r"^\s*[0-9]+\s*(?:B|KiB|MiB|KB|MB)?\s*$"
+SIZE_PATTERN = r"^\s*\d+\s*(?:B|KiB|MiB|KB|MB)?\s*$"
 """The grammar of :func:`bridge.config.schema.parse_size`."""
 _TOPIC: dict[str, Any] = {
     "type": "string",
