@@ -13,6 +13,7 @@ from bridge.cli import build_parser
 from bridge.config.schema import ROUTE_KEYS, SECTIONS
 from bridge.operate.metrics import Metrics
 from bridge.reference import ROOT, generated, main, stale, write
+from bridge.reference.options import tables
 from bridge.reference.pages import COMMAND, metrics_page, route_keys_listed
 
 REGENERATE = f"run `{COMMAND}` and commit the result"
@@ -76,3 +77,8 @@ def test_every_cli_verb_and_the_client_api_are_listed() -> None:
     client_page = generated()["docs/reference/client.md"]()
     for name in ingress.__all__:
         assert client_page.count(f"::: bridge.ingress.{name}\n") == 1
+
+
+def test_every_option_has_a_description() -> None:
+    bare = [f"[{t.name}] {o.key}" for t in tables() for o in t.options if not o.doc.strip()]
+    assert not bare, f"give these fields a docstring in bridge/config/schema.py: {bare}"
