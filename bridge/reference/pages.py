@@ -15,6 +15,7 @@ from .. import ingress
 from ..config.schema import ENV_OVERRIDES
 from ..core import template
 from ..core.record import RESERVED_HEADER_PREFIX, RESERVED_HEADERS
+from ..operate import metrics as metrics_module
 from ..operate.metrics import Metrics
 from .options import Table, one_paragraph, tables
 
@@ -118,10 +119,10 @@ def metrics_page() -> str:
     """``docs/reference/metrics.md``: read from a fresh :class:`Metrics` on its own registry."""
     metrics = Metrics(CollectorRegistry())
     parts = [banner("`bridge/operate/metrics.py`"), "# Metrics reference\n\n"]
+    parts.append(f"{one_paragraph((metrics_module.__doc__ or '').split(chr(10) * 2)[1])}\n\n")
     parts.append(
-        "Every metric on `/metrics`; names and labels are a contract. Counters and histograms "
-        "also expose a `_created` series (when each series started); besides these, the "
-        "standard `process_*` and `python_*` collectors.\n\n"
+        "Counters and histograms also expose a `_created` series (when each series started); "
+        "besides these, the standard `process_*` and `python_*` collectors.\n\n"
     )
     parts.append("| metric | type | labels | help |\n|---|---|---|---|\n")
     found = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
