@@ -59,6 +59,14 @@ def test_routes_toml_names_the_schema_on_its_first_line() -> None:
     assert first == "#:schema ./routes.schema.json"
 
 
+def test_the_shipped_routing_files_validate() -> None:
+    """``routes.toml`` and the Helm chart's values, whether or not their files exist here."""
+    shipped = {k: v for k, v in routing_files().items() if k == "routes.toml" or "deploy/" in k}
+    assert len(shipped) >= 3
+    wrong = [f"{k}: {p}" for k, text in shipped.items() for p in validate_routing_toml(text)]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_every_routing_file_the_loader_accepts_validates() -> None:
     accepted, wrong = 0, []
     for where, text in routing_files().items():
