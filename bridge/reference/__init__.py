@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli_page() -> str:
-    from ..cli import build_parser  # the CLI imports this package for its ``schema`` verb
+    from .. import cli  # the CLI imports this package for its ``schema`` verb
     from .pages import cli_page
 
-    return cli_page(build_parser)
+    return cli_page(cli.build_parser, cli.__doc__ or "")
 
 
 def generated() -> dict[str, Callable[[], str]]:

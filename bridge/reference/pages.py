@@ -5,7 +5,6 @@ line (from its parser) and the ingress client (mkdocstrings directives for its p
 from __future__ import annotations
 
 import argparse
-import functools
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -147,35 +146,64 @@ def _verbs(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, argparse
                 yield name, helps.get(name, ""), sub
 
 
-def _argument(action: argparse.Action) -> str:
-    name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}`"
+def _written(action: argparse.Action) -> str:
+    """How an argument is written: ``ROUTES``, ``--topic TOPIC``, ``--wait``."""
+    metavar = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+    if not action.option_strings:
+        return metavar
+    takes_value = action.nargs != 0
+    return action.option_strings[0] + (f" {metavar}" if takes_value else "")
+
+
+def _synopsis(sub: argparse.ArgumentParser, actions: list[argparse.Action]) -> str:
+    """The verb with its positionals, required options and required choices, then
+    ``[options]``: argparse's own usage lines differ between Python versions."""
+    words = [sub.prog]
+    for group in sub._mutually_exclusive_groups:
+        if group.required:
+            words.append("(" + " | ".join(_written(a) for a in group._group_actions) + ")")
+    chosen = {a for g in sub._mutually_exclusive_groups if g.required for a in g._group_actions}
+    words += [_written(a) for a in actions if not a.option_strings or a.required]
+    if any(a.option_strings and not a.required and a not in chosen for a in actions):
+        words.append("[options]")
+    return " ".join(words)
+
+
+def _argument(action: argparse.Action, sub: argparse.ArgumentParser) -> str:
+    name = f"`{_written(action)}`"
     parts = [action.help or ""]
     if action.choices:
         parts.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
     if action.required and action.option_strings:
         parts.append("required")
+    for group in sub._mutually_exclusive_groups:
+        if action in group._group_actions:
+            others = [f"`{a.option_strings[0]}`" for a in group._group_actions if a is not action]
+            parts.append(("or " if group.required else "not with ") + ", ".join(others))
     if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings:
         parts.append(f"default: `{action.default}`")
     return f"| {name} | {_cell('; '.join(p for p in parts if p))} |\n"
 
 
-def cli_page(build_parser: Callable[[], argparse.ArgumentParser]) -> str:
-    """``docs/reference/cli.md``, from the parser ``build_parser`` makes."""
+def cli_page(build_parser: Callable[[], argparse.ArgumentParser], notes: str = "") -> str:
+    """``docs/reference/cli.md``, from the parser ``build_parser`` makes; ``notes``: the CLI
+    module's docstring, whose paragraph on exit codes ends the page."""
     parser = build_parser()
-    wide = functools.partial(argparse.HelpFormatter, width=100)
     parts = [banner("`bridge/cli.py` (`build_parser`)"), "# Command line reference\n\n"]
     parts.append(f"{parser.description}\n\n")
     for name, help_, sub in _verbs(parser):
-        sub.formatter_class = wide  # usage lines the same on every terminal
         parts.append(f"## `{parser.prog} {name}`\n\n{help_}\n\n")
         if sub.description:
             parts.append(f"{sub.description}\n\n")
-        parts.append(f"```text\n{sub.format_usage().strip()}\n```\n\n")
         actions = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
+        parts.append(f"```text\n{_synopsis(sub, actions)}\n```\n\n")
         if actions:
             parts.append("| argument | what it does |\n|---|---|\n")
-            parts.extend(_argument(a) for a in actions)
+            parts.extend(_argument(a, sub) for a in actions)
             parts.append("\n")
+    codes = [p for p in notes.split("\n\n") if p.startswith("Exit codes")]
+    if codes:
+        parts.append(f"## Exit codes\n\n{one_paragraph(codes[0])}\n")
     return "".join(parts)
 
 
