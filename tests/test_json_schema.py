@@ -268,6 +268,26 @@ def test_the_schema_and_the_loader_agree(table: str, key: str, value: Any, kind:
         assert not valid, f"a {kind} problem only the loader finds:\n{text}"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(variants()), min_size=1, max_size=6))
+def test_the_schema_and_the_loader_agree_on_files_with_several_changes(
+    changes: list[tuple[str, str, Any, str]],
+) -> None:
+    document = json.loads(json.dumps(BASE_DOC))
+    last = {(table, key): (value, kind) for table, key, value, kind in changes}
+    for (table, key), (value, _) in last.items():
+        place = document["routes"][0] if table == "routes" else document.setdefault(table, {})
+        if table == "routes":
+            place.update(COMPANIONS.get(key, {}))
+        place[key] = value
+    text = dump(document)
+    loaded = not loader_problems(text)
+    valid = not schema_problems(document)
+    assert valid or not loaded, f"the loader accepts, the schema refuses:\n{text}"
+    if any(kind != "valid" for _, kind in last.values()):  # refused by a rule the schema says
+        assert not valid, f"a problem only the loader finds:\n{text}"
+
+
 def test_the_variants_cover_every_route_key() -> None:
     covered = {key for table, key, _, _ in variants() if table == "routes"}
     assert covered >= ROUTE_KEYS
