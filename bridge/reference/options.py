@@ -288,11 +288,12 @@ _BATCH = {
     },
 }
 _TEMPLATE = dict(_NON_EMPTY)
+_ONE_SOURCE = "one of `topic`, `topics`, `topic_pattern` required"
 ROUTE_VALUES: dict[str, tuple[dict[str, Any], str, str]] = {
     # key: (schema, type as written, default as written) of the keys named rules read
-    "topic": (_TOPIC, "string", "one of topic, topics, topic_pattern"),
-    "topics": ({"type": "array", "items": _TOPIC, "minItems": 1}, "array of strings", ""),
-    "topic_pattern": (_NON_EMPTY, "string (regex)", ""),
+    "topic": (_TOPIC, "string", _ONE_SOURCE),
+    "topics": ({"type": "array", "items": _TOPIC, "minItems": 1}, "array of strings", _ONE_SOURCE),
+    "topic_pattern": (_NON_EMPTY, "string (regex)", _ONE_SOURCE),
     "target": ({"type": "string", "enum": list(TARGETS)}, "string", "required"),
     "service": (_NON_EMPTY, "string", "required"),
     "handler": (_NON_EMPTY, "string", "required"),
