@@ -1,4 +1,4 @@
-"""The ``restate-bridge`` command line: ``run``, ``check``, ``route`` and ``result``.
+"""The ``restate-bridge`` command line: ``run``, ``check``, ``route``, ``result`` and ``schema``.
 
 ``run`` stops on SIGTERM / SIGINT (a second one forces the exit) and reloads its routing file on
 SIGHUP; the handlers only set flags.
@@ -44,6 +44,7 @@ from .ingress import (
 from .operate.metrics import Metrics
 from .operate.registry_watch import RegistryWatch
 from .operate.restate_check import AdminUnreachable, check_against_restate, fetch_services
+from .reference.json_schema import schema_text
 from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
 
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "registered there. Exit 0 when it passes, 1 when the admin API cannot be read, 2 for "
         "errors (and for warnings with --strict).",
     )
-    check.add_argument("routes", type=Path)
+    check.add_argument("routes", type=Path, help="the routing file")
     check.add_argument(
         "--restate-admin",
         metavar="URL",
@@ -97,21 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     route = commands.add_parser(
         "route", help="print, without sending, the invocations a record would produce"
     )
-    route.add_argument("routes", type=Path)
-    route.add_argument("--topic", required=True)
+    route.add_argument("routes", type=Path, help="the routing file")
+    route.add_argument("--topic", required=True, help="the record's topic")
     key = route.add_mutually_exclusive_group()
     key.add_argument("--key", help="the record key (UTF-8)")
     key.add_argument("--key-hex", type=_hex, help="the record key as hex bytes")
-    route.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    route.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="a header (repeatable)"
+    )
     value = route.add_mutually_exclusive_group()
     value.add_argument("--value", help="the record value, e.g. a JSON document")
     value.add_argument("--value-file", type=Path, help="read the record value from this file")
     value.add_argument(
         "--value-hex", type=_hex, help="the record value as hex bytes (e.g. a framed Avro record)"
     )
-    route.add_argument("--partition", type=int, default=0)
-    route.add_argument("--offset", type=int, default=0)
-    route.add_argument("--timestamp", type=int, default=0)
+    route.add_argument("--partition", type=int, default=0, help="the record's partition")
+    route.add_argument("--offset", type=int, default=0, help="the record's offset")
+    route.add_argument(
+        "--timestamp", type=int, default=0, help="the record's timestamp (ms since the epoch)"
+    )
     route.add_argument(
         "--restate-admin",
         metavar="URL",
@@ -130,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--service", help="with --handler and --idempotency-key [--key]")
     which.add_argument("--workflow", help="a workflow's name, with --workflow-id")
     result.add_argument("--key", help="the virtual object's key, for --service")
-    result.add_argument("--handler")
-    result.add_argument("--idempotency-key")
-    result.add_argument("--workflow-id")
+    result.add_argument("--handler", help="the handler, for --service")
+    result.add_argument("--idempotency-key", help="the idempotency key it was sent with")
+    result.add_argument("--workflow-id", help="the workflow's id, for --workflow")
     result.add_argument(
         "--url", help="the ingress (default: [restate] ingress_url of --routes, or $RESTATE_URL)"
     )
@@ -142,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     result.add_argument(
         "--timeout", type=_seconds, help="with --wait: give up after SECONDS (default: never)"
+    )
+
+    commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the routing file (what routes.schema.json holds)",
+        description="Print the JSON Schema (draft 2020-12) of the routing file to stdout. Editors "
+        "with Taplo / Even Better TOML validate a file against it as it is typed, from a first "
+        "line '#:schema ./routes.schema.json'; 'check' also validates the rules across keys.",
     )
     return parser
 
@@ -175,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "result":
         return _result(parser, args)
+    if args.command == "schema":
+        sys.stdout.write(schema_text())
+        return 0
     try:
         config = _load(args.routes)
     except ConfigError as exc:

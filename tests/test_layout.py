@@ -22,6 +22,8 @@ MAY_IMPORT = {
     "deliver": {"core", "config", "ingress", "sinks", "operate", "tracing"},
     "consume": {"core", "config", "deliver", "sinks", "schemas", "operate"},
     "operate": {"core", "config", "ingress", "deliver", "sinks", "consume"},
+    # the references read what they describe (the CLI's parser is imported lazily, from cli.py)
+    "reference": {"core", "config", "ingress", "operate", "cli"},
 }
 """Records flow core -> consume -> deliver -> sinks; operate watches them all. Nothing below
 reaches back up: the pure core knows no side, delivery knows nothing of Kafka's consumer."""

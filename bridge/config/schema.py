@@ -182,42 +182,55 @@ class KafkaConfig:
         Hint("a string 'host:port[,host:port]' or a list"),
         Check(bootstrap_servers_problem),
     ]
-    """Overridden by ``KAFKA_BOOTSTRAP_SERVERS``."""
+    """The brokers: ``"host:port,host:port"`` or a list; a port is 1 to 65535. Overridden by
+    ``KAFKA_BOOTSTRAP_SERVERS``."""
     group_id: str = "restate-bridge"
     """The consumer group; replicas with the same id share the partitions."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a group without a committed offset starts."""
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
-    """``read_committed`` never hands over records of aborted (or still open) transactions."""
+    """``read_committed`` never hands over records of aborted (or still open) transactions;
+    ``read_uncommitted`` does."""
     client_id: str = "restate-bridge"
+    """The client id the brokers see (in their logs and quotas)."""
     security_protocol: SecurityProtocol = "PLAINTEXT"
+    """Plaintext, TLS (``SSL``), SASL, or SASL over TLS."""
     sasl_mechanism: SaslMechanism | None = None
-    """Required with (and only with) a ``SASL_*`` protocol."""
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; required with (and only with) a
+    ``SASL_*`` protocol. ``OAUTHBEARER`` is refused: the bridge has no token provider."""
     sasl_username: str | None = None
+    """The SASL user; required with a SASL mechanism, with ``sasl_password_env`` or
+    ``sasl_password_file``."""
     sasl_password_env: Annotated[str | None, Check(variable_name_problem)] = None
     """The name of the environment variable holding the SASL password (never the password)."""
     sasl_password_file: str | None = None
     """Or a file holding the SASL password (a mounted secret: the whole file, trailing newline
     stripped)."""
     ssl_cafile: str | None = None
-    """PEM files, only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
+    """PEM CA bundle that signed the brokers' certificates (default: the system's). The TLS
+    files go only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
     ssl_certfile: str | None = None
+    """PEM client certificate, for a listener that asks for one (mTLS)."""
     ssl_keyfile: str | None = None
+    """PEM private key of ``ssl_certfile``; needs ``ssl_certfile``."""
     ssl_password_env: Annotated[str | None, Check(variable_name_problem)] = None
     """The variable holding the passphrase of an encrypted ``ssl_keyfile``."""
     ssl_password_file: str | None = None
     """Or a file holding that passphrase."""
     ssl_check_hostname: bool = True
     """Whether the broker's certificate must name the host the bridge connects to (the host of
-    ``bootstrap_servers`` and the ones the broker advertises)."""
+    ``bootstrap_servers`` and the ones the broker advertises); ``false`` still checks the CA and
+    the dates."""
     session_timeout_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """The group session timeout; heartbeats every third of it."""
     metadata_max_age_ms: Annotated[int, Range(1000, INT32_MAX)] = 10_000
     """How often topic metadata is refreshed: a new topic matching a ``topic_pattern`` is consumed
     within about this long (Kafka's own default, five minutes, is long to wait)."""
     fetch_max_bytes: int = 16 * 1024 * 1024
+    """The most one fetch returns, all partitions together, in bytes; with the delivery limits
+    the fetch sizes bound memory."""
     max_partition_fetch_bytes: int = 1024 * 1024
-    """Fetch sizes: with the delivery limits they bound memory."""
+    """The most one fetch returns of one partition, in bytes."""
     sasl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """Resolved from ``sasl_password_env`` or ``sasl_password_file``."""
     ssl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
@@ -232,18 +245,21 @@ class RestateConfig:
         Hint("a URL 'http(s)://host:port', a list of them, or a comma-separated string"),
         Check(ingress_urls_problem),
     ] = "http://127.0.0.1:8080"
-    """The ingress, or several nodes of one Restate cluster (a list, or URLs separated by
-    commas): sends spread over the nodes that answer. Overridden by ``RESTATE_URL``."""
+    """The ingress (``http://`` or ``https://`` with a host), or several nodes of one Restate
+    cluster (a list, or URLs separated by commas): sends spread over the nodes that answer.
+    Overridden by ``RESTATE_URL``."""
     request_timeout: timedelta = timedelta(seconds=30)
     """Per ``/send``; a timeout is retried."""
     max_connections: int = 128
     """The connection pool size."""
     token_env: Annotated[str | None, Check(variable_name_problem)] = None
-    """The variable holding the ingress token (default: ``RESTATE_AUTH_TOKEN``, when set)."""
+    """The variable holding the ingress token, sent as ``Authorization: Bearer`` (default:
+    ``RESTATE_AUTH_TOKEN``, when set)."""
     token_file: str | None = None
     """Or a file holding it; re-read when it changes, so a rotated token needs no restart."""
     ca_file: str | None = None
-    """PEM CA bundle that signed an ``https://`` ingress's certificate (default: the system's)."""
+    """PEM CA bundle that signed an ``https://`` ingress's certificate (default: the system's).
+    The TLS files go only with an ``https://`` ingress; they must exist and load."""
     cert_file: str | None = None
     """PEM client certificate (and its key, unless ``key_file``) for an ``https://`` ingress."""
     key_file: str | None = None
@@ -283,10 +299,12 @@ class RestateConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: Annotated[str, Check(host_port_problem)] = "127.0.0.1:9464"
-    """``host:port`` of the status page and ``/metrics``; port 0 picks a free one. Overridden by
-    ``BRIDGE_METRICS_LISTEN``."""
+    """``host:port`` of the status page ``/``, ``/metrics``, ``/healthz`` and ``/readyz``; port 0
+    picks a free one. Overridden by ``BRIDGE_METRICS_LISTEN`` (in a container:
+    ``0.0.0.0:9464``)."""
     token_env: Annotated[str | None, Check(variable_name_problem)] = None
-    """The variable holding a bearer token every path but ``/healthz`` and ``/metrics`` needs."""
+    """The variable holding a bearer token every path but ``/healthz``, ``/metrics`` and the
+    status page's shell needs."""
     token_file: str | None = None
     """Or a file holding it."""
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
@@ -315,14 +333,18 @@ class SchemaRegistryConfig:
     username: str | None = None
     """Basic authentication's user; its password from ``password_env`` or ``password_file``."""
     password_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the basic-authentication password."""
     password_file: str | None = None
+    """Or a file holding it."""
     token_env: Annotated[str | None, Check(variable_name_problem)] = None
     """Or a bearer token, from this variable or ``token_file`` (not both with ``username``)."""
     token_file: str | None = None
+    """Or a file holding the bearer token."""
     ca_file: str | None = None
     """PEM CA bundle of an ``https://`` registry (default: the system's)."""
     validate_json: bool = False
-    """Validate ``json_schema`` payloads against their schema (a failure is a dead letter)."""
+    """Validate ``json_schema`` payloads against their schema with ``jsonschema`` (a failure is a
+    dead letter)."""
     password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """Resolved from ``password_env`` or ``password_file``."""
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
@@ -332,7 +354,8 @@ class SchemaRegistryConfig:
 @dataclass(frozen=True)
 class DeadLetterConfig:
     topic: Annotated[str | None, Check(topic_name_problem)] = None
-    """Where records that can never succeed go; without it such a record blocks its partition."""
+    """Where records that can never succeed go, with the reason in headers; without it such a
+    record blocks its partition. No route may read it."""
 
 
 @dataclass(frozen=True)
@@ -348,25 +371,30 @@ class DeliveryConfig:
     drain_timeout: timedelta = timedelta(seconds=30)
     """How long shutdown and revocation wait for sends under way."""
     retry_initial: timedelta = timedelta(milliseconds=100)
-    """The first backoff of a retryable failure; at most ``retry_max``."""
+    """The first backoff of a retryable failure (exponential, with jitter); at most
+    ``retry_max``."""
     retry_max: timedelta = timedelta(seconds=10)
     """The longest backoff, and the cap of any ``Retry-After``."""
     unknown_target_grace: Annotated[timedelta, Range(timedelta(0), timedelta(days=3650))] = (
         timedelta(seconds=60)
     )
-    """How long a 404 for an unknown service/handler is retried before dead-lettering (0: never)."""
+    """How long a 404 for an unknown service/handler (maybe still deploying) is retried before
+    dead-lettering; ``"0s"`` dead-letters at once."""
     max_delay: timedelta = timedelta(days=365)
-    """The longest delay a record may ask for; a longer one is a dead letter."""
+    """The longest delay a record may ask for; a longer one is a dead letter, a longer constant
+    route ``delay`` a file error."""
     max_pending_per_partition: int = 10_000
     """Records of one partition fetched but not yet committable (unfinished, or finished behind
-    an unfinished one); that partition's fetching pauses at this bound."""
+    an unfinished one); that partition's fetching pauses at this bound. It is also the most a
+    paused route's waiting records hold back in a partition other routes read."""
     max_waiting_replies: int = 1024
     """Invocations of reply routes accepted and waiting for their result, all routes together.
-    A waiting reply holds a reply slot (and an attach connection of its own), not a send slot."""
+    A waiting reply holds a reply slot (and an attach connection of its own), not a send slot;
+    at the bound, reply routes wait before sending."""
     reply_timeout: timedelta = timedelta(minutes=5)
     """The longest a reply route waits for a result after Restate accepted the record (a route's
-    own ``reply_timeout`` wins); then the record is dead-lettered, and the invocation keeps
-    running in Restate."""
+    own ``reply_timeout`` wins); then the record is dead-lettered (or, without a dead-letter
+    topic, blocks its partition), and the invocation keeps running in Restate."""
 
 
 _SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|KB|MB)?\s*")
@@ -423,55 +451,101 @@ class Body:
 
 @dataclass(frozen=True)
 class RouteConfig:
+    """One ``[[routes]]`` entry: which records (topics, ``match``) become which invocations."""
+
     name: str
+    """Unique; used in metrics, logs and dead-letter headers (default ``"Service.handler"``)."""
     line: int
     target: TargetKind
+    """What ``service`` is: a ``service``, a virtual ``object`` or a ``workflow``."""
     service: str
+    """The Restate service, object or workflow."""
     handler: str
+    """Its handler."""
     topics: tuple[str, ...] = ()
+    """The topics read (a route has exactly one of ``topic``, ``topics``, ``topic_pattern``);
+    names use ``a-z A-Z 0-9 . _ -``."""
     topic_pattern: re.Pattern[str] | None = None
+    """Or a regex every topic read matches in full; new matching topics are picked up within
+    ``[kafka] metadata_max_age_ms``."""
     key: Template | None = None
+    """Template of the object key or workflow id: required for objects and workflows, refused
+    for services."""
     match: tuple[Match, ...] = ()
+    """A table of field = value (``key``, ``header.NAME``, ``value.a.b``, ...): the route takes
+    only records where every entry is equal (a string, number or boolean)."""
     delay: timedelta | Template | None = None
+    """A duration (``"4s"``, ``"500ms"``, ``"1h30m"``, ``"PT2S"``) or a template
+    (``"{header.delay}"``) Restate waits before running the invocation; not for workflows."""
     headers: tuple[str, ...] = ()
+    """Kafka headers forwarded as HTTP headers to the handler: HTTP token names, never one the
+    bridge sets (see the reserved names below)."""
     idempotency_key: Template | None = None
+    """Template of the idempotency key (default ``"{topic}-{partition}-{offset}"``), or
+    ``"none"``; the route name is appended so fan-out keys differ."""
     body: Body = field(default_factory=lambda: Body("value"))
+    """``"{value}"`` (the default) sends the raw record value; ``"{value.path}"`` a JSON
+    sub-document; ``"none"`` no body; any other template a JSON string."""
     content_type: Annotated[str, Check(header_value_problem)] = "application/json"
+    """The content type of the body sent."""
     ordering: Ordering = "none"
+    """``key``: in offset order per object key / workflow id (the default for objects and
+    workflows); ``partition``: per partition of the route; ``none``: all in parallel (the
+    default for services, which have no key)."""
     max_in_flight: int | None = None
+    """This route's cap on sends under way, under ``[delivery] max_in_flight``; default
+    unlimited."""
     on_null: OnNull = "send"
-    """What a record with a null value (a tombstone) does: sent without a body, skipped (counted
-    as ``skipped``) or dead-lettered."""
+    """What a record with a null value (a tombstone) does: sent without a body or content type,
+    skipped (counted as ``skipped``) or dead-lettered."""
     reply_topic: Annotated[str | None, Check(topic_name_problem)] = None
-    """Where the handler's result goes, one reply record per source record; ``None``: no reply."""
+    """Where the handler's result goes, one reply record per source record; any target kind. Not
+    the dead-letter topic, not a topic any route reads; the route needs an idempotency key (the
+    default) or a workflow's main handler."""
     reply_correlation_header: Annotated[str | None, Check(correlation_header_problem)] = None
-    """A header of the source record copied onto its reply (when the record has it)."""
+    """A header of the source record copied onto its reply (when the record has it): 1 to 255
+    visible ASCII characters, not ``bridge.*``; only with ``reply_topic``."""
     reply_timeout: timedelta | None = None
-    """The longest wait for the result; default ``[delivery] reply_timeout``."""
+    """The longest wait for the result; default ``[delivery] reply_timeout``; only with
+    ``reply_topic``; a constant ``delay`` must be shorter."""
     value_format: Format = "json"
-    """How the value is read: JSON text, raw bytes, or framed by a schema registry serializer
-    (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
+    """How the value is read: JSON text, raw bytes (no ``value.*`` fields), or framed by a schema
+    registry serializer (``avro``, ``protobuf``, ``json_schema``: decoded into JSON data)."""
     key_format: Format = "raw"
-    """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed."""
+    """How the key is read: raw bytes (``{key}`` as UTF-8), JSON text, or framed; any but
+    ``raw`` allows ``{key.a.b}``."""
     batch: BatchConfig | None = None
-    """Send records in batches (:mod:`bridge.core.batching`); ``None``: one invocation per
-    record."""
+    """Send records in batches: ``{ max_records = 100, max_bytes = "1MiB", max_wait = "50ms" }``
+    (each key optional, these defaults) makes one invocation per batch, a JSON array of items;
+    ``max_records`` 1 to 10000, ``max_bytes`` 1KiB to 64MiB (``B``, ``KB``, ``MB``, ``KiB``,
+    ``MiB`` or an integer), ``max_wait`` 0 to 10s. Service and object routes only; not with
+    ``reply_topic``, ``headers``, ``body``, ``content_type``, ``trace_context``, a templated
+    ``delay`` or an ``idempotency_key`` template (``"none"`` is allowed). Default: one
+    invocation per record."""
     retry_on: tuple[StatusRange, ...] = ()
-    """Ingress statuses retried with backoff, without end (``[409, "5xx", "400-404"]``)."""
+    """Ingress statuses retried with backoff, without end: integers (``409``), classes
+    (``"5xx"``, ``"4xx"``) or ranges (``"400-404"``), 400 to 599 only. A status may be in one
+    of ``retry_on``, ``dead_letter_on``, ``block_on`` only; one no list names keeps the default
+    treatment."""
     dead_letter_on: tuple[StatusRange, ...] = ()
     """Ingress statuses that dead-letter the record at once (or block without a dead-letter
-    topic)."""
+    topic); the same forms."""
     block_on: tuple[StatusRange, ...] = ()
-    """Ingress statuses that stop the partition at the record, even with a dead-letter topic."""
+    """Ingress statuses that stop the partition at the record, even with a dead-letter topic;
+    the same forms."""
     rate_limit: float | None = None
-    """Records per second sent for this route (a token bucket); ``None``: unlimited."""
+    """Records per second sent for this route (a token bucket per process), a number from
+    ``0.001`` to ``1000000`` such as ``50`` or ``0.5``; default unlimited."""
     rate_limit_burst: int | None = None
-    """Records that may go at once after a quiet spell; default one second's worth, at least 1."""
+    """Records that may go at once after a quiet spell; default one second's worth, at least 1;
+    only with ``rate_limit``."""
     scope: Template | None = None
-    """Restate scope of every invocation (``/restate/scope/{scope}/send/...``); needs a server
-    with scoped invocations enabled."""
+    """Template (``"{header.tenant}"``, ``"acme"``) of the Restate scope of every invocation
+    (``/restate/scope/{scope}/send/...``): 1 to 36 of ``a-z A-Z 0-9 _ . -`` per record, else a
+    dead letter; needs a server with scoped invocations enabled."""
     limit_key: Template | None = None
-    """Restate limit key (``x-restate-limit-key``: ``level1`` or ``level1/level2``); only with
+    """Template of the Restate limit key (``x-restate-limit-key``): one or two parts of the
+    scope's characters joined by ``/`` (``"{header.tenant}/{value.user}"``); only with
     ``scope``."""
 
     validate_input: bool = False
@@ -491,7 +565,8 @@ class RouteConfig:
 
     trace_context: bool = True
     """Forward the record's W3C ``traceparent`` / ``tracestate`` headers (when valid) to the
-    ingress, listed in ``headers`` or not, so that Restate joins the producer's trace."""
+    ingress, listed in ``headers`` or not, so that Restate joins the producer's trace; an
+    invalid one is dropped and counted, never a dead letter. Not for batch routes."""
 
     @property
     def statuses(self) -> StatusPolicy:
@@ -511,7 +586,8 @@ class TracingConfig:
     spans: bool = False
     """One span per record and route (``process``, kind CONSUMER) with a child span per
     ``/send`` attempt (kind CLIENT), from the global OpenTelemetry tracer; needs the ``otel``
-    extra. Off: no span work at all."""
+    extra (``pip install 'restate-kafka-bridge[otel]'``; ``check`` says when it is missing).
+    Off: no span work at all."""
 
 
 @dataclass(frozen=True)
@@ -558,6 +634,12 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("restate", "admin_url"): "RESTATE_ADMIN_URL",
     ("metrics", "listen"): "BRIDGE_METRICS_LISTEN",
 }
+ROUTE_ONLY_KEYS = {
+    "topic": "One topic: the short form of ``topics = [name]``.",
+    "workflow_main": "Whether the route calls a workflow's main handler, which gets no idempotency "
+    "key: the workflow id is its idempotency (default: true for a workflow's ``run`` / ``Run``).",
+}
+"""Route keys that are no field of :class:`RouteConfig`, and what they do."""
 ROUTE_KEYS = frozenset(
     {"name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"}
     | {"match", "delay", "headers", "idempotency_key", "body", "content_type", "ordering"}

@@ -1,7 +1,14 @@
 """Templates such as ``"{key}"``, ``"{topic}-{partition}-{offset}"`` or ``"{value.order.id}"``.
 
-Parsed once at start-up; rendering a record is a join over precompiled parts. ``{{`` and ``}}``
-stand for literal braces.
+The fields: ``{key}``, ``{key.hex}``, ``{key.base64}``, ``{topic}``, ``{partition}``,
+``{offset}``, ``{timestamp}``, ``{header.NAME}``, ``{value}``, ``{value.a.b}`` (a JSON path;
+digits index arrays). ``{{`` and ``}}`` stand for literal braces. ``{key}`` and
+``{header.NAME}`` are the bytes read as UTF-8; for binary keys use ``{key.hex}`` (lower-case
+hex) or ``{key.base64}`` (standard alphabet, with ``=`` padding), anywhere a field is allowed,
+``match`` included. JSON integers of any size stay exact. The value is parsed as JSON once, and
+only when a template or a match needs it.
+
+Parsed once at start-up; rendering a record is a join over precompiled parts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """An asyncio client for Restate's HTTP ingress, the Python counterpart of the Go SDK's
 ``restateingress``: request-response calls and one-way sends to services, virtual objects and
 workflows, delays, idempotency keys, attach/output of existing invocations, typed outputs
-(``output=Type``), and a blocking facade (:class:`SyncClient`) for scripts and CLIs.
+(``output=Type``), and a blocking facade (``SyncClient``) for scripts and CLIs.
 
     from bridge.ingress import Client
 

@@ -48,7 +48,7 @@ waits as long): an unreachable host still fails, a long-running invocation is st
 Headers = Mapping[str, str]
 Timeout = float | Literal["default"] | None
 """A per-call timeout in seconds; ``None``: wait as long as it takes; ``"default"``: the client's
-``timeout`` if it set one, else the operation's own default (see :class:`Client`)."""
+``timeout`` if it set one, else the operation's own default (see ``Client``)."""
 T = TypeVar("T")
 
 
@@ -73,7 +73,7 @@ class Client:
     """A client of Restate's HTTP ingress, safe to share between tasks.
 
     Create one per application and reuse it: it pools connections. Use it as an async context
-    manager, or call :meth:`aclose` when done::
+    manager, or call ``aclose`` when done:
 
         async with Client("http://localhost:8080") as restate:
             greeting = await restate.service("Greeter", "greet").request("Ada")
@@ -84,16 +84,16 @@ class Client:
     Timeouts, as in Go (where a call waits as long as its context allows): ``request()`` and
     ``attach()`` wait as long as the invocation runs unless the client or the call sets a timeout;
     ``send()``, ``output()`` and ``health()``, which a healthy ingress answers promptly, wait
-    :data:`DEFAULT_TIMEOUT` (30 s; ``health`` 5 s) unless one is set. ``timeout`` (seconds, or
+    ``DEFAULT_TIMEOUT`` (30 s; ``health`` 5 s) unless one is set. ``timeout`` (seconds, or
     ``None`` for no timeout at all) applies to every request unless a call passes its own
-    ``timeout=``. A connection that cannot be established within :data:`CONNECT_TIMEOUT` fails
+    ``timeout=``. A connection that cannot be established within ``CONNECT_TIMEOUT`` fails
     either way.
     ``token`` is sent as ``Authorization: Bearer``, over any header a call passes; it never appears
-    in ``repr`` or logs, and :meth:`set_token` replaces it while requests are under way.
+    in ``repr`` or logs, and ``set_token`` replaces it while requests are under way.
     ``ssl_context`` verifies an ``https://`` ingress (a custom CA, a client certificate).
-    ``max_response_bytes`` bounds an answer's body (default :data:`MAX_RESPONSE_BYTES`, 16 MiB:
+    ``max_response_bytes`` bounds an answer's body (default ``MAX_RESPONSE_BYTES``, 16 MiB:
     Restate answers a send in a few hundred bytes, ``attach`` and ``output`` with the handler's
-    output); a longer answer, or a malformed one, is a retryable :class:`ConnectError` and its
+    output); a longer answer, or a malformed one, is a retryable ``ConnectError`` and its
     connection is closed.
     """
 
@@ -127,7 +127,7 @@ class Client:
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
         """A client for ``$RESTATE_URL`` (default ``http://localhost:8080``) authenticated with
-        ``$RESTATE_AUTH_TOKEN`` when set. Keyword arguments are passed on to :class:`Client`."""
+        ``$RESTATE_AUTH_TOKEN`` when set. Keyword arguments are passed on to ``Client``."""
         kwargs.setdefault("token", os.environ.get("RESTATE_AUTH_TOKEN") or None)
         return cls(os.environ.get("RESTATE_URL") or DEFAULT_URL, **kwargs)
 
@@ -182,7 +182,7 @@ class Client:
         """A handler of a service: ``POST /{service}/{handler}``.
 
         ``scope``: the invocation runs in that Restate scope
-        (``/restate/scope/{scope}/call|send/{service}/{handler}``); see :class:`Target`.
+        (``/restate/scope/{scope}/call|send/{service}/{handler}``); see ``Target``.
         """
         return Target(self, _path(service, handler), "service", _scope(scope))
 
@@ -190,7 +190,7 @@ class Client:
         """A handler of the virtual object ``name`` with ``key``: ``/{name}/{key}/{handler}``.
 
         ``scope``: the object ``key`` of that scope, whose state is its own (Restate 1.7 needs
-        ``experimental-enable-scoped-virtual-objects`` for this); see :class:`Target`.
+        ``experimental-enable-scoped-virtual-objects`` for this); see ``Target``.
         """
         return Target(self, _path(name, key, handler), "object", _scope(scope))
 
@@ -202,7 +202,7 @@ class Client:
         The main handler (``run`` in the Python and TypeScript SDKs) accepts no idempotency key:
         the workflow id already makes it run once, and a second send for the same id answers
         ``PreviouslyAccepted``. Shared handlers accept idempotency keys. ``scope``: see
-        :class:`Target`.
+        ``Target``.
         """
         return Target(self, _path(name, workflow_id, handler), "workflow", _scope(scope))
 
@@ -215,7 +215,7 @@ class Client:
     ) -> InvocationHandle:
         """The invocation of a service handler made with ``idempotency_key``.
 
-        Any key works, whatever its characters: see :meth:`object_invocation`.
+        Any key works, whatever its characters: see ``object_invocation``.
         """
         return _by_idempotency_key(self, service, None, handler, idempotency_key)
 
@@ -258,8 +258,8 @@ class Client:
         waits: bool = False,
     ) -> _Response:
         """One request; ``waits``: it lasts as long as an invocation runs (``request``,
-        ``attach``), so without a set timeout it has none, rather than :data:`DEFAULT_TIMEOUT`.
-        The one place where transport failures become :mod:`._errors`."""
+        ``attach``), so without a set timeout it has none, rather than ``DEFAULT_TIMEOUT``.
+        The one place where transport failures become ``_errors``."""
         target = path if delay is None else f"{path}?delay={delay}"
         req_headers = self._request_headers(headers, content_type, idempotency_key)
         seconds = self._seconds(timeout, waits)
@@ -306,7 +306,7 @@ class Client:
         self, headers: Headers | None, content_type: str | None, idempotency_key: str | None
     ) -> list[tuple[str, str]]:
         """The caller's headers, then the client's, then the content type and idempotency key
-        (the ``Authorization`` header is added by :meth:`_request`: the client's only)."""
+        (the ``Authorization`` header is added by ``_request``: the client's only)."""
         req_headers: list[tuple[str, str]] = []
         if headers:
             # the client's credentials, never a caller's
@@ -323,7 +323,7 @@ class Client:
 
     def _seconds(self, timeout: Timeout, waits: bool) -> float | None:
         """The request's overall timeout in seconds; ``None``: none (connecting is still bounded
-        by :data:`CONNECT_TIMEOUT`)."""
+        by ``CONNECT_TIMEOUT``)."""
         seconds = self._timeout if timeout == "default" else timeout
         if seconds == "default":
             return None if waits else DEFAULT_TIMEOUT
@@ -365,7 +365,7 @@ def _prepared(
     timeout: Timeout,
 ) -> tuple[bytes | None, str | None, Headers | None]:
     """A call's body, content type and headers, every argument checked before anything is
-    sent (:class:`TypeError` / :class:`ValueError` for a programming error)."""
+    sent (``TypeError`` / ``ValueError`` for a programming error)."""
     _check_timeout(timeout)
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
@@ -405,13 +405,13 @@ def _check_timeout(timeout: Timeout) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A handler to call or send to; made by :meth:`Client.service`, ``object``, ``workflow``.
+    """A handler to call or send to; made by ``Client.service``, ``object``, ``workflow``.
 
     ``path`` names the handler (``/{service}[/{key}]/{handler}``). Unscoped, a call goes to
     ``path`` and a send to ``{path}/send``. With a ``scope`` (Restate 1.7's scoped invocations,
     behind the server's ``experimental-enable-vqueues`` option) they go to
     ``/restate/scope/{scope}/call{path}`` and ``/restate/scope/{scope}/send{path}``; a
-    ``limit_key=`` on :meth:`send` or :meth:`request` is then sent as ``x-restate-limit-key``
+    ``limit_key=`` on ``send`` or ``request`` is then sent as ``x-restate-limit-key``
     (``level1`` or ``level1/level2``), which Restate accepts only on a scoped invocation.
     """
 
@@ -422,20 +422,20 @@ class Target:
 
     @property
     def call_path(self) -> str:
-        """The path :meth:`request` posts to."""
+        """The path ``request`` posts to."""
         if self.scope is None:
             return self.path
         return f"/restate/scope/{segment(self.scope)}/call{self.path}"
 
     @property
     def send_path(self) -> str:
-        """The path :meth:`send` posts to."""
+        """The path ``send`` posts to."""
         if self.scope is None:
             return f"{self.path}/send"
         return f"/restate/scope/{segment(self.scope)}/send{self.path}"
 
     def send_url(self, *, delay: timedelta | None = None) -> str:
-        """The URL :meth:`send` posts to, with the delay encoded as the client sends it."""
+        """The URL ``send`` posts to, with the delay encoded as the client sends it."""
         url = f"{self.client.url}{self.send_path}"
         formatted = None if delay is None else format_delay(delay)
         return url if formatted is None else f"{url}?delay={formatted}"
@@ -480,9 +480,9 @@ class Target:
         """Call the handler and wait for its output, as long as it runs unless a timeout is set.
 
         ``output=None``: decoded JSON, or ``bytes`` for other content types; ``output=Type``:
-        decoded into ``Type`` (see :mod:`bridge.ingress._decode`; ``bytes``: the raw body).
-        Raises :class:`InvocationError` when the handler fails terminally, :class:`DecodeError`
-        when the answer does not fit ``output``. ``limit_key``: see :class:`Target`.
+        decoded into ``Type`` (see ``bridge.ingress._decode``; ``bytes``: the raw body).
+        Raises ``InvocationError`` when the handler fails terminally, ``DecodeError``
+        when the answer does not fit ``output``. ``limit_key``: see ``Target``.
         """
         check_output_type(output)
         body, ctype, headers = _prepared(
@@ -514,8 +514,8 @@ class Target:
         """Enqueue an invocation without waiting for it to run (``/send``, HTTP 202).
 
         The 202 comes once Restate has durably recorded the invocation, so a second send for
-        the same object key made after it will run after it. Waits :data:`DEFAULT_TIMEOUT`
-        unless the client or the call sets a timeout. ``limit_key``: see :class:`Target`.
+        the same object key made after it will run after it. Waits ``DEFAULT_TIMEOUT``
+        unless the client or the call sets a timeout. ``limit_key``: see ``Target``.
         """
         body, ctype, headers = _prepared(
             self, input, content_type, headers, limit_key, idempotency_key, timeout
@@ -569,7 +569,7 @@ class InvocationHandle:
 
         Waits as long as the invocation runs unless the client or the call sets a timeout.
         ``output=bytes`` returns the body exactly as the ingress returned it, JSON included.
-        An unknown or expired invocation raises :class:`InvocationError` with status 404:
+        An unknown or expired invocation raises ``InvocationError`` with status 404:
         Restate reports it as the attached invocation's outcome (``source="invocation"``).
         """
         return await self._get("attach", output, timeout, waits=True)
@@ -581,8 +581,8 @@ class InvocationHandle:
     async def output(self, *, output: type[T], timeout: Timeout = ...) -> T: ...
 
     async def output(self, *, output: Any = None, timeout: Timeout = "default") -> Any:
-        """The output if the invocation completed; raises :class:`NotReady` if still running,
-        :class:`ResponseError` 404 (``source="ingress"``) if unknown or expired."""
+        """The output if the invocation completed; raises ``NotReady`` if still running,
+        ``ResponseError`` 404 (``source="ingress"``) if unknown or expired."""
         return await self._get("output", output, timeout, waits=False)
 
     async def _get(self, verb: str, output: Any, timeout: Timeout, *, waits: bool) -> Any:

@@ -11,8 +11,8 @@
     output=Model       a pydantic model, through ``Model.model_validate`` (pydantic itself is not
                        a dependency: any class with ``model_validate`` is used that way)
 
-A body that does not fit raises :class:`DecodeError` (an ``IngressError``). A type the decoder
-cannot build at all raises ``TypeError`` from :func:`check_output_type`, before anything is sent.
+A body that does not fit raises ``DecodeError`` (an ``IngressError``). A type the decoder
+cannot build at all raises ``TypeError`` from ``check_output_type``, before anything is sent.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class _Mismatch(Exception):
 
 
 def check_output_type(output: Any) -> None:
-    """Raise ``TypeError`` when ``output`` is not a type :func:`decode_as` can build."""
+    """Raise ``TypeError`` when ``output`` is not a type ``decode_as`` can build."""
     if output is None or output is bytes:
         return
     _check(output, set())
@@ -93,7 +93,7 @@ def decode_as(
     *,
     invocation_id: str | None = None,
 ) -> Any:
-    """``body`` as ``output`` (see the module docstring); :class:`DecodeError` if it won't fit."""
+    """``body`` as ``output`` (see the module docstring); ``DecodeError`` if it won't fit."""
     try:
         if output is None:
             return decode_output(body, content_type)

@@ -27,7 +27,7 @@ RETRYABLE_STATUSES = frozenset({401, 403, 408, 425, 429})
 
 
 class IngressError(Exception):
-    """Base class of every error raised by :class:`bridge.ingress.Client`.
+    """Base class of every error raised by ``bridge.ingress.Client``.
 
     Everything a caller needs to decide what to do next is here, on every error: ``retryable``,
     ``retry_after`` (seconds the server asked to wait, or ``None``), ``source`` and ``reason``.
@@ -63,7 +63,7 @@ class ConnectError(IngressError):
 class IngressTimeout(IngressError, TimeoutError):
     """The ingress did not answer within the request's timeout. Retryable.
 
-    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it as it catches
+    Also a builtin ``TimeoutError``, so ``except TimeoutError`` catches it as it catches
     ``asyncio.timeout``'s. With an idempotency key, retrying is safe: the ingress deduplicates the
     second attempt. The invocation itself may still run (or be running) in Restate.
     """

@@ -9,15 +9,15 @@ quarter of that (``bench/ingress_client.py``; README, "Performance").
 Answers are read by llhttp (``httptools``, the parser of uvicorn and Node.js): status line,
 headers, Content-Length and chunked framing, strictly (one Content-Length, never with
 Transfer-Encoding, hexadecimal chunk sizes, CRLF line ends, no control bytes in headers). This
-module adds what a parser cannot know: the limits (:data:`MAX_HEAD`, ``max_response_bytes``,
-:data:`MAX_INFORMATIONAL`), which answers it accepts (HTTP/1.0 or 1.1, a status 100-599, no
+module adds what a parser cannot know: the limits (``MAX_HEAD``, ``max_response_bytes``,
+``MAX_INFORMATIONAL``), which answers it accepts (HTTP/1.0 or 1.1, a status 100-599, no
 upgrade, no transfer coding but ``chunked``) and when a connection may carry another request:
 never after bytes that came out of turn (past a complete answer, or while it was idle), so no
 answer is ever taken for another request's.
 
-Errors are this module's own (:class:`TransportError` and its subclasses) plus ``OSError``,
+Errors are this module's own (``TransportError`` and its subclasses) plus ``OSError``,
 ``ssl.SSLError`` and ``TimeoutError`` from the socket layer; the client translates them into
-:mod:`._errors` in one place. Whatever the server got wrong is a :class:`ProtocolError`, and its
+``_errors`` in one place. Whatever the server got wrong is a ``ProtocolError``, and its
 connection is closed.
 """
 
@@ -164,7 +164,7 @@ class _Connection(asyncio.Protocol):
 
     llhttp reads the bytes (its callbacks below: ``on_message_begin`` ... ``on_message_complete``);
     this class keeps the limits, refuses answers we never asked for, and decides whether the
-    connection may carry another request (:attr:`reusable`).
+    connection may carry another request (``reusable``).
     """
 
     def __init__(self, max_body: int = MAX_RESPONSE_BYTES, max_head: int = MAX_HEAD) -> None:
@@ -381,7 +381,7 @@ class ConnectionPool:
     whole answer. A connection is reused once its answer was read completely and nothing came
     after it; one that timed out, was cancelled, broke or carried a malformed answer is closed.
     An answer whose body exceeds ``max_response_bytes``, or whose status line and headers exceed
-    ``max_head``, is a :class:`ProtocolError`.
+    ``max_head``, is a ``ProtocolError``.
     """
 
     def __init__(
@@ -413,7 +413,7 @@ class ConnectionPool:
     ) -> Response:
         """One exchange, all of it (waiting for a connection included) within ``timeout``
         seconds unless it is ``None``; connecting alone within ``connect_timeout`` either way.
-        Raises :class:`TransportError`, ``OSError`` (``ssl.SSLError`` among them) or
+        Raises ``TransportError``, ``OSError`` (``ssl.SSLError`` among them) or
         ``TimeoutError``."""
         origin = self.origin
         request = _head(method, origin.prefix + target, origin.host_header, headers, body)

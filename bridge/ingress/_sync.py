@@ -1,6 +1,6 @@
-"""A blocking facade over :class:`Client`, for scripts, CLIs and threaded programs.
+"""A blocking facade over ``Client``, for scripts, CLIs and threaded programs.
 
-It runs one :class:`Client` on a private event loop in a daemon thread and waits for each call's
+It runs one ``Client`` on a private event loop in a daemon thread and waits for each call's
 result, so it shares everything with the asyncio client: the transport, the codec, the typed
 outputs, the timeouts and the error classes. Why not a blocking HTTP client: that would be a
 second transport with a second translation of transport errors (TLS, resets, timeouts) to keep
@@ -31,8 +31,8 @@ T = TypeVar("T")
 
 
 class SyncClient:
-    """The blocking twin of :class:`Client`: the same constructor, methods and errors, without
-    ``await``. Safe to share between threads. Use it as a context manager or call :meth:`close`.
+    """The blocking twin of ``Client``: the same constructor, methods and errors, without
+    ``await``. Safe to share between threads. Use it as a context manager or call ``close``.
     """
 
     def __init__(self, url: str = DEFAULT_URL, **kwargs: Any) -> None:
@@ -44,7 +44,7 @@ class SyncClient:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> SyncClient:
-        """As :meth:`Client.from_env`: ``$RESTATE_URL`` and ``$RESTATE_AUTH_TOKEN``."""
+        """As ``Client.from_env``: ``$RESTATE_URL`` and ``$RESTATE_AUTH_TOKEN``."""
         return cls(_client=Client.from_env(**kwargs))
 
     @property
@@ -142,7 +142,7 @@ class SyncClient:
 
 @dataclass(frozen=True, slots=True)
 class SyncTarget:
-    """A handler to call or send to, blocking; see :class:`Target`."""
+    """A handler to call or send to, blocking; see ``Target``."""
 
     client: SyncClient
     target: Target
@@ -195,7 +195,7 @@ class SyncTarget:
         timeout: Timeout = "default",
         limit_key: str | None = None,
     ) -> Any:
-        """Call the handler and wait for its output; see :meth:`Target.request`."""
+        """Call the handler and wait for its output; see ``Target.request``."""
         return self.client._run(
             self.target.request(
                 input,
@@ -219,7 +219,7 @@ class SyncTarget:
         timeout: Timeout = "default",
         limit_key: str | None = None,
     ) -> SendReceipt:
-        """Enqueue an invocation; see :meth:`Target.send`."""
+        """Enqueue an invocation; see ``Target.send``."""
         return self.client._run(
             self.target.send(
                 input,
@@ -235,7 +235,7 @@ class SyncTarget:
 
 @dataclass(frozen=True, slots=True)
 class SyncInvocationHandle:
-    """An existing invocation, blocking; see :class:`InvocationHandle`."""
+    """An existing invocation, blocking; see ``InvocationHandle``."""
 
     client: SyncClient
     handle: InvocationHandle
@@ -247,7 +247,7 @@ class SyncInvocationHandle:
     def attach(self, *, output: type[T], timeout: Timeout = ...) -> T: ...
 
     def attach(self, *, output: Any = None, timeout: Timeout = "default") -> Any:
-        """Wait until the invocation completes; see :meth:`InvocationHandle.attach`."""
+        """Wait until the invocation completes; see ``InvocationHandle.attach``."""
         return self.client._run(self.handle.attach(output=output, timeout=timeout))
 
     @overload
@@ -257,5 +257,5 @@ class SyncInvocationHandle:
     def output(self, *, output: type[T], timeout: Timeout = ...) -> T: ...
 
     def output(self, *, output: Any = None, timeout: Timeout = "default") -> Any:
-        """The output if completed, else :class:`NotReady`; see :meth:`InvocationHandle.output`."""
+        """The output if completed, else ``NotReady``; see ``InvocationHandle.output``."""
         return self.client._run(self.handle.output(output=output, timeout=timeout))

@@ -1,7 +1,8 @@
 """Every metric the bridge exports, in one registry passed around explicitly.
 
 Names and labels are a contract: dashboards and alert rules depend on them. Labels stay of low
-cardinality (topic, partition, route, outcome, reason), never keys or offsets.
+cardinality (topic, partition, route, outcome, reason), never keys or offsets. Per-partition
+series exist only for the partitions the process owns.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class Metrics:
         GCCollector(registry=registry)
         self.messages = Counter(
             "restate_bridge_messages",
-            "Kafka records (per route) by outcome: accepted, duplicate, dead_lettered, skipped, "
-            "unrouted.",
+            "Kafka records (per route) by outcome: accepted, duplicate, dead_lettered, skipped "
+            '(on_null = skip), unrouted (route "").',
             ["topic", "route", "outcome"],
             registry=registry,
         )
