@@ -4,13 +4,15 @@
 
 Raw asyncio protocol, HTTP/1.1 keep-alive: reads each request's head and ``Content-Length``
 body, answers ``202`` with a fixed ``{"invocationId", "status": "Accepted"}`` body, and counts the
-requests (``GET /count`` answers the number). Costs a few microseconds per request, so that a
-bridge's CPU can be measured without Restate's (about 1 ms per record) on the same cores.
+requests (``GET /count`` answers the number; ``GET /services``, a fixed admin API listing).
+Costs a few microseconds per request, so that a bridge's CPU can be measured without Restate's
+(about 1 ms per record) on the same cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 ACCEPTED = b'{"invocationId":"inc_1fjx0nU7DK1Y4qQhdNH9mQsHv3YM9VFDT7","status":"Accepted"}'
@@ -18,6 +20,40 @@ RESPONSE = (
     b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
     % (len(ACCEPTED), ACCEPTED)
 )
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "seq": {"type": "integer", "minimum": 0},
+        "key": {"type": "string"},
+        "amount": {"type": "integer", "minimum": 0},
+        "note": {"type": "string", "maxLength": 200},
+    },
+    "required": ["seq", "key", "amount"],
+}
+"""What ``bench.hotpath --validate-input`` checks each record's value against: the shape of
+``bench.bridge.records``, as an SDK would publish it."""
+SERVICES = json.dumps(
+    {
+        "services": [
+            {
+                "name": "Recorder",
+                "ty": "VirtualObject",
+                "public": True,
+                "idempotency_retention": "1d",
+                "handlers": [
+                    {
+                        "name": "record",
+                        "ty": "Exclusive",
+                        "public": True,
+                        "input_json_schema": SCHEMA,
+                    }
+                ],
+            }
+        ]
+    }
+).encode()
 
 
 class Counter:
@@ -45,7 +81,12 @@ class Ingress(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             self.buffer = self.buffer[end + 4 + length :]
-            if head.startswith("GET /count"):
+            if head.startswith("GET /services"):  # the admin API, for --validate-input
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(SERVICES), SERVICES)
+                )
+            elif head.startswith("GET /count"):
                 body = str(Counter.sends).encode()
                 self.transport.write(
                     b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)

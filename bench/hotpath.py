@@ -1,7 +1,8 @@
 """The bridge's own CPU per record, without Restate: bridges side by side against a fake ingress.
 
     .venv/bin/python -m bench.hotpath [--records 20000] [--keys 200] [--partitions 4]
-        [--broker tansu|apache-kafka] [--baseline DIR] [--asyncio] [--rounds 3]
+        [--broker tansu|apache-kafka] [--baseline DIR] [--asyncio] [--validate-input]
+        [--rounds 3]
 
 Restate and its handlers need about 1 ms of CPU per record, five times the bridge's, on the same
 two cores: end to end (``bench.bridge``) the bridge's CPU per record moves with everything else
@@ -9,7 +10,9 @@ the machine does. Here the ingress is :mod:`bench.fake_ingress`, which accepts e
 once for a few microseconds of CPU. Per round and contender (the bridge of this tree; with
 ``--baseline DIR`` the bridge of that source tree, e.g. an older commit exported with
 ``git archive COMMIT bridge | tar -x -C DIR``; with ``--asyncio`` this tree's bridge on
-``--loop asyncio``, where the bridge's default is uvloop when installed) a bridge starts on an
+``--loop asyncio``, where the bridge's default is uvloop when installed; with
+``--validate-input`` this tree's bridge checking each record against a handler's input schema,
+read from the fake ingress's admin API) a bridge starts on an
 empty topic of its own (route: object ``Recorder``, key ``{key}``, an idempotency key per record,
 as ``bench.bridge``), and once it is ready ``--records`` records are produced to the topic; its
 CPU (utime + stime from ``/proc``) is taken from then until the fake ingress accepted them all.
@@ -53,6 +56,11 @@ def main() -> None:
     parser.add_argument(
         "--asyncio", action="store_true", help="also this bridge on asyncio's own loop"
     )
+    parser.add_argument(
+        "--validate-input",
+        action="store_true",
+        help="also this bridge with validate_input = true (the schema: bench.fake_ingress)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--py-spy", type=Path, help="sample this tree's bridge in round 1 with py-spy, write here"
@@ -63,6 +71,8 @@ def main() -> None:
         contenders.insert(0, "baseline")
     if args.asyncio:
         contenders.append("asyncio")
+    if args.validate_input:
+        contenders.append("validate")
     n = args.records
     data = records(n, args.keys)
     cpu: dict[str, list[float]] = {c: [] for c in contenders}
@@ -108,7 +118,11 @@ target = "object"
 service = "Recorder"
 handler = "record"
 key = "{{key}}"
-""",
+"""
+                        + ("validate_input = true\n" if c == "validate" else ""),
+                        restate_extra=(
+                            f'admin_url = "http://127.0.0.1:{port}"\n' if c == "validate" else ""
+                        ),
                     )
                 )
                 if c == "baseline":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -41,6 +42,8 @@ from .ingress import (
     ResponseError,
 )
 from .operate.metrics import Metrics
+from .operate.registry_watch import RegistryWatch
+from .operate.restate_check import AdminUnreachable, check_against_restate, fetch_services
 from .reference.json_schema import schema_text
 from .schemas.setup import make_decoder, uses_registry
 from .worker import Bridge
@@ -73,8 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the event loop: uvloop when it is installed (auto, the default), or asyncio's own",
     )
 
-    check = commands.add_parser("check", help="validate a routing file; exit 2 if it has errors")
+    check = commands.add_parser(
+        "check",
+        help="validate a routing file; exit 2 if it has errors",
+        description="Validate a routing file; with a Restate admin API (--restate-admin, "
+        "[restate] admin_url or $RESTATE_ADMIN_URL) also check every route against the services "
+        "registered there. Exit 0 when it passes, 1 when the admin API cannot be read, 2 for "
+        "errors (and for warnings with --strict).",
+    )
     check.add_argument("routes", type=Path, help="the routing file")
+    check.add_argument(
+        "--restate-admin",
+        metavar="URL",
+        help="Restate's admin API, e.g. http://localhost:9070: every route's service, kind, "
+        "handler and visibility must match what is registered",
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="warnings (such as a short retention) exit 2"
+    )
 
     route = commands.add_parser(
         "route", help="print, without sending, the invocations a record would produce"
@@ -97,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--offset", type=int, default=0, help="the record's offset")
     route.add_argument(
         "--timestamp", type=int, default=0, help="the record's timestamp (ms since the epoch)"
+    )
+    route.add_argument(
+        "--restate-admin",
+        metavar="URL",
+        help="Restate's admin API (default: [restate] admin_url or $RESTATE_ADMIN_URL): show "
+        "what run would do given what is registered (validate_input, routes that wait)",
     )
 
     result = commands.add_parser(
@@ -172,10 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.routes}: ok, {len(config.routes)} route(s)")
-        for note in scope_notes(config):
-            print(f"note: {note}")
-        return 0
+        return _check(args, config)
     if args.command == "route":
         return _route(args, config)
     return _run(args, config)
@@ -194,6 +216,32 @@ def _load(path: Path, running: BridgeConfig | None = None) -> BridgeConfig:
         log.debug("loading %s failed", path, exc_info=True)
         message = f"{path}:1: cannot load the routes file: {type(exc).__name__}: {exc}"
         raise ConfigError([message]) from exc
+
+
+def _check(args: argparse.Namespace, config: BridgeConfig) -> int:
+    admin_url = args.restate_admin or config.restate.admin_url
+    checked = ""
+    if admin_url:
+        try:
+            verdict = asyncio.run(check_against_restate(config, admin_url))
+        except AdminUnreachable as exc:
+            print(f"{args.routes}: cannot check the routes against Restate: {exc}", file=sys.stderr)
+            return 1
+        for problem in verdict.problems:
+            print(problem, file=sys.stderr)
+        for warning in verdict.warnings:
+            print(warning.replace(": route ", ": warning: route ", 1), file=sys.stderr)
+        for note in verdict.notes:
+            print(f"note: {note}")
+        if verdict.problems or (args.strict and verdict.warnings):
+            return 2
+        checked = (
+            f", checked against Restate at {node_label(admin_url)} ({verdict.services} services)"
+        )
+    print(f"{args.routes}: ok, {len(config.routes)} route(s){checked}")
+    for note in scope_notes(config):
+        print(f"note: {note}")
+    return 0
 
 
 def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
@@ -230,9 +278,39 @@ def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
     planned = Router(config).plan(record)
     if not planned:
         print(f"no route matches a record on topic {args.topic!r}", file=sys.stderr)
+    admin_url = args.restate_admin or config.restate.admin_url
+    registry = asyncio.run(_registry(config, admin_url)) if admin_url and planned else None
+    if registry is not None and registry.reason is not None:
+        print(f"cannot read Restate's registry: {registry.reason}", file=sys.stderr)
+        return 1
     for item in planned:
-        sys.stdout.write(orjson.dumps(_describe(config, item)).decode() + "\n")
+        described = _describe(config, item)
+        if registry is not None and isinstance(item, Invocation):
+            described.update(_registry_verdict(registry, item))
+        sys.stdout.write(orjson.dumps(described).decode() + "\n")
     return 0
+
+
+async def _registry(config: BridgeConfig, admin_url: str) -> RegistryWatch:
+    """Restate's registry read once, the routes judged against it as ``run`` judges them."""
+    fetch = functools.partial(fetch_services, config, admin_url)
+    routes = config.routes
+    watch = RegistryWatch(fetch, lambda: routes, Metrics(), interval=0, admin_url=admin_url)
+    await watch.refresh()
+    return watch
+
+
+def _registry_verdict(registry: RegistryWatch, item: Invocation) -> dict[str, object]:
+    """What ``run`` does with ``item`` given the registry: it waits (the route does not fit)
+    or is dead-lettered (``validate_input`` refuses its body)."""
+    if problems := registry.unfit.get(item.route):
+        return {"waits": problems}
+    check = registry.input_check(item.route)
+    if check is not None and (problem := check.problem(item.body)) is not None:
+        return {
+            "dead_letter": f"input refused by {item.service}/{item.handler}'s schema: {problem}"
+        }
+    return {}
 
 
 async def _decode(config: BridgeConfig, record: Record) -> Record | str:

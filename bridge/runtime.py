@@ -4,7 +4,8 @@ Start order (the stack closes them in reverse)::
 
     status server -> ingress clients (+ health probe, token file) -> attach clients (reply
     routes) -> schema registry decoder -> Kafka security check -> producer (dead letters and
-    replies) -> delivery (the dispatcher) -> consumer
+    replies) -> delivery (the dispatcher) -> Restate's registry read (with an admin_url) ->
+    consumer
 
 :func:`open_runtime` returns a :class:`Runtime` only once all of it is up: no part is ever half
 made. The parts that live as long as the process (the partition book, the operator's controls,
@@ -18,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import BridgeConfig, ingress_ssl_context
 from .consume.book import PartitionBook
@@ -30,12 +32,16 @@ from .deliver.dispatcher import Dispatcher
 from .deliver.health import IngressHealth
 from .ingress import Client
 from .operate.metrics import Metrics
+from .operate.registry_watch import RegistryWatch, Waits
 from .operate.server import StatusServer
 from .schemas.setup import open_decoder
 from .secrets import TokenFile
 from .sinks.deadletter import DeadLetterSink
 from .sinks.parking import Parking
 from .sinks.replies import ReplySink
+
+if TYPE_CHECKING:
+    from .tracing.spans import RecordTracer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ class Parts:
     token: str | None
     consumer_factory: ConsumerFactory
     clock: Callable[[], float]
+    registry: RegistryWatch | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,22 @@ async def _sinks(
     return dead_letters, ReplySink(started, lambda: cluster_topics(started)) if replies else None
 
 
+def _tracer(config: BridgeConfig) -> RecordTracer | None:
+    if not config.tracing.spans:
+        return None
+    from .tracing.spans import RecordTracer  # `check` made sure the otel extra is installed
+
+    return RecordTracer(config.kafka.group_id)
+
+
+async def _watch_registry(registry: RegistryWatch | None, stack: contextlib.AsyncExitStack) -> None:
+    """Judge the routes against Restate's registry before the first record is planned, then
+    keep watching it."""
+    if registry is not None:
+        await registry.refresh()
+        stack.push_async_callback(_cancel, asyncio.create_task(registry.watch_forever()))
+
+
 async def open_runtime(
     parts: Parts,
     stack: contextlib.AsyncExitStack,
@@ -145,18 +168,14 @@ async def open_runtime(
         raise
     stack.push_async_callback(parts.producer.aclose)
     dead_letters, replies = await _sinks(config, parts.producer, replies=bool(attach))
-    tracer = None
-    if config.tracing.spans:  # `check` made sure the otel extra is installed
-        from .tracing.spans import RecordTracer
-
-        tracer = RecordTracer(config.kafka.group_id)
+    tracer = _tracer(config)
     delivery = Dispatcher(
         client=clients,
         metrics=parts.metrics,
         health=parts.health,
         delivery=config.delivery,
         outcomes=parts.book,
-        pauses=parts.controls,
+        pauses=Waits(parts.controls, parts.registry),
         dead_letters=dead_letters,
         request_timeout=config.restate.request_timeout.total_seconds(),
         replies=replies,
@@ -166,6 +185,7 @@ async def open_runtime(
     stack.push_async_callback(delivery.aclose)
     stack.callback(parts.book.end_all)
     delivery.configure_routes(config.routes)
+    await _watch_registry(parts.registry, stack)
     consumer = parts.consumer_factory(config)
     kafka = KafkaSide(
         consumer=consumer,
@@ -178,6 +198,7 @@ async def open_runtime(
         health=parts.health,
         clock=parts.clock,
         decoder=decoder,
+        windows=parts.registry,
     )
     consumer.subscribe(config, kafka)
     stack.push_async_callback(consumer.stop)

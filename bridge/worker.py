@@ -36,11 +36,14 @@ from .consume.kafka import KafkaRefused
 from .consume.port import ConsumerFactory, KafkaConsumer, LazyProducer, unless_stopped
 from .consume.routes import RoutesInForce
 from .core.controls import Blocked, Controls
+from .core.nodes import node_label
 from .core.offsets import TopicPartition
 from .deliver.health import IngressHealth
 from .operate.metrics import Metrics
 from .operate.operator import Operator
+from .operate.registry_watch import RegistryWatch
 from .operate.reload import CannotApply, Load, NotRunning, Reloader, unrunnable
+from .operate.restate_check import fetch_services
 from .operate.server import StatusServer
 from .operate.status import RecentDeadLetters, snapshot
 from .runtime import Parts, Runtime, open_runtime
@@ -62,6 +65,22 @@ class _Swap:
     config: BridgeConfig
     changes: ConfigDiff
     done: asyncio.Future[None]
+
+
+def _registry_watch(
+    config: BridgeConfig, routes: RoutesInForce, metrics: Metrics, changed: Callable[[], None]
+) -> RegistryWatch | None:
+    admin_url = config.restate.admin_url
+    if admin_url is None:
+        return None
+    return RegistryWatch(
+        functools.partial(fetch_services, config, admin_url),
+        lambda: routes.config.routes,
+        metrics,
+        interval=config.restate.admin_check_interval.total_seconds(),
+        admin_url=node_label(admin_url),
+        changed=changed,
+    )
 
 
 class Bridge:
@@ -92,6 +111,8 @@ class Bridge:
         self.controls = Controls()
         """The operator's pauses, skip orders and releases (the admin API changes them)."""
         self.book = PartitionBook(self.metrics, self.dead_letters, clock)
+        self.registry = _registry_watch(config, self.routes, self.metrics, self._pauses_changed)
+        """Restate's registry, when ``[restate] admin_url`` is set: routes that do not fit wait."""
         self.producer = producer or LazyProducer(config)
         parking = Parking(self.producer.get, self.producer.cluster_topics)
         self.operator = Operator(
@@ -114,7 +135,7 @@ class Bridge:
         )
         self._parts = Parts(
             self.routes, self.metrics, self.health, self.book, self.controls, self.status,
-            self.producer, parking, self.token, consumer_factory, clock,
+            self.producer, parking, self.token, consumer_factory, clock, self.registry,
         )  # fmt: skip
         self._runtime: Runtime | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -150,6 +171,9 @@ class Bridge:
         decoder = runtime.kafka.intake.decoder
         if decoder is not None and not decoder.up:
             return False, f"schema registry unreachable: {decoder.reason}"
+        if self.registry is not None and (unfit := self.registry.unfit):
+            said = "; ".join(p for problems in unfit.values() for p in problems)
+            return False, f"{said}; its invocations wait until Restate's registry fits"
         if self.health.down_nodes:  # still ready: the other nodes take the sends
             return True, f"consuming; ingress {self.health.reason}"
         return True, "consuming"
@@ -163,6 +187,7 @@ class Bridge:
             self.blocked,
             controls=self.controls_view(),
             ingress_nodes=self.health.nodes(),
+            restate_registry=None if self.registry is None else self.registry.view(),
         )
 
     def _pauses_changed(self) -> None:
@@ -271,3 +296,5 @@ class Bridge:
         await runtime.kafka.use_routes(
             config, changes, lambda c: open_decoder(c, self.metrics, stack)
         )
+        if self.registry is not None:
+            self.registry.routes_changed()

@@ -301,10 +301,11 @@ def test_delivery_and_kafka_options() -> None:
 
 ROUTE_KEYS = (
     "batch, block_on, body, content_type, dead_letter_on, delay, handler, headers, "
-    "idempotency_key, key, key_format, limit_key, match, max_in_flight, name, on_null, ordering, "
-    "rate_limit, rate_limit_burst, reply_correlation_header, reply_timeout, reply_topic, "
-    "retry_on, scope, service, target, topic, topic_pattern, topics, trace_context, value_format, "
-    "workflow_main"
+    "idempotency_key, key, key_format, limit_key, match, max_in_flight, max_record_age, name, "
+    "on_null, on_record_too_old, ordering, rate_limit, rate_limit_burst, "
+    "reply_correlation_header, reply_timeout, reply_topic, "
+    "retry_on, scope, service, target, topic, topic_pattern, topics, trace_context, "
+    "validate_input, value_format, workflow_main"
 )
 KAFKA_KEYS = (
     "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "

@@ -214,6 +214,7 @@ COMPANIONS: dict[str, dict[str, Any]] = {
     "reply_timeout": {"reply_topic": "replies"},
     "rate_limit_burst": {"rate_limit": 5},
     "limit_key": {"scope": "tenant"},
+    "on_record_too_old": {"max_record_age": "1h"},
 }
 
 

@@ -21,7 +21,8 @@ from tests.stack.proxy import IngressProxy
 INGRESS = "ingress-Q7xK2-secret"
 LISTENER = "listener-Z9pL4-secret"
 SASL = "sasl-M3vR8-secret"
-SECRETS = (INGRESS, LISTENER, SASL)
+ADMIN = "admin-W5tN1-secret"
+SECRETS = (INGRESS, LISTENER, SASL, ADMIN)
 
 
 def assert_clean(where: str, text: str | bytes) -> None:
@@ -33,12 +34,14 @@ def assert_clean(where: str, text: str | bytes) -> None:
 def sasl_routes(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "sasl").write_text(SASL + "\n")
     (tmp_path / "ingress").write_text(INGRESS + "\n")
+    (tmp_path / "admin").write_text(ADMIN + "\n")
     path = tmp_path / "sasl.routes.toml"
     path.write_text(
         '[kafka]\nbootstrap_servers = "127.0.0.1:1"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
         f'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "bridge"\n'
         f'sasl_password_file = "{tmp_path / "sasl"}"\n{extra}'
         f'[restate]\ntoken_file = "{tmp_path / "ingress"}"\n'
+        f'admin_token_file = "{tmp_path / "admin"}"\n'
         + route(
             topic="t", target="object", service="S", handler="h", key="{value.k}", headers=["x-a"]
         )
@@ -63,6 +66,7 @@ def test_route_check_reprs_and_errors_hold_no_secret(tmp_path: Path) -> None:
     config = load_config(path, {})
     assert config.kafka.sasl_password == SASL
     assert config.restate.token == INGRESS
+    assert config.restate.admin_token == ADMIN
     assert_clean("repr(config)", repr(config))
     assert_clean("str(config)", str(config))
     client = Client("http://127.0.0.1:1", token=INGRESS)
@@ -76,6 +80,12 @@ def test_route_check_reprs_and_errors_hold_no_secret(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert_clean(f"{args[0]} stdout", done.stdout)
         assert_clean(f"{args[0]} stderr", done.stderr)
+    # an admin API that does not answer, reached with the token and with credentials in its URL
+    for admin in ("http://127.0.0.1:1", f"http://bridge:{ADMIN}@127.0.0.1:1"):
+        done = cli("check", str(path), "--restate-admin", admin)
+        assert done.returncode == 1, done.stderr
+        assert "cannot check the routes against Restate" in done.stderr
+        assert_clean("check --restate-admin", done.stdout + done.stderr)
     # a bad file naming the secrets: both sources, then a secret file that is not one line
     bad = sasl_routes(tmp_path, f'sasl_password_env = "P"\nssl_password_file = "{tmp_path}"\n')
     done = cli("check", str(bad))

@@ -111,6 +111,8 @@ def _section_keys(old: BridgeConfig, new: BridgeConfig, section: str) -> tuple[s
         for f in dataclasses.fields(before)
         if getattr(before, f.name) != getattr(after, f.name)
     ]
+    if section == "restate" and before.admin_token_env is None and before.admin_token_file is None:
+        keys = [k for k in keys if k != "admin_token"]  # the ingress token's: named as `token`
     if section == "restate" and before.token_file is not None and "token_file" not in keys:
         # the running bridge re-reads its token file by itself: a rotated token is no change
         keys = [k for k in keys if k != "token"]

@@ -117,6 +117,7 @@ def parse_config(
         rule(indexed, dead_letter, delivery, problems)
     if "restate" in clean:
         restate = _restate_rules(restate, problems, env)
+    _validated_inputs(indexed, restate, problems)
     if "metrics" in clean:
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
@@ -269,12 +270,14 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
         env,
         default_env="RESTATE_AUTH_TOKEN",
     )
+    admin_token = _secret(problems, "restate", restate, "admin_token", "the admin API's token", env)
     files = {k: getattr(restate, k) for k in ("ca_file", "cert_file", "key_file")}
+    urls = [*restate.ingress_urls, *([restate.admin_url] if restate.admin_url else [])]
     before = len(problems.items)
     for key, name in files.items():
         if name is None:
             continue
-        if not any(url.startswith("https://") for url in restate.ingress_urls):
+        if not any(url.startswith("https://") for url in urls):
             problems.add(("restate", key), f"{key} is only used with an https:// ingress_url")
         elif not os.path.isfile(name):
             problems.add(("restate", key), f"{key}: no such file {name!r}")
@@ -285,7 +288,7 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
             ingress_ssl_context(dataclasses.replace(restate, token=None))
         except (ssl.SSLError, OSError, ValueError) as exc:
             problems.add(("restate", "ca_file"), f"TLS files do not load: {exc}")
-    return dataclasses.replace(restate, token=token)
+    return dataclasses.replace(restate, token=token, admin_token=admin_token or token)
 
 
 def _schema_registry_rules(
@@ -349,6 +352,30 @@ def _framed_formats(
                     f"{key} = {fmt!r} needs {missing}, which is not installed: "
                     "pip install 'restate-kafka-bridge[schemas]'",
                 )
+
+
+def _validated_inputs(
+    routes: list[tuple[int, RouteConfig]], restate: RestateConfig, problems: Problems
+) -> None:
+    """``validate_input`` reads the schemas from Restate's admin API, with ``jsonschema``."""
+    from ..extras import missing_packages
+
+    for index, route in routes:
+        if not route.validate_input:
+            continue
+        where = ("routes", index, "validate_input")
+        if restate.admin_url is None:
+            problems.add(
+                where,
+                "validate_input = true reads the handlers' input schemas from Restate's admin "
+                "API: add [restate] admin_url (or set RESTATE_ADMIN_URL)",
+            )
+        if (missing := missing_packages({"jsonschema": "jsonschema"})) is not None:
+            problems.add(
+                where,
+                f"validate_input = true needs {missing}, which is not installed: "
+                "pip install 'restate-kafka-bridge[schemas]'",
+            )
 
 
 def _tracing_rules(tracing: TracingConfig, problems: Problems) -> None:

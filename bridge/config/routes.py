@@ -337,7 +337,8 @@ def _ordering(r: _Route) -> None:
 
 def _plain_options(r: _Route) -> None:
     """Options read by their type hint alone: name, content_type, max_in_flight, on_null,
-    value_format, key_format, trace_context, and the reply options."""
+    value_format, key_format, trace_context, max_record_age, on_record_too_old, validate_input,
+    and the reply options."""
     for key in (
         "name",
         "content_type",
@@ -346,11 +347,16 @@ def _plain_options(r: _Route) -> None:
         "value_format",
         "key_format",
         "trace_context",
+        "max_record_age",
+        "on_record_too_old",
+        "validate_input",
         *_REPLY_OPTIONS,
     ):
         value = r.scalar(key)
         if value is not None:
             r.values[key] = value
+    if "on_record_too_old" in r.table and "max_record_age" not in r.table:
+        r.problem("on_record_too_old", "on_record_too_old is only used with max_record_age")
 
 
 _REPLY_OPTIONS = ("reply_topic", "reply_correlation_header", "reply_timeout")

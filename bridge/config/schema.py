@@ -21,6 +21,7 @@ from ..core.template import Template
 TargetKind = Literal["service", "object", "workflow"]
 Ordering = Literal["key", "partition", "none"]
 OnNull = Literal["skip", "send", "dead_letter"]
+TooOld = Literal["dead_letter", "block"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 TARGETS: tuple[TargetKind, ...] = get_args(TargetKind)
@@ -86,17 +87,21 @@ def host_port_problem(value: str) -> str | None:
     return None
 
 
-def http_url_problem(value: str) -> str | None:
+def http_url_problem(value: str, key: str = "ingress_url") -> str | None:
     if not re.match(r"^https?://", value):
-        return "ingress_url must start with http:// or https://"
+        return f"{key} must start with http:// or https://"
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 (raises for a bad port)
     except ValueError as exc:
-        return f"ingress_url {value!r}: {exc}"
+        return f"{key} {value!r}: {exc}"
     if not parts.hostname:
-        return f"ingress_url {value!r} has no host"
+        return f"{key} {value!r} has no host"
     return None
+
+
+def admin_url_problem(value: str) -> str | None:
+    return http_url_problem(value, "admin_url")
 
 
 def ingress_urls_problem(value: str) -> str | None:
@@ -262,6 +267,28 @@ class RestateConfig:
     token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """From ``token_env``, ``token_file`` or ``RESTATE_AUTH_TOKEN``; sent as
     ``Authorization: Bearer``."""
+    admin_url: Annotated[
+        str | None,
+        Hint("a URL 'http(s)://host:9070'"),
+        Check(admin_url_problem),
+    ] = None
+    """Restate's admin API (port 9070 by default). ``check`` verifies every route against the
+    services registered there (service, kind, handler, ``public``; the topics' retention against
+    Restate's idempotency retention); ``run`` does too, at start, on each reload and every
+    ``admin_check_interval``, and holds the invocations of a route that does not fit (instead of
+    dead-lettering them after ``unknown_target_grace``). Overridden by ``RESTATE_ADMIN_URL``;
+    ``check --restate-admin URL`` wins over both. TLS as for the ingress (``ca_file``,
+    ``cert_file``, ``key_file``)."""
+    admin_check_interval: timedelta = timedelta(seconds=30)
+    """With ``admin_url``, how often ``run`` reads the registry again (also at start and on each
+    reload): a route that does not fit it waits, and goes once a deployment makes it fit."""
+    admin_token_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the admin API's token (default: the ingress token)."""
+    admin_token_file: str | None = None
+    """Or a file holding it."""
+    admin_token: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """From ``admin_token_env`` or ``admin_token_file``, else the ingress token; sent as
+    ``Authorization: Bearer`` to the admin API."""
 
     @property
     def ingress_urls(self) -> tuple[str, ...]:
@@ -521,6 +548,21 @@ class RouteConfig:
     scope's characters joined by ``/`` (``"{header.tenant}/{value.user}"``); only with
     ``scope``."""
 
+    validate_input: bool = False
+    """Check each invocation's body against the handler's ``input_json_schema`` (read from
+    Restate's admin API, ``[restate] admin_url``) before sending it: a body that does not match is
+    dead-lettered with the JSON path and the rule (``$.amount: 'abc' is not of type 'integer'``).
+    Needs the ``schemas`` extra (``jsonschema``)."""
+    max_record_age: timedelta | None = None
+    """Records older than this (by their Kafka timestamp, when they are read) are not sent: see
+    ``on_record_too_old``. Set it below Restate's idempotency retention of the target (1 day by
+    default): a replay of older records, after an offset reset or a restore, would run them
+    again. ``None``: any age is sent."""
+    on_record_too_old: TooOld = "dead_letter"
+    """What a record older than ``max_record_age`` does: ``dead_letter`` (with the reason; blocks
+    without a dead-letter topic) or ``block`` (holds its partition until an operator releases it:
+    ``skip`` parks it, ``retry`` sends it after all)."""
+
     trace_context: bool = True
     """Forward the record's W3C ``traceparent`` / ``tracestate`` headers (when valid) to the
     ingress, listed in ``headers`` or not, so that Restate joins the producer's trace; an
@@ -589,6 +631,7 @@ HINTS = {cls: get_type_hints(cls, include_extras=True) for cls in (*SECTIONS.val
 ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("kafka", "bootstrap_servers"): "KAFKA_BOOTSTRAP_SERVERS",
     ("restate", "ingress_url"): "RESTATE_URL",
+    ("restate", "admin_url"): "RESTATE_ADMIN_URL",
     ("metrics", "listen"): "BRIDGE_METRICS_LISTEN",
 }
 ROUTE_ONLY_KEYS = {
@@ -603,5 +646,6 @@ ROUTE_KEYS = frozenset(
     | {"max_in_flight", "workflow_main", "on_null", "value_format", "key_format"}
     | {"reply_topic", "reply_correlation_header", "reply_timeout", "batch"}
     | {"retry_on", "dead_letter_on", "block_on", "rate_limit", "rate_limit_burst"}
-    | {"scope", "limit_key", "trace_context"}
+    | {"scope", "limit_key", "trace_context", "max_record_age", "on_record_too_old"}
+    | {"validate_input"}
 )

@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
 from ..core.controls import Blocked, Controls, SkipOrder
+from ..core.deployments import describe
+from ..core.inputs import InputCheck, input_refused
 from ..core.offsets import TopicPartition
 from ..core.record import Record
 from ..core.routing import Invocation, Poison, Skip
@@ -30,6 +34,17 @@ from .port import ConsumerPort
 from .routes import RoutesInForce
 
 log = logging.getLogger(__name__)
+
+
+class Deployed(Protocol):
+    """What Restate's registry says of each route's target."""
+
+    def dedup_window(self, route: str) -> float | None:
+        """Seconds Restate remembers its idempotency keys, or ``None`` when unknown."""
+
+    def input_check(self, route: str) -> InputCheck | None:
+        """Its handler's input schema, for a ``validate_input`` route; ``None``: nothing to
+        check."""
 
 
 def as_record(msg: Any) -> Record:
@@ -51,8 +66,12 @@ class Intake:
         parking: Parking,
         metrics: Metrics,
         decoder: Decoder | None = None,
+        windows: Deployed | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._routes = routes
+        self._windows = windows
+        self._wall_clock = wall_clock
         self._book = book
         self._delivery = delivery
         self._controls = controls
@@ -126,14 +145,53 @@ class Intake:
             self._metrics.messages.labels(record.topic, "", "unrouted").inc()
             return []
         sendable: list[Invocation | Poison] = []
+        checks = self._routes.max_ages or self._windows is not None
         for item in items:
             if isinstance(item, Skip):
                 self._metrics.messages.labels(record.topic, item.route, "skipped").inc()
                 continue
-            if isinstance(item, Invocation) and item.trace_dropped:
-                self._trace_dropped(record, item)
+            if isinstance(item, Invocation):
+                if item.trace_dropped:
+                    self._trace_dropped(record, item)
+                if checks:
+                    sendable.append(self._checked(record, item))
+                    continue
             sendable.append(item)
         return sendable
+
+    def _checked(self, record: Record, item: Invocation) -> Invocation | Poison:
+        """``item``, or a poison: too old for its route, or an input its handler's schema
+        refuses (``validate_input``)."""
+        aged = self._aged(record, item)
+        windows = self._windows
+        if aged is not item or windows is None:
+            return aged
+        check = windows.input_check(item.route)
+        if check is None:
+            return item
+        problem = check.problem(item.body)
+        if problem is None:
+            return item
+        self._metrics.inputs_refused.labels(item.route).inc()
+        return Poison(item.route, input_refused(item.service, item.handler, problem))
+
+    def _aged(self, record: Record, item: Invocation) -> Invocation | Poison:
+        """``item``, or a poison when the record is older than its route's ``max_record_age``;
+        a record older than Restate remembers its target's idempotency keys is counted."""
+        age = record.age(self._wall_clock())
+        if age is None:
+            return item
+        window = self._windows.dedup_window(item.route) if self._windows is not None else None
+        if window is not None and age > window:
+            self._metrics.past_dedup_window.labels(item.route).inc()
+        limit = self._routes.max_ages.get(item.route)
+        if limit is None or age <= limit[0]:
+            return item
+        reason = (
+            f"older than max_record_age ({describe(timedelta(seconds=limit[0]))}): "
+            f"written {_roughly(age)} ago"
+        )
+        return Poison(item.route, reason, held=item if limit[1] else None)
 
     def _submit(
         self, pending: PendingRecord, items: list[Invocation | Poison], order: SkipOrder | None
@@ -163,3 +221,11 @@ class Intake:
                 inv.route,
                 reason,
             )
+
+
+def _roughly(seconds: float) -> str:
+    """``3.0h``, ``2.5d``, ``90s``: an age in its largest unit, to a tenth."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

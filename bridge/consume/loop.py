@@ -31,7 +31,7 @@ from ..sinks.parking import Parking
 from .book import PartitionBook
 from .commits import Committer
 from .flow import FlowControl
-from .intake import Intake
+from .intake import Deployed, Intake
 from .port import ConsumerPort
 from .routes import RoutesInForce
 
@@ -54,6 +54,7 @@ class KafkaSide:
         health: IngressHealth,
         clock: Callable[[], float] = time.monotonic,
         decoder: Decoder | None = None,
+        windows: Deployed | None = None,
     ) -> None:
         self.consumer = consumer
         self.book = book
@@ -70,6 +71,7 @@ class KafkaSide:
             parking=parking,
             metrics=metrics,
             decoder=decoder,
+            windows=windows,
         )
         self.committer = Committer(consumer, book, metrics, clock)
         self.joined = False

@@ -13,6 +13,10 @@ def prepare_metrics(metrics: Metrics, config: BridgeConfig) -> None:
     metrics.prepare((r.name, r.topics) for r in config.routes)
     metrics.prepare_replies(r.name for r in config.routes if r.reply_topic)
     metrics.prepare_batches(r.name for r in config.routes if r.batch)
+    for route in config.routes:
+        metrics.past_dedup_window.labels(route.name)
+        if route.validate_input:
+            metrics.inputs_refused.labels(route.name)
 
 
 class RoutesInForce:
@@ -26,6 +30,12 @@ class RoutesInForce:
         """From now on every record is planned by ``config``'s routes."""
         self.config = config
         self.router = Router(config)
+        self.max_ages = {
+            r.name: (r.max_record_age.total_seconds(), r.on_record_too_old == "block")
+            for r in config.routes
+            if r.max_record_age is not None
+        }
+        """Route -> (``max_record_age`` in seconds, whether a record too old blocks)."""
         prepare_metrics(self._metrics, config)
 
     def __call__(self) -> BridgeConfig:

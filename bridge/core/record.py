@@ -144,6 +144,13 @@ class Record:
         """``topic-partition@offset``, how logs name a record."""
         return coordinates(self.topic, self.partition, self.offset)
 
+    def age(self, now: float) -> float | None:
+        """Seconds since the record's timestamp at ``now`` (seconds since the epoch); ``None``
+        when it has none (Kafka writes -1)."""
+        if self.timestamp is None or self.timestamp <= 0:
+            return None
+        return now - self.timestamp / 1000
+
 
 @dataclass(frozen=True, slots=True)
 class FieldPath:

@@ -122,6 +122,9 @@ class Poison:
 
     route: str
     reason: str
+    held: Invocation | None = None
+    """Not sent by a route's rule (``max_record_age`` with ``on_record_too_old = "block"``): the
+    record holds its partition, in its lane, and an operator's ``retry`` sends this after all."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,10 @@ class Job:
 
     @property
     def lane(self) -> tuple[Any, ...] | None:
-        return self.item.lane if isinstance(self.item, Invocation) else None
+        item = self.item
+        if isinstance(item, Invocation):
+            return item.lane
+        return None if item.held is None else item.held.lane
 
     @property
     def stale(self) -> bool:

@@ -61,7 +61,14 @@ class JobRunner:
             if job.stale or (self._limits.paused(job) and not await self._limits.unpaused(job)):
                 return False
             if isinstance(item, Poison):
-                await self._endings.reject(job, item.reason)
+                if item.held is None:
+                    await self._endings.reject(job, item.reason)
+                    return False
+                try:  # held by the route's rule until the operator decides
+                    await self._endings.block(job, item.reason, by_policy=True)
+                except Retry:
+                    job.item = item.held  # retried: sent as planned after all
+                    raise
                 return False
             # before any slot: a job waiting for its route's rate holds none others need
             if self._limits.limited(item.route):

@@ -9,6 +9,7 @@ workflows, delays, idempotency keys, attach/output of existing invocations, type
         print(await restate.service("Greeter", "greet").request("Ada"))
 """
 
+from ._admin import AdminClient
 from ._client import Client, InvocationHandle, Target, Timeout
 from ._errors import (
     ConnectError,
@@ -25,6 +26,7 @@ from ._types import NO_INPUT, SendReceipt, SendStatus
 
 __all__ = [
     "NO_INPUT",
+    "AdminClient",
     "Client",
     "ConnectError",
     "DecodeError",

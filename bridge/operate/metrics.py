@@ -289,6 +289,35 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.route_unfit = Gauge(
+            "restate_bridge_route_unfit",
+            "1 while the route does not fit what Restate has registered (no such service or "
+            "handler, the wrong kind, a private handler; needs [restate] admin_url): its "
+            "invocations wait, nothing is sent or dead-lettered. Else 0.",
+            ["route"],
+            registry=registry,
+        )
+        self.past_dedup_window = Counter(
+            "restate_bridge_records_past_dedup_window",
+            "Records read for the route when older than the time Restate remembers its target's "
+            "idempotency keys (needs [restate] admin_url): sent again, they would run again "
+            "if they ran before (a replay after an offset reset or a restore).",
+            ["route"],
+            registry=registry,
+        )
+        self.inputs_refused = Counter(
+            "restate_bridge_inputs_refused",
+            "Records of a validate_input route whose body the handler's input_json_schema "
+            "refuses: dead-lettered (or held without a dead-letter topic) instead of sent.",
+            ["route"],
+            registry=registry,
+        )
+        self.restate_admin_up = Gauge(
+            "restate_bridge_restate_admin_up",
+            "1 when the last read of Restate's admin API (the registry the routes are checked "
+            "against) succeeded, else 0.",
+            registry=registry,
+        )
         self.releases = Counter(
             "restate_bridge_releases",
             "Blocked partitions released by the operator, by action: retry, skip.",

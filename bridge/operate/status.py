@@ -139,10 +139,12 @@ def snapshot(
     controls: Mapping[str, Any] | None = None,
     *,
     ingress_nodes: list[dict[str, Any]] | None = None,
+    restate_registry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
-    blocked partition is blocked, the operator's ``controls`` (the last reload, ...) and each
-    ingress node's state (``node``, ``up``, ``reason``, ``in_flight``)."""
+    blocked partition is blocked, the operator's ``controls`` (the last reload, ...), each
+    ingress node's state (``node``, ``up``, ``reason``, ``in_flight``) and, with an admin URL,
+    Restate's registry as the routes were judged against it (``restate_registry``)."""
     samples = _samples(metrics)
     unrouted = sum(
         v
@@ -163,4 +165,5 @@ def snapshot(
         "partitions": _partitions(samples, blocked or {}),
         "dead_letters": [asdict(d) for d in dead_letters],
         "controls": dict(controls or {}),
+        "restate_registry": None if restate_registry is None else dict(restate_registry),
     }

@@ -40,6 +40,7 @@ _ROUTE_RULES: dict[str, Any] = {
     "oneOf": [{"required": [key]} for key in ("topic", "topics", "topic_pattern")],
     "dependentRequired": {
         "rate_limit_burst": ["rate_limit"],
+        "on_record_too_old": ["max_record_age"],
         "limit_key": ["scope"],
         "reply_correlation_header": ["reply_topic"],
         "reply_timeout": ["reply_topic"],

@@ -331,6 +331,7 @@ _ROUTE_DEFAULTS = {
     "rate_limit": "unlimited",
     "rate_limit_burst": "one second's worth, at least 1",
     "reply_timeout": "`[delivery] reply_timeout`",
+    "max_record_age": "any age",
 }
 ROUTE_ORDER = (
     *("name", "topic", "topics", "topic_pattern", "target", "service", "handler", "key"),
@@ -338,6 +339,7 @@ ROUTE_ORDER = (
     *("ordering", "max_in_flight", "on_null", "value_format", "key_format", "reply_topic"),
     *("reply_correlation_header", "reply_timeout", "batch", "retry_on", "dead_letter_on"),
     *("block_on", "rate_limit", "rate_limit_burst", "scope", "limit_key", "trace_context"),
+    *("validate_input", "max_record_age", "on_record_too_old"),
 )
 """The keys in the order the reference lists them (a test holds it equal to ``ROUTE_KEYS``)."""
 

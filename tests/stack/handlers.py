@@ -10,6 +10,8 @@
 - ``BatchSink`` (virtual object): keeps every batch it receives, as sent, for batch-route tests.
 - ``Relay`` (service): ``sendWithKey`` sends with an idempotency key no HTTP header could carry
   (non-ASCII), so lookups of such keys have something to find.
+- ``Greeter/internal``: a handler the ingress refuses (``ingress_private``), and ``Forgetful``
+  (service): idempotency keys kept one hour, for the checks against Restate's registry.
 
 Run: ``hypercorn tests.stack.handlers:app --bind 127.0.0.1:PORT``.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import restate
@@ -74,6 +77,19 @@ async def headers(ctx: Context, _: Any = None) -> dict[str, str]:
 )
 async def raw_echo(ctx: Context, body: bytes) -> bytes:
     return body
+
+
+@greeter.handler(ingress_private=True)
+async def internal(ctx: Context, name: str) -> str:
+    return name
+
+
+forgetful = Service("Forgetful", idempotency_retention=timedelta(hours=1))
+
+
+@forgetful.handler()
+async def note(ctx: Context, value: Any) -> None:
+    return None
 
 
 recorder = VirtualObject("Recorder")
@@ -169,4 +185,6 @@ async def batches(ctx: ObjectSharedContext) -> list[Any]:
     return await ctx.get("batches") or []
 
 
-app = restate.app(services=[greeter, recorder, signup, payments, relay, batch_ledger, batch_sink])
+app = restate.app(
+    services=[greeter, recorder, signup, payments, relay, batch_ledger, batch_sink, forgetful]
+)

@@ -14,9 +14,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class HandlerServer:
     """Serves ``app_ref`` (``module:attribute``) over HTTP/2 cleartext on a free port."""
 
-    def __init__(self, workdir: Path, app_ref: str = "tests.stack.handlers:app") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        app_ref: str = "tests.stack.handlers:app",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.app_ref = app_ref
+        self.env = env
         self.port = free_port()
         self.process: Process | None = None
 
@@ -41,6 +47,7 @@ class HandlerServer:
             ],
             self.workdir / "handlers.log",
             cwd=REPO_ROOT,
+            env=self.env,
         )
         self.process.start()
         self.process.wait_until(lambda: port_open(self.port), timeout, "listening")
