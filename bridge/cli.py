@@ -282,7 +282,9 @@ def _route(args: argparse.Namespace, config: BridgeConfig) -> int:
     registry = asyncio.run(_registry(config, admin_url)) if admin_url and planned else None
     if registry is not None and registry.reason is not None:
         print(f"cannot read Restate's registry: {registry.reason}", file=sys.stderr)
-        return 1
+        if args.restate_admin:  # asked for: a verdict without it would mislead
+            return 1
+        registry = None  # the file's admin_url: the plan still stands, without the registry
     for item in planned:
         described = _describe(config, item)
         if registry is not None and isinstance(item, Invocation):

@@ -186,3 +186,9 @@ def test_route_shows_what_run_would_do_given_the_registry(
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["route", str(path), "--topic", topic, "--value", "1", "--restate-admin", url]) == 1
     assert "cannot read Restate's registry" in capsys.readouterr().err
+    # the file's admin_url unreachable: the plan is still printed, without the registry's say
+    offline = write(tmp_path, broker, greet, restate=f'[restate]\nadmin_url = "{url}"\n')
+    assert main(["route", str(offline), "--topic", topic, "--value", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "cannot read Restate's registry" in err
+    assert json.loads(out.splitlines()[0])["route"] == "greet"
