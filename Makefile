@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint stack system-deps bench clean
+.PHONY: demo test check lint docs docs-check stack system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,15 @@ lint: $(STAMP)
 
 check: lint
 
-test: stack lint
+# The docs site (docs/, mkdocs.yml) into site/; `make test` builds it too, strictly, so that a
+# broken link or anchor, or a page missing from the navigation, fails CI.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)"
+
+test: stack lint docs-check
 	$(BIN)/pytest
 
 bench: stack
@@ -52,4 +60,4 @@ bench: stack
 	$(BIN)/python -m bench.memory --broker tansu --records 100000
 
 clean:
-	rm -rf $(VENV) tests/stack/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tests/stack/node_modules .mypy_cache .ruff_cache .pytest_cache site

@@ -393,7 +393,7 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop ``run`` uses: uvloop's when it is installed (``auto``) or asked for, else
     asyncio's own. uvloop saves about a tenth of the bridge's CPU per record where the bridge is
-    the busy one (README, "Performance")."""
+    the busy one (docs/performance.md)."""
     if choice == "asyncio":
         return None
     try:

@@ -7,7 +7,7 @@ grow within a partition: an object that remembers the last offset it applied per
 partition) and skips items at or below it applies every record once, in order.
 
 ``BatchLedger`` (virtual object, keyed like the route's ``key``): ``apply`` takes a batch (a JSON
-array of items, see the README's "Batch routes") and appends each new item's value to the
+array of items, see docs/batch-routes.md) and appends each new item's value to the
 object's state; ``applied`` and ``skipped`` read it back. Restate runs one invocation of a key at
 a time and commits its state changes together with its completion, so "apply, then remember the
 offset" cannot be torn in two. An effect outside Restate belongs in ``ctx.run`` (journaled) with
@@ -51,6 +51,7 @@ def fresh_items(
     return fresh, skipped
 
 
+# --8<-- [start:apply]
 @batch_ledger.handler()
 async def apply(ctx: ObjectContext, items: list[dict[str, Any]]) -> int:
     """Apply the batch's new items; returns how many were new."""
@@ -64,6 +65,9 @@ async def apply(ctx: ObjectContext, items: list[dict[str, Any]]) -> int:
     if skipped:
         ctx.set("skipped", (await ctx.get("skipped") or 0) + skipped)
     return len(fresh)
+
+
+# --8<-- [end:apply]
 
 
 @batch_ledger.handler(kind="shared")

@@ -39,7 +39,7 @@ TOPICS = ("orders", "payments", "notifications", "restate-bridge.dlq")
 
 
 def preferred_port(port: int) -> int:
-    """The usual port when it is free (so the README's URLs work), else any free one."""
+    """The usual port when it is free (so the documented URLs work), else any free one."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

@@ -1,6 +1,7 @@
 """The routing file's JSON Schema from the test side: validating a TOML text against the shipped
 ``routes.schema.json``, the loader's verdict on the same text, and every routing file the
-repository carries (``routes.toml``, the Helm values, the README's and the tests' literal files).
+repository carries (``routes.toml``, the Helm values, the README's and the docs' blocks, the
+tests' literal files).
 
 ``validate_routing_toml(text)`` is what a docs test calls for each ``toml`` block.
 """
@@ -89,16 +90,18 @@ def _literal_files(path: Path) -> Iterator[str]:
 
 def routing_files() -> dict[str, str]:
     """Every routing file of the repository, by where it is: ``routes.toml``, the Helm chart's
-    values, the README's ``toml`` blocks and the files the tests and examples write out whole."""
+    values, the README's and the docs' ``toml`` blocks and the files the tests and examples
+    write out whole."""
     found = {"routes.toml": (ROOT / "routes.toml").read_text(encoding="utf-8")}
     for values in sorted((ROOT / "deploy").rglob("*values*.yaml")):
         routes = (yaml.safe_load(values.read_text(encoding="utf-8")) or {}).get("routes")
         if isinstance(routes, str) and routes.strip():
             found[str(values.relative_to(ROOT))] = routes
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for number, block in enumerate(re.findall(r"```toml\n(.*?)```", readme, re.S), start=1):
-        if "[kafka]" in block and "[[routes]]" in block:
-            found[f"README.md toml block {number}"] = block
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for number, block in enumerate(re.findall(r"```toml\n(.*?)```", text, re.S), start=1):
+            if "[kafka]" in block and "[[routes]]" in block:
+                found[f"{page.relative_to(ROOT)} toml block {number}"] = block
     for folder in ("tests", "examples", "bench"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             for number, text in enumerate(_literal_files(path), start=1):

@@ -1,7 +1,7 @@
 """Batch routes on the real stack (broker, Restate, handlers, the bridge as a subprocess).
 
-The ``BatchLedger`` object is the README's exactly-once-in-effect pattern, shipped in
-``examples/batch_handlers.py``: it skips items at or below the last offset it applied per
+The ``BatchLedger`` object is the docs' exactly-once-in-effect pattern (docs/batch-routes.md),
+shipped in ``examples/batch_handlers.py``: it skips items at or below the last offset it applied per
 partition. Its ``applied`` list per key must equal the values produced for that key, in offset
 order, exactly once — also after the bridge is killed (SIGKILL) mid-stream and restarted.
 """

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "restate-kafka-bridge"
 FULL = CHART / "ci" / "full-values.yaml"
 ALERTS = REPO / "dashboards" / "prometheus" / "alerts.yml"
-README = REPO / "README.md"
-VALUES = {"default": None, "full": FULL, "readme": README}
+DOCS = REPO / "docs" / "deploying.md"
+VALUES = {"default": None, "full": FULL, "readme": DOCS}
 CORE_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2"}
 ROUTES_PATH = "/etc/restate-bridge/routes.toml"
 # the routing-file options that name a mounted secret file, and the values key of that secret
@@ -50,11 +50,11 @@ FILE_OPTIONS = {
 
 
 def values_file(name: str, tmp: Path) -> Path | None:
-    """The values of ``name``; for "readme", the README's ``# my-values.yaml`` example."""
+    """The values of ``name``; for "readme", the docs' ``# my-values.yaml`` example."""
     path = VALUES[name]
-    if path != README:
+    if path != DOCS:
         return path
-    section = README.read_text().split("## Deploying on Kubernetes", 1)[1]
+    section = DOCS.read_text().split("## Deploying on Kubernetes", 1)[1]
     (block,) = re.findall(r"```yaml\n(# my-values\.yaml\n.*?)```", section, re.S)
     written = tmp / "readme-values.yaml"
     written.write_text(block)

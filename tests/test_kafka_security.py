@@ -9,7 +9,7 @@ bridge goes through the secured listener.
 
 Apache Kafka only: tansu 0.6.0 speaks neither TLS nor SASL to clients (its ``--cert`` flag leaves
 the listener plaintext: a TLS client hangs in its handshake; SASL PLAIN is refused as an unsupported
-mechanism), so there is nothing to run there (README, "Kafka: TLS and SASL").
+mechanism), so there is nothing to run there (docs/security.md).
 """
 
 from __future__ import annotations

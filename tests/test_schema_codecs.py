@@ -1,4 +1,4 @@
-"""bridge.schemas: the wire frame and each format's JSON mapping (README, "Schema Registry")."""
+"""bridge.schemas: the wire frame and each format's JSON mapping (docs/schema-registry.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The ingress client needs little of HTTP: ``GET`` and ``POST`` with small bodies,
 ``Content-Length`` (or chunked), keep-alive, TLS, a connection limit and timeouts. A general
 client pays for much more on every request (URL objects, multidicts, cookie jars, tracing hooks,
 timer contexts): through aiohttp a ``/send`` cost the bridge about 0.07 ms of CPU, here about a
-quarter of that (``bench/ingress_client.py``; README, "Performance").
+quarter of that (``bench/ingress_client.py``; docs/performance.md).
 
 Answers are read by llhttp (``httptools``, the parser of uvicorn and Node.js): status line,
 headers, Content-Length and chunked framing, strictly (one Content-Length, never with

@@ -1,6 +1,6 @@
 """Avro: a payload read with its writer's schema, as the plain JSON variant. Pure.
 
-The mapping (README, "Schema Registry"):
+The mapping (docs/schema-registry.md):
 
 - records and maps are objects, arrays are arrays, enums their symbol (a string);
 - a union is unwrapped to the branch's value (``{"a": 5}``, not ``{"a": {"int": 5}}``); which

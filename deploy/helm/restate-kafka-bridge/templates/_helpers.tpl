@@ -42,7 +42,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Where each secret is mounted: the single place that knows the paths; the routing file must name
-them (checked below) and the README lists them.
+them (checked below) and docs/deploying.md lists them.
 */}}
 {{- define "bridge.paths" -}}
 kafkaSaslDir: /var/run/secrets/restate-bridge/kafka-sasl
