@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test check lint docs docs-check stack system-deps bench clean
 
@@ -13,7 +14,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# The demo needs only the bridge and the `demo` extra, not the development tools (dev has both).
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 # From Debian when missing: Java 17 and Maven (the Apache Kafka broker of the tests), Prometheus
 # with promtool (dashboard and alert-rule tests) and Chromium (status-page test).
@@ -30,8 +38,9 @@ stack: $(STAMP) system-deps
 	$(BIN)/python -m tests.stack.install
 
 # The one-command demo: needs only Python, Node/npm and the OS (tansu comes from PyPI).
-demo: $(STAMP)
-	$(BIN)/python -m examples.demo
+# DEMO_ARGS=--exit: run once and stop (for scripts), instead of running until Ctrl-C or SIGTERM.
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m examples.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

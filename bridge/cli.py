@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     result = commands.add_parser(
         "result",
         help="print the output of an invocation: by id, by idempotency key, or a workflow's",
-        description="Print an invocation's output to stdout, byte for byte. Exit 0 when printed, "
-        "1 when not found, not finished (without --wait) or failed, 2 for bad arguments.",
+        description="Print an invocation's output to stdout, then a newline unless it ends with "
+        "one (--raw: byte for byte). Exit 0 when printed, 1 when not found, not finished "
+        "(without --wait) or failed, 2 for bad arguments.",
     )
     which = result.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", metavar="INVOCATION_ID", help="an invocation id, inv_...")
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--routes", type=Path, help="take the ingress, token and TLS from here")
     result.add_argument(
         "--wait", action="store_true", help="attach: wait until it finishes, then print"
+    )
+    result.add_argument(
+        "--raw", action="store_true", help="the output byte for byte, with no newline added"
     )
     result.add_argument(
         "--timeout", type=_seconds, help="with --wait: give up after SECONDS (default: never)"
@@ -533,7 +537,7 @@ async def _print_result(client: Client, args: argparse.Namespace) -> int:
             print(f"{what}: {client.url}: {exc}", file=sys.stderr)
             return 1
     sys.stdout.buffer.write(body)
-    if sys.stdout.isatty() and body and not body.endswith(b"\n"):
+    if not args.raw and not body.endswith(b"\n"):  # a shell prompt starts on a line of its own
         sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()
     return 0

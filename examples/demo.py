@@ -5,7 +5,9 @@
 Starts tansu (an embedded Kafka-protocol broker), a Restate server, the handlers in
 examples/handlers.py and the bridge with the top-level routes.toml, then produces orders, payments
 and notifications (with a few poison records) and prints progress every second. At the end it
-prints a summary and where to look; Ctrl-C stops everything it started.
+prints a summary and where to look, and keeps the stack running until Ctrl-C or SIGTERM (in a
+terminal or not: under nohup, an IDE or `make demo > log &` too); `--exit` stops after the
+summary instead. Stopping stops everything it started and removes its working directory.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -60,6 +63,18 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def joining(port: int) -> bool:
+    """Whether the bridge is still joining its consumer group (``/readyz`` says so)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            resp.read()
+            return False
+    except urllib.error.HTTPError as exc:
+        return b"consumer group" in exc.read()
+    except (urllib.error.URLError, OSError):
+        return True  # not serving yet
 
 
 def total(samples: dict[str, float], prefix: str, *parts: str) -> float:
@@ -116,6 +131,9 @@ async def watch(port: int, produced: list[int], stop: asyncio.Event) -> None:
         now = time.monotonic()
         rate = (done - last) / (now - last_t)
         last, last_t = done, now
+        if done == 0 and joining(port):  # a group's first join takes a few seconds
+            print(f"  produced {produced[0]:>6}  joining the Kafka consumer group...", flush=True)
+            continue
         print(
             f"  produced {produced[0]:>6}  accepted {done:>6.0f}  {rate:>6.0f}/s  "
             f"lag {total(s, 'restate_bridge_consumer_lag'):>4.0f}  "
@@ -184,7 +202,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         page = f"http://127.0.0.1:{metrics_port}/"
         print(f"\nBridge status page: {page}   (metrics: {page}metrics)")
         print(f"Restate UI:         {restate.admin_url}/ui/")
-        print(f"Logs:               {workdir}\n")
+        print(f"Logs:               {workdir}  (removed when the demo stops)\n")
         print(
             f"Producing for {args.seconds:.0f}s at about {args.rate:.0f} records/s; Ctrl-C stops."
         )
@@ -214,8 +232,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         print(f"  Prometheus      {page}metrics")
         print(f"  Restate UI      {restate.admin_url}/ui/  (invocations, object state)")
         print(f"  dead letters    topic restate-bridge.dlq on {broker.bootstrap_servers}")
-        if not args.exit and not stop.is_set() and sys.stdin.isatty():
-            print("\nThe stack keeps running so you can look around. Ctrl-C stops everything.")
+        print(f"  the client      RESTATE_URL={restate.ingress_url} python -m examples.client")
+        if not args.exit and not stop.is_set():
+            print(
+                "\nThe stack keeps running so you can look around. Ctrl-C (or SIGTERM) stops "
+                "everything.",
+                flush=True,
+            )
             await stop.wait()
         print("Stopping the bridge, the handlers, Restate and the broker...")
 
@@ -233,12 +256,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to produce")
     parser.add_argument("--rate", type=float, default=150.0, help="records per second")
-    parser.add_argument("--exit", action="store_true", help="exit after the summary")
+    parser.add_argument("--exit", action="store_true", help="stop after the summary (for scripts)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="restate-bridge-demo-"))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    with suppress(KeyboardInterrupt):
-        asyncio.run(run(args, workdir))
+    try:
+        with suppress(KeyboardInterrupt):
+            asyncio.run(run(args, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # logs, data dirs: nothing left in /tmp
     print("Stopped; nothing is left running.")
     return 0
 

@@ -50,7 +50,7 @@ async def test_by_invocation_id(client: Client, restate: RestateServer) -> None:
     receipt = await client.service("Greeter", "greet").send("Ada")
     await client.invocation(receipt.invocation_id).attach()
     done = cli("--id", receipt.invocation_id, "--url", restate.ingress_url)
-    assert (done.returncode, done.stdout, done.stderr) == (0, b'"Hello, Ada!"', b"")
+    assert (done.returncode, done.stdout, done.stderr) == (0, b'"Hello, Ada!"\n', b"")
 
 
 async def test_by_idempotency_key_of_a_service_and_an_object(
@@ -68,7 +68,7 @@ async def test_by_idempotency_key_of_a_service_and_an_object(
         "--url",
         restate.ingress_url,
     )
-    assert (done.returncode, done.stdout) == (0, b'"Hello, Bo!"')
+    assert (done.returncode, done.stdout) == (0, b'"Hello, Bo!"\n')
     key = unique("acct/7 x")
     await client.object("Recorder", key, "record").request({"n": 1}, idempotency_key=idem)
     done = cli(
@@ -83,7 +83,7 @@ async def test_by_idempotency_key_of_a_service_and_an_object(
         "--url",
         restate.ingress_url,
     )
-    assert (done.returncode, done.stdout) == (0, b"1")
+    assert (done.returncode, done.stdout) == (0, b"1\n")
 
 
 async def test_raw_bytes_are_printed_byte_for_byte(client: Client, restate: RestateServer) -> None:
@@ -99,6 +99,7 @@ async def test_raw_bytes_are_printed_byte_for_byte(client: Client, restate: Rest
         idem,
         "--url",
         restate.ingress_url,
+        "--raw",
     )
     assert (done.returncode, done.stdout) == (0, payload)
 
@@ -118,7 +119,7 @@ async def test_a_workflow_not_finished_then_waited_for(
     assert waiting.poll() is None  # attached, waiting
     await client.workflow("Signup", wf_id, "approve").request("carol")
     out, err = waiting.communicate(timeout=30)
-    assert (waiting.returncode, out, err) == (0, b'"ada@example.com approved by carol"', b"")
+    assert (waiting.returncode, out, err) == (0, b'"ada@example.com approved by carol"\n', b"")
 
 
 async def test_a_failed_invocation(client: Client, restate: RestateServer) -> None:
@@ -149,7 +150,7 @@ def test_the_url_from_the_environment_or_a_routes_file(
 ) -> None:
     receipt_id = _send_and_wait(restate)
     done = cli("--id", receipt_id, env={"RESTATE_URL": restate.ingress_url})
-    assert (done.returncode, done.stdout) == (0, b'"Hello, env!"')
+    assert (done.returncode, done.stdout) == (0, b'"Hello, env!"\n')
     routes = tmp_path / "routes.toml"
     routes.write_text(
         f'[kafka]\nbootstrap_servers = "127.0.0.1:9092"\n[restate]\n'
@@ -157,7 +158,7 @@ def test_the_url_from_the_environment_or_a_routes_file(
         '[[routes]]\ntopic = "t"\ntarget = "service"\nservice = "Greeter"\nhandler = "greet"\n'
     )
     done = cli("--id", receipt_id, "--routes", str(routes))
-    assert (done.returncode, done.stdout) == (0, b'"Hello, env!"')
+    assert (done.returncode, done.stdout) == (0, b'"Hello, env!"\n')
 
 
 def _send_and_wait(restate: RestateServer) -> str:

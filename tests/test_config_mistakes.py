@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import BridgeConfig, ConfigError, load_config, parse_config
+from bridge.config import ROUTE_KEYS, BridgeConfig, ConfigError, load_config, parse_config
 from bridge.core.record import RESERVED_HEADERS, reserved_header
 
 PATH = Path("routes.toml")
@@ -465,7 +465,7 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path, {})
-    assert info.value.problems == [f"{tmp_path}:1: cannot read the routes file: Is a directory"]
+    assert info.value.problems == [f"{tmp_path}: cannot read the routes file: Is a directory"]
 
 
 def test_nested_too_deeply() -> None:
@@ -493,3 +493,48 @@ def test_locating_lines_is_linear_on_any_line() -> None:
         "routes.toml:11: target must be one of service, object, workflow, not 'actor'"
     ]
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "meant", "where"),
+    [
+        ("handlr", "handler", "[[routes]] #1"),
+        ("servce", "service", "[[routes]] #1"),
+        ("targt", "target", "[[routes]] #1"),
+        ("tpoic", "topic", "[[routes]] #1"),
+    ],
+)
+def test_a_misspelt_route_key_is_one_problem_with_a_suggestion(
+    misspelt: str, meant: str, where: str
+) -> None:
+    """The key it stands for is not reported missing as well."""
+    table = {"topic": '"t"', "target": '"service"', "service": '"S"', "handler": '"h"'}
+    lines = [f"{misspelt if k == meant else k} = {v}" for k, v in table.items()]
+    text = '[kafka]\nbootstrap_servers = "k:9092"\n\n[[routes]]\n' + "\n".join(lines) + "\n"
+    line = 5 + list(table).index(meant)
+    assert problems(text) == [
+        f"routes.toml:{line}: unknown key {misspelt!r} in {where}; did you mean {meant!r}?"
+    ]
+
+
+def test_a_misspelt_required_table_key_is_one_problem() -> None:
+    text = '[kafka]\nbootstrap_server = "k:9092"\n\n[[routes]]\ntopic = "t"\ntarget = "service"\n'
+    text += 'service = "S"\nhandler = "h"\n'
+    assert problems(text) == [
+        "routes.toml:2: unknown key 'bootstrap_server' in [kafka]; "
+        "did you mean 'bootstrap_servers'?"
+    ]
+
+
+def test_a_misspelt_object_key_is_one_problem() -> None:
+    text = '[kafka]\nbootstrap_servers = "k:9092"\n\n[[routes]]\ntopic = "t"\ntarget = "object"\n'
+    text += 'service = "S"\nhandler = "h"\nkye = "{key}"\n'
+    said = "routes.toml:9: unknown key 'kye' in [[routes]] #1; did you mean 'key'?"
+    assert problems(text) == [said]
+    far = text.replace("kye", "zzz")
+    assert problems(far) == [
+        "routes.toml:9: unknown key 'zzz' in [[routes]] #1; expected one of "
+        + ", ".join(sorted(ROUTE_KEYS)),
+        "routes.toml:4: an object route needs 'key' (the object key or workflow id), "
+        'for example key = "{key}"',
+    ]

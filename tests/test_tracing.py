@@ -76,7 +76,7 @@ def test_keys_read() -> None:
         ),
         (
             "[tracing]\nspan = true\n" + service(),
-            "routes.toml:2: unknown key 'span' in [tracing]; expected one of spans",
+            "routes.toml:2: unknown key 'span' in [tracing]; did you mean 'spans'?",
         ),
         (
             service("batch = { max_records = 10 }\ntrace_context = true\n"),

@@ -45,11 +45,13 @@ def load_config(
     path = Path(path)
     try:
         raw = path.read_bytes()
+    except FileNotFoundError as exc:  # no line to point at
+        raise ConfigError([f"{path}: no such file"]) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError([f"{path}:1: cannot read the routes file: {reason}"]) from exc
+        raise ConfigError([f"{path}: cannot read the routes file: {reason}"]) from exc
     except ValueError as exc:  # e.g. a NUL in the path
-        raise ConfigError([f"{path}:1: cannot read the routes file: {exc}"]) from exc
+        raise ConfigError([f"{path}: cannot read the routes file: {exc}"]) from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -99,7 +101,7 @@ def parse_config(
         if name not in known:
             problems.add((name,), f"unknown table [{bare(name)}]; expected one of {sorted(known)}")
     if "kafka" not in doc:
-        problems.add((), "missing table [kafka] with bootstrap_servers and group_id")
+        problems.add((), "missing table [kafka] with bootstrap_servers (the brokers)")
     sections, clean = _sections(doc, env, problems)
     kafka = cast(KafkaConfig | None, sections.get("kafka"))
     restate = cast(RestateConfig, sections["restate"] or RestateConfig())

@@ -4,9 +4,10 @@ by its field's type hint (``int``, ``timedelta``, ``Literal``, ``str``, ``bool``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -110,12 +111,13 @@ def read_section(
         return None
     fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("from_env")]
     allowed = {f.name for f in fields}
+    meant = set()  # keys a misspelt one stands for: not reported missing as well
     for key in value:
         if key not in allowed:
-            problems.add(
-                (*where, key),
-                f"unknown key {key!r} in [{name}]; expected one of {', '.join(sorted(allowed))}",
-            )
+            close = closest(key, allowed)
+            if close is not None:
+                meant.add(close)
+            problems.add((*where, key), unknown_key(key, f"[{name}]", allowed, close))
     hints = HINTS[cls]
     kwargs: dict[str, Any] = {}
     complete = True
@@ -141,9 +143,24 @@ def read_section(
                 kwargs[spec.name] = read
         if required and spec.name not in kwargs:
             complete = False
-            if spec.name not in value and not (variable and override):
+            if spec.name not in value and not (variable and override) and spec.name not in meant:
                 problems.add(where, _missing(name, spec.name, hint))
     return cls(**kwargs) if complete else None
+
+
+def closest(key: Any, allowed: Iterable[str]) -> str | None:
+    """The allowed key ``key`` is most likely a misspelling of, if one is close enough."""
+    if not isinstance(key, str):
+        return None
+    found = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_key(key: str, where: str, allowed: Iterable[str], close: str | None) -> str:
+    """``unknown key 'handlr' in [[routes]] #1; did you mean 'handler'?``, or the keys allowed."""
+    if close is not None:
+        return f"unknown key {key!r} in {where}; did you mean {close!r}?"
+    return f"unknown key {key!r} in {where}; expected one of {', '.join(sorted(allowed))}"
 
 
 def _missing(section: str, key: str, hint: Any) -> str:

@@ -14,7 +14,7 @@ from ..core.record import FieldPath, http_token, reserved_header
 from ..core.scopes import limit_key_problem, scope_problem
 from ..core.status_policy import LIST_KEYS, StatusPolicy, overlap, parse_statuses
 from ..core.template import Template, TemplateError
-from .reading import Problems, human, label, read_value, short
+from .reading import Problems, closest, human, label, read_value, short, unknown_key
 from .schema import (
     DEFAULT_IDEMPOTENCY_KEY,
     HINTS,
@@ -52,6 +52,8 @@ class _Route:
     failed: bool = False
     workflow_main: bool = False
     """A workflow's main handler: no idempotency key, the workflow id is its idempotency."""
+    meant: frozenset[str] = frozenset()
+    """Keys a misspelt key of the table stands for (already said: "did you mean ...?")."""
 
     def problem(self, key: str | None, message: str) -> None:
         self.failed = True
@@ -123,15 +125,15 @@ def _route(value: Any, index: int, problems: Problems) -> RouteConfig | None:
     if not isinstance(value, dict):
         problems.add(where, "each [[routes]] entry must be a table")
         return None
+    meant: set[str] = set()  # keys a misspelt one stands for: not reported missing as well
     for key in value:
         if key not in ROUTE_KEYS:
-            problems.add(
-                (*where, key),
-                f"unknown key {key!r} in {label(where)}; "
-                f"expected one of {', '.join(sorted(ROUTE_KEYS))}",
-            )
+            close = closest(key, ROUTE_KEYS)
+            if close is not None:
+                meant.add(close)
+            problems.add((*where, key), unknown_key(key, label(where), ROUTE_KEYS, close))
     before = len(problems.items)
-    route = _Route(value, where, problems)
+    route = _Route(value, where, problems, meant=frozenset(meant))
     for rule in _ROUTE_RULES:
         rule(route)
     if route.failed or len(problems.items) > before:
@@ -145,7 +147,10 @@ def _topic_source(r: _Route) -> None:
     """Exactly one of ``topic``, ``topics`` or ``topic_pattern``; names Kafka accepts."""
     given = [k for k in ("topic", "topics", "topic_pattern") if k in r.table]
     if len(given) != 1:
-        r.problem(None, "a route needs exactly one of topic, topics or topic_pattern")
+        if given or not r.meant & {"topic", "topics", "topic_pattern"}:
+            r.problem(None, "a route needs exactly one of topic, topics or topic_pattern")
+        else:
+            r.failed = True  # a misspelt topic key, said already
         return
     raw = r.table[given[0]]
     if given[0] == "topic_pattern":
@@ -181,6 +186,9 @@ def _pattern(r: _Route, raw: Any) -> re.Pattern[str] | None:
 
 def _target(r: _Route) -> None:
     target = r.table.get("target")
+    if target is None and "target" in r.meant:
+        r.failed = True  # misspelt, said already
+        return
     if target not in TARGETS:
         r.problem(
             "target" if "target" in r.table else None,
@@ -193,7 +201,9 @@ def _target(r: _Route) -> None:
 def _service_handler(r: _Route) -> None:
     for key in ("service", "handler"):
         value = r.table.get(key)
-        if value is None:
+        if value is None and key in r.meant:
+            r.failed = True  # misspelt, said already
+        elif value is None:
             r.problem(None, f"{label(r.where)} needs {key!r}")
         elif not isinstance(value, str) or not value:
             r.problem(key, f"{key!r} must be a non-empty string")
@@ -211,6 +221,8 @@ def _key(r: _Route) -> None:
             r.problem(
                 "key", "a service has no key; use target = 'object' or 'workflow', or remove 'key'"
             )
+    elif "key" not in r.table and "key" in r.meant:
+        r.failed = True  # misspelt, said already
     elif "key" not in r.table:
         article = "an" if target == "object" else "a"
         r.problem(

@@ -81,6 +81,8 @@ class RestateServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "restate.toml"
         config.write_text(self._config())
+        scratch = self.workdir / "tmp"  # its invoker's temporary files: not left in /tmp
+        scratch.mkdir(exist_ok=True)
         self.process = Process(
             "restate-server",
             [
@@ -97,6 +99,7 @@ class RestateServer:
             env={
                 "RUST_LOG": os.environ.get("RESTATE_TEST_LOG", "warn,restate=info"),
                 "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
+                "TMPDIR": str(scratch),
             },
         )
         self.process.start()
