@@ -20,20 +20,38 @@ class BadInputSchema(ValueError):
     """A published schema that is not a JSON Schema: nothing can be checked against it."""
 
 
+def compile_schema(schema: Any) -> Any:
+    """A ``jsonschema`` validator for ``schema`` (its own draft); :class:`BadInputSchema` says
+    why when it is no JSON Schema. Needs the schemas extra."""
+    import jsonschema  # the schemas extra; `check` says when it is missing
+
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise BadInputSchema(exc.message) from None
+    return cls(schema)
+
+
+def first_error(validator: Any, data: Any) -> tuple[tuple[Any, ...], str] | None:
+    """Where ``data`` breaks the schema and how (the most relevant error), or ``None``."""
+    if validator.is_valid(data):  # the common case: one pass, no error objects
+        return None
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    return None if error is None else (tuple(error.absolute_path), error.message)
+
+
 class InputCheck:
     """One handler's input schema, compiled once; :meth:`problem` says what is wrong with a
     body, or ``None``."""
 
     def __init__(self, schema: Any) -> None:
-        import jsonschema  # the schemas extra; `check` says when it is missing
-
         try:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise BadInputSchema(f"not a JSON Schema: {exc.message}") from None
-        self._validator = cls(schema)
-        self._best_match = jsonschema.exceptions.best_match
+            self._validator = compile_schema(schema)
+        except BadInputSchema as exc:
+            raise BadInputSchema(f"not a JSON Schema: {exc}") from None
 
     def problem(self, body: bytes | None) -> str | None:
         """``$.path: what is wrong`` when ``body`` (JSON) does not match; ``None`` when it does.
@@ -45,13 +63,8 @@ class InputCheck:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 return f"$: not JSON ({exc}): {excerpt(body.decode('utf-8', 'replace'))}"
-        validator = self._validator
-        if validator.is_valid(data):  # the common case: one pass, no error objects
-            return None
-        error = self._best_match(validator.iter_errors(data))
-        if error is None:
-            return None
-        return f"{json_path(error.absolute_path)}: {error.message}"
+        found = first_error(self._validator, data)
+        return None if found is None else f"{json_path(found[0])}: {found[1]}"
 
 
 def input_refused(service: str, handler: str, problem: str) -> str:

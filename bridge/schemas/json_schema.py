@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 import orjson
 
+from ..core.inputs import BadInputSchema, compile_schema, first_error
 from ..core.record import FieldError, load_json_exact
 from .codec import BadSchema, PayloadError, SchemaType
 
@@ -22,22 +22,18 @@ class JsonSchemaCodec:
         self._validator: Any = None
         if validate:
             try:
-                cls = jsonschema.validators.validator_for(schema)
-                cls.check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise BadSchema(f"not a valid JSON Schema: {exc.message}") from None
-            self._validator = cls(schema)
+                self._validator = compile_schema(schema)
+            except BadInputSchema as exc:
+                raise BadSchema(f"not a valid JSON Schema: {exc}") from None
 
     def decode(self, payload: memoryview) -> Any:
         try:
             data = load_json_exact(bytes(payload))
         except FieldError as exc:
             raise PayloadError(str(exc)) from None
-        if self._validator is not None:
-            error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                raise PayloadError(
-                    f"does not validate against its JSON Schema at {where}: {error.message[:200]}"
-                )
+        if self._validator is not None and (found := first_error(self._validator, data)):
+            where = "/".join(str(p) for p in found[0]) or "(root)"
+            raise PayloadError(
+                f"does not validate against its JSON Schema at {where}: {found[1][:200]}"
+            )
         return data
