@@ -319,9 +319,14 @@ DURATION_HINT = "write it like '4s', '500ms', '1h30m' or 'PT2S'"
     [
         pytest.param(
             KAFKA + "\n[kafkaa]\nx = 1\n" + route("")[len(KAFKA) :],
-            "routes.toml:4: unknown table [kafkaa]; expected one of ['dead_letter', 'delivery', "
-            "'kafka', 'metrics', 'restate', 'routes', 'schema_registry', 'tracing']",
+            "routes.toml:4: unknown table [kafkaa]; did you mean [kafka]?",
             id="unknown-table",
+        ),
+        pytest.param(
+            KAFKA + "\n[zzz]\nx = 1\n" + route("")[len(KAFKA) :],
+            "routes.toml:4: unknown table [zzz]; expected one of ['dead_letter', 'delivery', "
+            "'kafka', 'metrics', 'restate', 'routes', 'schema_registry', 'tracing']",
+            id="unknown-table-far-from-any",
         ),
         pytest.param(
             KAFKA + 'group = "g"\n' + route("")[len(KAFKA) :],

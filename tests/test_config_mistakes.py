@@ -538,3 +538,17 @@ def test_a_misspelt_object_key_is_one_problem() -> None:
         "routes.toml:4: an object route needs 'key' (the object key or workflow id), "
         'for example key = "{key}"',
     ]
+
+
+def test_a_misspelt_table_is_one_problem_with_a_suggestion() -> None:
+    text = '[kafak]\nbootstrap_servers = "k:9092"\n\n[[routes]]\ntopic = "t"\ntarget = "service"\n'
+    text += 'service = "S"\nhandler = "h"\n'
+    assert problems(text) == ["routes.toml:1: unknown table [kafak]; did you mean [kafka]?"]
+
+
+def test_a_misspelt_batch_key_gets_a_suggestion() -> None:
+    text = '[kafka]\nbootstrap_servers = "k:9092"\n\n[[routes]]\ntopic = "t"\ntarget = "service"\n'
+    text += 'service = "S"\nhandler = "h"\nbatch = { max_record = 5 }\n'
+    assert problems(text) == [
+        "routes.toml:9: unknown key 'max_record' in batch; did you mean 'max_records'?"
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from .reading import Problems, bare, human, locate, read_section
+from .reading import Problems, bare, closest, human, locate, read_section
 from .routes import FILE_RULES, read_routes
 from .schema import (
     LOG_LEVELS,
@@ -97,10 +97,14 @@ def parse_config(
     doc = _toml(text, path)
     problems = Problems(path, locate(text))
     known = {*SECTIONS, "routes"}
+    meant = set()  # tables a misspelt one stands for: not reported missing as well
     for name in doc:
         if name not in known:
-            problems.add((name,), f"unknown table [{bare(name)}]; expected one of {sorted(known)}")
-    if "kafka" not in doc:
+            close = closest(name, known)
+            meant.add(close)
+            said = f"did you mean [{close}]?" if close else f"expected one of {sorted(known)}"
+            problems.add((name,), f"unknown table [{bare(name)}]; {said}")
+    if "kafka" not in doc and "kafka" not in meant:
         problems.add((), "missing table [kafka] with bootstrap_servers (the brokers)")
     sections, clean = _sections(doc, env, problems)
     kafka = cast(KafkaConfig | None, sections.get("kafka"))

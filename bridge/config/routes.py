@@ -423,10 +423,13 @@ def _batch_settings(r: _Route, value: dict[str, Any]) -> dict[str, Any]:
             else:
                 read[key] = got
         else:
-            r.problem(
-                "batch",
-                f"unknown key {key!r} in batch; expected max_records, max_bytes or max_wait",
+            close = closest(key, ("max_records", "max_bytes", "max_wait"))
+            said = (
+                f"did you mean {close!r}?"
+                if close
+                else "expected max_records, max_bytes or max_wait"
             )
+            r.problem("batch", f"unknown key {key!r} in batch; {said}")
     return read
 
 
