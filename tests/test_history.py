@@ -118,3 +118,21 @@ def test_as_json_names_the_window_and_the_fields() -> None:
 def test_a_nonsense_window_is_refused(window: float, step: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         History(window, step)
+
+
+def test_the_sampler_reads_the_counters_metrics_export() -> None:
+    from bridge.operate.metrics import Metrics
+    from bridge.operate.status import HistorySampler
+
+    m = Metrics()
+    sampler = HistorySampler(m)
+    sampler.sample(at=0.0)
+    m.messages.labels("t", "r", "accepted").inc(50)
+    m.messages.labels("t", "r", "duplicate").inc(7)
+    m.messages.labels("t", "r", "dead_lettered").inc(5)
+    m.ingress_errors.labels("r", "timeout").inc(10)
+    m.committed_lag.labels("t", "0").set(3)
+    m.committed_lag.labels("t", "1").set(4)
+    sampler.sample(at=5.0)
+    (p,) = sampler.history.points()
+    assert (p.records_per_s, p.errors_per_s, p.dead_letters_per_s, p.lag) == (10.0, 2.0, 1.0, 7)
