@@ -45,7 +45,7 @@ from .operate.registry_watch import RegistryWatch
 from .operate.reload import CannotApply, Load, NotRunning, Reloader, unrunnable
 from .operate.restate_check import fetch_services
 from .operate.server import StatusServer
-from .operate.status import RecentDeadLetters, snapshot
+from .operate.status import HistorySampler, RecentDeadLetters, snapshot
 from .runtime import Parts, Runtime, open_runtime
 from .schemas.setup import open_decoder
 from .sinks.parking import Parking
@@ -108,6 +108,8 @@ class Bridge:
         )
         self.health = IngressHealth(self.metrics, config.restate.ingress_urls)
         self.dead_letters = RecentDeadLetters()
+        self.sampler = HistorySampler(self.metrics)
+        """The status page's last 15 minutes, sampled while the bridge runs."""
         self.controls = Controls()
         """The operator's pauses, skip orders and releases (the admin API changes them)."""
         self.book = PartitionBook(self.metrics, self.dead_letters, clock)
@@ -188,6 +190,7 @@ class Bridge:
             controls=self.controls_view(),
             ingress_nodes=self.health.nodes(),
             restate_registry=None if self.registry is None else self.registry.view(),
+            history=self.sampler.history,
         )
 
     def _pauses_changed(self) -> None:
@@ -214,13 +217,15 @@ class Bridge:
             self._runtime = runtime
             self._consuming = True
             reloads = asyncio.create_task(self._reload_when_asked())
+            sampling = asyncio.create_task(self.sampler.run())
             try:
                 await runtime.kafka.run(stop, functools.partial(self._between_fetches, runtime))
             finally:
                 self._runtime_stops(runtime)
-                reloads.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reloads
+                for task in (reloads, sampling):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self._shutdown(runtime)
 
     def _runtime_stops(self, runtime: Runtime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..config import BridgeConfig
 from ..core.controls import Blocked
+from ..core.history import History
 from ..core.offsets import TopicPartition
 from ..sinks.deadletter import DeadLetter
 from .metrics import Metrics
@@ -130,6 +132,40 @@ def _partitions(
     return sorted(partitions.values(), key=lambda p: (p["topic"], p["partition"]))
 
 
+def _total(samples: Samples, name: str, match: Mapping[str, str] | None = None) -> float:
+    return sum(
+        v
+        for labels, v in samples.get(name, [])
+        if all(labels.get(k) == w for k, w in (match or {}).items())
+    )
+
+
+class HistorySampler:
+    """Samples the counters ``/metrics`` exports into a :class:`History` every ``step`` s:
+    records accepted by the ingress, ingress errors, dead letters, committed lag summed."""
+
+    def __init__(self, metrics: Metrics, history: History | None = None) -> None:
+        self.metrics = metrics
+        self.history = history or History()
+
+    def sample(self, at: float | None = None) -> None:
+        samples = _samples(self.metrics)
+        messages = "restate_bridge_messages_total"
+        lags = samples.get("restate_bridge_committed_lag")
+        self.history.add(
+            time.time() if at is None else at,
+            _total(samples, messages, {"outcome": "accepted"}),
+            _total(samples, "restate_bridge_ingress_errors_total"),
+            _total(samples, messages, {"outcome": "dead_lettered"}),
+            sum(v for _, v in lags) if lags else None,
+        )
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.history.step)
+
+
 def snapshot(
     config: BridgeConfig,
     metrics: Metrics,
@@ -140,11 +176,13 @@ def snapshot(
     *,
     ingress_nodes: list[dict[str, Any]] | None = None,
     restate_registry: Mapping[str, Any] | None = None,
+    history: History | None = None,
 ) -> dict[str, Any]:
     """Everything the status page shows; numbers are the ones ``/metrics`` exports, plus why a
     blocked partition is blocked, the operator's ``controls`` (the last reload, ...), each
-    ingress node's state (``node``, ``up``, ``reason``, ``in_flight``) and, with an admin URL,
-    Restate's registry as the routes were judged against it (``restate_registry``)."""
+    ingress node's state (``node``, ``up``, ``reason``, ``in_flight``), with an admin URL
+    Restate's registry as the routes were judged against it (``restate_registry``), and the last
+    15 minutes of the counters (``history``)."""
     samples = _samples(metrics)
     unrouted = sum(
         v
@@ -166,4 +204,5 @@ def snapshot(
         "dead_letters": [asdict(d) for d in dead_letters],
         "controls": dict(controls or {}),
         "restate_registry": None if restate_registry is None else dict(restate_registry),
+        "history": (history or History()).as_json(),
     }
