@@ -1,18 +1,27 @@
 """Example Restate handlers for the demo and the compose stack, written with the Python SDK.
 
 - ``Orders`` (virtual object, keyed by customer): keeps each customer's orders in arrival order.
-- ``Payment`` (workflow, keyed by payment id): authorises once, however often its record arrives.
-- ``Notifier`` (service): pretends to send a notification.
+- ``Payment`` (workflow, keyed by payment id): authorises once, however often its record arrives;
+  ``status`` reads its state.
+- ``Notifier`` (service): pretends to send a notification, after ``after_seconds`` if given
+  (a durable timer: the docs' timeout examples use it as a slow handler).
 
 Serve: ``hypercorn examples.handlers:app --bind 0.0.0.0:9080``, then register the deployment.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import restate
-from restate import Context, ObjectContext, ObjectSharedContext, WorkflowContext
+from restate import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
 
 orders = restate.VirtualObject("Orders")
 
@@ -42,11 +51,19 @@ async def run(ctx: WorkflowContext, request: dict[str, Any]) -> str:
     return f"authorised {amount:.2f} {request.get('currency', 'EUR')}"
 
 
+@payment.handler()
+async def status(ctx: WorkflowSharedContext) -> str:
+    """The payment's state while or after it runs (a workflow's shared handler)."""
+    return await ctx.get("status") or "pending"
+
+
 notifier = restate.Service("Notifier")
 
 
 @notifier.handler()
 async def send(ctx: Context, message: dict[str, Any]) -> str:
+    if after := float(message.get("after_seconds", 0)):
+        await ctx.sleep(timedelta(seconds=after))
     return f"sent {message.get('template', 'message')} to {message.get('to', 'someone')}"
 
 

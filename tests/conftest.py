@@ -115,6 +115,22 @@ def restate(
     yield from _restate(request.config, stack_dir / "restate", handlers)
 
 
+@pytest.fixture(scope="session")
+def demo_services(
+    request: pytest.FixtureRequest, stack_dir: Path, restate: RestateServer
+) -> Iterator[RestateServer]:
+    """The session's Restate with the demo's services (``examples/handlers.py``: ``Notifier``,
+    ``Orders``, ``Payment``) registered besides the test handlers, as ``make demo`` has them."""
+    server = HandlerServer(stack_dir / "demo-handlers", "examples.handlers:app")
+    server.start()
+    keep_log(request.config, server.workdir / "handlers.log")
+    try:
+        server.register_with(restate)
+        yield restate
+    finally:
+        server.stop()
+
+
 SCOPED_OPTIONS = (
     "experimental-enable-vqueues = true\nexperimental-enable-scoped-virtual-objects = true"
 )

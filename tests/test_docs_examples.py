@@ -1,9 +1,10 @@
-"""The Python examples of the docs and the README run as written against the test stack.
+"""The Python examples of the docs and the README run as written against Restate with the demo's
+services registered (``examples/handlers.py``), as a reader running ``make demo`` has them.
 
-Each page's ```python blocks run in order in one namespace, like a doctest session, with
-``http://localhost:8080`` (and ``$RESTATE_URL``) pointing at the session's Restate server. Blocks
-with top-level ``await`` run on an event loop; the others (``SyncClient``, complete programs
-ending in ``asyncio.run``) run in this thread.
+Each block runs on its own, in a fresh namespace, with ``http://localhost:8080`` (and
+``$RESTATE_URL``) pointing at the session's Restate server. The client's examples are complete
+programs (``asyncio.run(main())``, or the blocking ``SyncClient``) with ids and idempotency keys
+new on every run, so each runs twice here as a reader would run it again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -80,36 +80,86 @@ def test_the_client_page_has_examples() -> None:
         assert used in joined
 
 
+DEMO_SERVICES = {"Notifier", "Orders", "Payment"}
+"""What ``make demo`` registers (``examples/handlers.py``)."""
+TARGET = re.compile(
+    r"""\.(?:service|object|workflow|workflow_handle|service_invocation|object_invocation)"""
+    r"""\(\s*["']([^"']+)["']"""
+)
+
+
+def client_blocks() -> list[tuple[Path, int, str]]:
+    """Every block that runs and uses the client, with its page and number."""
+    return [
+        (page, number, source)
+        for page in pages_with_examples()
+        for number, source in enumerate(section_blocks(page.read_text()), 1)
+        if "bridge.ingress" in source
+    ]
+
+
+@pytest.mark.parametrize(
+    ("page", "number", "source"),
+    [pytest.param(*b, id=f"{b[0].relative_to(ROOT)}:{b[1]}") for b in client_blocks()],
+)
+def test_client_examples_are_complete_programs_for_the_demo(
+    page: Path, number: int, source: str
+) -> None:
+    where = f"{page.relative_to(ROOT)} example {number}"
+    tree = ast.parse(source)  # no top-level await: a program, not a REPL session
+    assert "from bridge.ingress import" in source, where
+    if "SyncClient" not in source:
+        assert source.rstrip().endswith("asyncio.run(main())"), where
+        assert any(isinstance(n, ast.AsyncFunctionDef) and n.name == "main" for n in tree.body)
+    targets = set(TARGET.findall(source))
+    assert targets, where
+    assert targets <= DEMO_SERVICES, f"{where}: {targets - DEMO_SERVICES} is not in the demo"
+    for call in ast.walk(tree):
+        if isinstance(call, ast.keyword) and call.arg == "idempotency_key":
+            # a constant key would find the previous run's invocation
+            assert not isinstance(call.value, ast.Constant), f"{where}: a constant key"
+
+
 def test_the_readme_and_the_client_page_are_among_the_pages_run() -> None:
     assert {ROOT / "README.md", CLIENT_PAGE} <= set(pages_with_examples())
+
+
+def run_block(page: Path, number: int, source: str, url: str) -> None:
+    """One block as ``python example.py`` would run it: its own ``__main__``-like module."""
+    module = types.ModuleType("docs_example")  # dataclasses look their module up
+    sys.modules[module.__name__] = module
+    try:
+        code = compile(
+            source.replace(README_URL, url),
+            f"{page.relative_to(ROOT)}:example-{number}",
+            "exec",
+            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+        )
+        result = eval(code, module.__dict__)  # our own docs, on a test stack
+        if inspect.iscoroutine(result):
+            asyncio.run(result)
+    finally:
+        del sys.modules[module.__name__]
 
 
 @pytest.mark.parametrize("page", pages_with_examples(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_run_as_written(
     page: Path,
-    restate: RestateServer,
+    demo_services: RestateServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("RESTATE_URL", restate.ingress_url)
+    monkeypatch.setenv("RESTATE_URL", demo_services.ingress_url)
     monkeypatch.delenv("RESTATE_AUTH_TOKEN", raising=False)
-    module = types.ModuleType("docs_examples")  # dataclasses look their module up
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    namespace: dict[str, Any] = module.__dict__
-    blocks = section_blocks(page.read_text())
-    for number, source in enumerate(blocks, 1):
+    for number, source in enumerate(section_blocks(page.read_text()), 1):
         assert README_URL in source or "from_env" in source or "Client(" not in source
-        code = compile(
-            source.replace(README_URL, restate.ingress_url),
-            f"{page.relative_to(ROOT)}:example-{number}",
-            "exec",
-            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-        )
-        result = eval(code, namespace)  # our own README, on a test stack
-        if inspect.iscoroutine(result):
-            asyncio.run(result)
+        for _ in range(2):  # ids and keys are new on every run, so a second run passes too
+            run_block(page, number, source, demo_services.ingress_url)
     printed = capsys.readouterr().out
     assert "inv_" in printed
     if page == CLIENT_PAGE:
-        assert "Hello, World!" in printed
-        assert "Hello, later!" in printed
+        assert printed.count("sent welcome to World") == 2
+        assert printed.count("sent reminder to World") == 2
+        assert printed.count("refusing a payment of 0.0") == 2
+        assert printed.count("timed out; the invocation may still run in Restate") == 2
+        assert printed.count("sent reminder to ada") == 2  # NotReady, then attach

@@ -6,36 +6,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.stack.restate import RestateServer
-from tests.stack.services import HandlerServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def demo_handlers(tmp_path: Path, restate: RestateServer) -> Iterator[None]:
-    server = HandlerServer(tmp_path / "demo-handlers", "examples.handlers:app")
-    server.start()
-    try:
-        server.register_with(restate)
-        yield
-    finally:
-        server.stop()
-
-
 def test_the_client_example_runs_against_the_demos_services(
-    demo_handlers: None, restate: RestateServer
+    demo_services: RestateServer,
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "examples.client"],
         cwd=ROOT,
-        env={**os.environ, "RESTATE_URL": restate.ingress_url},
+        env={**os.environ, "RESTATE_URL": demo_services.ingress_url},
         capture_output=True,
         text=True,
         timeout=120,
