@@ -7,12 +7,14 @@ tests/test_reference.py.)"""
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bridge.cli import build_parser
 from tests.routing_schema import loader_problems, validate_routing_toml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +97,36 @@ def test_every_routing_example_loads_and_validates(where: str, block: str) -> No
         whole += ROUTE
     assert loader_problems(whole) == [], where
     assert validate_routing_toml(block, whole=False) == [], where
+
+
+def shell_commands() -> list[tuple[str, list[str]]]:
+    """``(page:line, argv)`` of every ``restate-bridge`` command in the docs' shell blocks, with
+    ``$`` prompts, comments and backslash continuations handled as a shell would."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.finditer(r"^```(?:sh|bash|console|shell)\n(.*?)^```$", text, re.M | re.S)
+        for match in blocks:
+            first = text[: match.start()].count("\n") + 2
+            lines = match.group(1).replace("\\\n", "  ").splitlines()
+            for number, line in enumerate(lines, first):
+                line = line.removeprefix("$ ")
+                if line.startswith("restate-bridge "):
+                    argv = shlex.split(line, comments=True)
+                    found.append((f"{page.relative_to(ROOT)}:{number}", argv[1:]))
+    return found
+
+
+def test_the_docs_show_the_cli() -> None:
+    verbs = {argv[0] for _, argv in shell_commands()}
+    assert {"check", "route", "run", "result"} <= verbs
+
+
+@pytest.mark.parametrize(("where", "argv"), shell_commands(), ids=[w for w, _ in shell_commands()])
+def test_every_cli_example_parses(where: str, argv: list[str]) -> None:
+    """A command in the docs is one the CLI accepts: its verb and options exist as spelt."""
+    parser = build_parser()
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{where}: restate-bridge {shlex.join(argv)} (exit {exc.code})")
