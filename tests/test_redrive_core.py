@@ -54,7 +54,8 @@ LEDGER = (
 
 def test_what_the_sink_writes_reads_back_as_the_original_record() -> None:
     letter = read()
-    assert letter.route == "ledger" and letter.error == "400: bad"
+    assert letter.route == "ledger"
+    assert letter.error == "400: bad"
     assert letter.skip_reason is None
     # the dead letter's time stands in for the original's, which the sink does not write
     assert letter.record == Record(
@@ -126,7 +127,8 @@ def test_a_dropped_value_cannot_be_redriven() -> None:
 def test_the_skip_reason_of_a_released_record_is_kept() -> None:
     msg = dead_letter_message(DeadLetter(RECORD, "ledger", "400", skip_reason="ticket 12"))
     letter = read_letter(msg.key, msg.value, msg.headers, 0)
-    assert isinstance(letter, Letter) and letter.skip_reason == "ticket 12"
+    assert isinstance(letter, Letter)
+    assert letter.skip_reason == "ticket 12"
 
 
 NOW = datetime(2026, 12, 5, 6, 0, tzinfo=UTC).timestamp()
@@ -180,7 +182,8 @@ def test_planned_with_the_current_routes_and_the_original_idempotency_key() -> N
 def test_only_its_own_route_of_a_fan_out() -> None:
     other = LEDGER.replace('"ledger"', '"audit"').replace('"Ledger"', '"Audit"')
     item = plan_letter(router(LEDGER + other), read())
-    assert isinstance(item, Invocation) and item.route == "ledger"
+    assert isinstance(item, Invocation)
+    assert item.route == "ledger"
 
 
 def test_a_route_that_is_gone_or_no_longer_takes_it_still_fails() -> None:
@@ -195,7 +198,8 @@ def test_a_route_that_is_gone_or_no_longer_takes_it_still_fails() -> None:
 def test_a_poison_still_fails_with_its_reason() -> None:
     templated = LEDGER.replace('key = "{key}"', 'key = "{value.customer}"')
     reason = plan_letter(router(templated), read())
-    assert isinstance(reason, str) and "value.customer" in reason
+    assert isinstance(reason, str)
+    assert "value.customer" in reason
 
 
 def test_a_tombstone_the_route_now_skips() -> None:
@@ -211,7 +215,8 @@ def test_a_batch_routes_record_goes_as_a_batch_of_one_with_its_single_key() -> N
     item = plan_letter(router(batch), read())
     assert isinstance(item, Invocation)
     assert item.idempotency_key == "orders-3-41-41:ledger"
-    assert item.body is not None and item.body.startswith(b'[{"topic":"orders"')
+    assert item.body is not None
+    assert item.body.startswith(b'[{"topic":"orders"')
 
 
 def test_the_summary() -> None:
