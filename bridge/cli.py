@@ -659,8 +659,8 @@ def _redrive(args: argparse.Namespace, config: BridgeConfig) -> int:
         print(f"{what} interrupted", file=sys.stderr)
         code = 1
     report.end()
-    done = "dry run, nothing sent: " if args.dry_run else ""
-    print(f"{what}: {done}{summary.line()}", file=sys.stderr)
+    done = "dry run, nothing sent or committed: " if args.dry_run else ""
+    print(f"{what}: {done}{summary.line(dry_run=args.dry_run)}", file=sys.stderr)
     return 1 if code or summary.still_failing else 0
 
 

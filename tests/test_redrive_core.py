@@ -225,3 +225,7 @@ def test_the_summary() -> None:
     assert summary.line() == ("3 sent, 1 previously accepted, 2 still failing, 4 skipped by filter")
     summary.skipped_by_route = 1
     assert summary.line().endswith(", 1 skipped by their route")
+
+
+def test_a_dry_run_counts_what_it_would_send() -> None:
+    assert Summary(sent=2).line(dry_run=True).startswith("2 would be sent, 0 previously")

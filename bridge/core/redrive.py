@@ -216,10 +216,11 @@ class Summary:
             + self.skipped_by_route
         )
 
-    def line(self) -> str:
-        """One line for stderr."""
+    def line(self, *, dry_run: bool = False) -> str:
+        """One line for stderr; a dry run counts what it would send."""
+        sent = f"{self.sent} would be sent" if dry_run else f"{self.sent} sent"
         text = (
-            f"{self.sent} sent, {self.previously_accepted} previously accepted, "
+            f"{sent}, {self.previously_accepted} previously accepted, "
             f"{self.still_failing} still failing, {self.filtered} skipped by filter"
         )
         if self.skipped_by_route:
