@@ -95,6 +95,7 @@ async def test_dead_letters_are_redriven_once_in_key_order_after_the_fix(
     dry = await redrive(routes, "--dry-run")
     assert dry.code == 0, dry.stderr
     lines = [orjson.loads(line) for line in dry.stdout.splitlines()]
+    assert len(lines) == len(sent), dry.stderr
     expected_keys = {f"{topic}-{m.partition}-{m.offset}:late" for m in written}
     assert {line["idempotency_key"] for line in lines} == expected_keys
     assert "dry run, nothing sent or committed: 12 would be sent" in dry.stderr

@@ -110,9 +110,12 @@ class LetterTopic:
         await check_security(self._config.kafka)
         consumer = self._consumer
         await consumer.start()
-        if self.topic not in await consumer.topics():
+        # what consumer.topics() reads, kept whole: the consumer's own cached metadata need not
+        # hold a topic it has not been assigned yet (Apache Kafka's does not)
+        cluster = await consumer._client.fetch_all_metadata()
+        numbers = sorted(cluster.partitions_for_topic(self.topic) or ())
+        if not numbers:
             raise RedriveStopped(f"the dead-letter topic {self.topic!r} does not exist")
-        numbers = sorted(consumer.partitions_for_topic(self.topic) or ())
         self._partitions = [KafkaTopicPartition(self.topic, n) for n in numbers]
         consumer.assign(self._partitions)
         for tp in self._partitions:
