@@ -22,6 +22,7 @@ from tests.helpers import route, unique, until
 from tests.stack.bridge_process import BridgeFactory
 from tests.stack.brokers import Broker
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
+from tests.stack.procs import free_port
 from tests.stack.restate import RestateServer
 from tests.stack.services import REPO_ROOT, HandlerServer
 
@@ -105,6 +106,22 @@ async def test_dead_letters_are_redriven_once_in_key_order_after_the_fix(
     assert early.code == 1
     assert early.counts == (0, 0, 12, 0)
     assert early.stderr.count("still failing: the ingress refused it: 404") == 12
+
+    # a filter that takes none of them
+    none = await redrive(routes, "--dry-run", "--reason", "^no such error")
+    assert none.code == 0, none.stderr
+    assert (none.stdout, none.counts) == ("", (0, 0, 0, 12))
+
+    # the ingress down: retried, then the run stops there, nothing committed
+    down = tmp_path / "down.routes.toml"
+    down.write_text(
+        routes.read_text().replace(restate.ingress_url, f"http://127.0.0.1:{free_port()}")
+    )
+    stopped = await redrive(down)
+    assert stopped.code == 1
+    assert "stopped: " in stopped.stderr
+    assert "failed 5 times" in stopped.stderr
+    assert stopped.counts == (0, 0, 0, 0)
 
     deployment = HandlerServer(
         tmp_path / "late", "tests.stack.late_handlers:app", env={"LATE_SERVICE": service}
