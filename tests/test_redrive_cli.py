@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.cli import RedriveReport, main
+from bridge.config import load_config
+from bridge.core.redrive import Summary
 
 ROUTES = """[kafka]
 bootstrap_servers = "127.0.0.1:1"
@@ -59,3 +61,27 @@ def test_since_must_come_before_until(tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["--since", "2026-12-05", "--until", "2026-12-04"]
     assert main(["redrive", routes(tmp_path), *args]) == 2
     assert "--since must be earlier than --until" in capsys.readouterr().err
+
+
+def test_an_unreachable_kafka_stops_the_run_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["redrive", routes(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "redrive of 'dlq' (group 'restate-bridge.redrive') stopped: " in err
+    assert "0 sent, 0 previously accepted, 0 still failing, 0 skipped by filter" in err
+
+
+def test_the_progress_line_only_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(Path(routes(tmp_path)), {})
+    RedriveReport(config, tty=False).progress(Summary(sent=1), 5)
+    assert capsys.readouterr().err == ""
+    shown = RedriveReport(config, tty=True)
+    shown.progress(Summary(sent=1), 5)
+    shown.end()
+    assert capsys.readouterr().err == (
+        "\r\x1b[Kredrive: 1 of at most 5: 1 sent, 0 previously accepted, 0 still failing, "
+        "0 skipped by filter\r\x1b[K"
+    )
