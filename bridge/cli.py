@@ -626,6 +626,9 @@ def _redrive(args: argparse.Namespace, config: BridgeConfig) -> int:
     if topic is None:
         print(f"{args.routes}: no [dead_letter] topic: nothing to redrive", file=sys.stderr)
         return 2
+    if args.group_id == config.kafka.group_id:  # its commits would fail while the bridge runs
+        print("redrive: --group-id must not be the bridge's own group", file=sys.stderr)
+        return 2
     since, until = args.since, args.until
     if since is not None and until is not None and since >= until:
         print("redrive: --since must be earlier than --until", file=sys.stderr)

@@ -85,3 +85,10 @@ def test_the_progress_line_only_on_a_terminal(
         "\r\x1b[Kredrive: 1 of at most 5: 1 sent, 0 previously accepted, 0 still failing, "
         "0 skipped by filter\r\x1b[K"
     )
+
+
+def test_the_bridges_own_group_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["redrive", routes(tmp_path), "--group-id", "restate-bridge"]) == 2
+    assert "--group-id must not be the bridge's own group" in capsys.readouterr().err
