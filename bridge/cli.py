@@ -1,4 +1,5 @@
-"""The ``restate-bridge`` command line: ``run``, ``check``, ``route``, ``result`` and ``schema``.
+"""The ``restate-bridge`` command line: ``run``, ``check``, ``route``, ``result``, ``redrive`` and
+``schema``.
 
 ``run`` stops on SIGTERM / SIGINT (a second one forces the exit) and reloads its routing file on
 SIGHUP; the handlers only set flags.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from .config import BridgeConfig, ConfigError, check_log_level, ingress_ssl_cont
 from .consume.kafka import KafkaRefused
 from .core.nodes import node_label
 from .core.record import Record
+from .core.redrive import Filter, Letter, Summary, parse_when
 from .core.routing import Invocation, Poison, Router
 from .ingress import (
     Client,
@@ -42,6 +47,7 @@ from .ingress import (
     ResponseError,
 )
 from .operate.metrics import Metrics
+from .operate.redrive import Options, Redrive, RedriveStopped, group_of
 from .operate.registry_watch import RegistryWatch
 from .operate.restate_check import AdminUnreachable, check_against_restate, fetch_services
 from .reference.json_schema import schema_text
@@ -153,6 +159,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_seconds, help="with --wait: give up after SECONDS (default: never)"
     )
 
+    redrive = commands.add_parser(
+        "redrive",
+        help="send the dead letters again with the current routes, each once",
+        description="Read the routing file's dead-letter topic up to its current end and send "
+        "each dead letter's original record again with the current routes, for the route it "
+        "failed on, under the idempotency key it had (Restate does not run one it accepted "
+        "before). What still fails is reported and left in the topic. Exit 0 when nothing "
+        "still fails, 1 otherwise (or when a retryable failure persists: the run stops there "
+        "and resumes there), 2 for a bad file or arguments, 3 when Kafka refuses the "
+        "connection's security.",
+    )
+    redrive.add_argument("routes", type=Path, help="the routing file")
+    redrive.add_argument("--route", metavar="NAME", help="only the dead letters of this route")
+    redrive.add_argument(
+        "--reason", metavar="REGEX", type=_regex, help="only those whose bridge.error matches"
+    )
+    redrive.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_when,
+        help="only records from this time on: ISO 8601 (2026-12-05T06:00Z; no zone: UTC) or a "
+        "duration ago (2h, 30m, 1d)",
+    )
+    redrive.add_argument(
+        "--until", metavar="TIME", type=_when, help="only records before this time (as --since)"
+    )
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and commit nothing"
+    )
+    redrive.add_argument(
+        "--limit", metavar="N", type=_count, help="handle at most N dead letters, then stop"
+    )
+    redrive.add_argument(
+        "--group-id", metavar="ID", help="the consumer group (default: <[kafka] group_id>.redrive)"
+    )
+    redrive.add_argument(
+        "--from-start",
+        action="store_true",
+        help="read the topic from its beginning, whatever the group has committed",
+    )
+
     commands.add_parser(
         "schema",
         help="print the JSON Schema of the routing file (what routes.schema.json holds)",
@@ -180,6 +227,26 @@ def _log_level(text: str) -> str:
     return text.upper()
 
 
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
+
+
+def _when(text: str) -> int:
+    try:
+        return parse_when(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}")
+    return int(text)
+
+
 def _hex(text: str) -> bytes:
     try:
         return bytes.fromhex(text)
@@ -204,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args, config)
     if args.command == "route":
         return _route(args, config)
+    if args.command == "redrive":
+        return _redrive(args, config)
     return _run(args, config)
 
 
@@ -556,3 +625,123 @@ def _verdict(exc: ResponseError) -> str:
     if isinstance(exc, InvocationError):
         return f"failed: {exc.status} {exc.message}"
     return f"the ingress answered {exc}"
+
+
+def _redrive(args: argparse.Namespace, config: BridgeConfig) -> int:
+    topic = config.dead_letter.topic
+    if topic is None:
+        print(f"{args.routes}: no [dead_letter] topic: nothing to redrive", file=sys.stderr)
+        return 2
+    if args.group_id == config.kafka.group_id:  # its commits would fail while the bridge runs
+        print("redrive: --group-id must not be the bridge's own group", file=sys.stderr)
+        return 2
+    since, until = args.since, args.until
+    if since is not None and until is not None and since >= until:
+        print("redrive: --since must be earlier than --until", file=sys.stderr)
+        return 2
+    options = Options(
+        filter=Filter(route=args.route, reason=args.reason, since=since, until=until),
+        dry_run=args.dry_run,
+        limit=args.limit,
+        group_id=args.group_id,
+        from_start=args.from_start,
+    )
+    if args.route is not None and all(r.name != args.route for r in config.routes):
+        print(f"note: no route is called {args.route!r} in {args.routes} now", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = RedriveReport(config, sys.stderr.isatty())
+    summary = Summary()
+    what = f"redrive of {topic!r} (group {group_of(config, options)!r})"
+    code = 0
+    try:
+        asyncio.run(_redriving(config, options, report, summary))
+    except KafkaRefused as exc:
+        report.end()
+        print(exc, file=sys.stderr)
+        return EXIT_KAFKA_REFUSED
+    except (RedriveStopped, KafkaError, OSError) as exc:
+        report.end()
+        print(f"{what} stopped: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        report.end()
+        print(f"{what} interrupted", file=sys.stderr)
+        code = 1
+    report.end()
+    done = "dry run, nothing sent or committed: " if args.dry_run else ""
+    print(f"{what}: {done}{summary.line(dry_run=args.dry_run)}", file=sys.stderr)
+    return 1 if code or summary.still_failing else 0
+
+
+async def _redriving(
+    config: BridgeConfig, options: Options, report: RedriveReport, summary: Summary
+) -> None:
+    restate = config.restate
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                Client(
+                    url,
+                    token=restate.token,
+                    timeout=restate.request_timeout.total_seconds(),
+                    ssl_context=ingress_ssl_context(restate),
+                )
+            )
+            for url in restate.ingress_urls
+        ]
+        decode = None
+        if uses_registry(config):  # framed fields are decoded through the registry, as in run
+            decoder = make_decoder(config, Metrics())
+            stack.push_async_callback(decoder.registry.aclose)
+
+            async def decode(record: Record) -> Record | str:
+                await decoder.prepare([record])
+                decoded = decoder.decode(record)
+                return decoded or f"schema registry unreachable: {decoder.reason}"
+
+        await Redrive(config, options, clients, report, summary, decode).run()
+
+
+class RedriveReport:
+    """``redrive``'s output: would-be invocations on stdout (one JSON line each, as ``route``
+    prints them), what still fails on stderr, and a progress line when stderr is a terminal."""
+
+    def __init__(self, config: BridgeConfig, tty: bool) -> None:
+        self._config = config
+        self._tty = tty
+        self._shown = 0.0
+        self._line = False
+
+    def would_send(self, where: str, letter: Letter, item: Invocation) -> None:
+        described: dict[str, object] = {
+            "dead_letter_at": where,
+            "record": letter.record.coordinates,
+        }
+        described.update(_describe(self._config, item))
+        self._clear()
+        sys.stdout.write(orjson.dumps(described).decode() + "\n")
+        sys.stdout.flush()
+
+    def failing(self, where: str, letter: Letter | None, reason: str) -> None:
+        self._clear()
+        about = "" if letter is None else f" ({letter.record.coordinates}, route {letter.route!r})"
+        print(f"{where}{about}: still failing: {reason}", file=sys.stderr)
+
+    def progress(self, summary: Summary, total: int | None) -> None:
+        now = time.monotonic()
+        if not self._tty or now - self._shown < 0.2:
+            return
+        self._shown = now
+        of = "" if total is None else f" of at most {total}"
+        sys.stderr.write(f"\r\x1b[Kredrive: {summary.handled}{of}: {summary.line()}")
+        sys.stderr.flush()
+        self._line = True
+
+    def _clear(self) -> None:
+        if self._line:
+            sys.stderr.write("\r\x1b[K")
+            self._line = False
+
+    def end(self) -> None:
+        """Clear the progress line before the last words."""
+        self._clear()

@@ -22,6 +22,9 @@ SKIP_REASON_HEADER = "bridge.skip_reason"
 VALUE_NULL_HEADER = "bridge.value_null"
 """``true`` when the original record had neither key nor value: its dead letter's value is ``b""``
 (Kafka needs one of the two), and this header says the original value was null."""
+TIMESTAMP_HEADER = "bridge.timestamp"
+"""The original record's timestamp (ms since the epoch); the dead letter's own is when it was
+written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ def dead_letter_headers(
     record: Record, route: str, reason: str, skip_reason: str | None = None
 ) -> list[tuple[str, bytes]]:
     """The original headers plus ``bridge.error``, ``.route``, ``.topic``, ``.partition``,
-    ``.offset`` (and ``bridge.skip_reason`` for a record the operator skipped)."""
+    ``.offset``, ``.timestamp`` (the original record's, in ms; left out when it has none) and
+    ``bridge.skip_reason`` for a record the operator skipped. ``redrive`` reads them back."""
     headers = [
         *record.headers,
         (ERROR_HEADER, reason.encode()),
@@ -62,6 +66,9 @@ def dead_letter_headers(
         ("bridge.partition", str(record.partition).encode()),
         ("bridge.offset", str(record.offset).encode()),
     ]
+    if record.timestamp is not None and record.timestamp > 0:  # as Record.age: 0, -1 are none
+        # the dead letter's own timestamp is when it was dead-lettered; redrive --since reads this
+        headers.append((TIMESTAMP_HEADER, str(record.timestamp).encode()))
     if skip_reason is not None:
         headers.append((SKIP_REASON_HEADER, skip_reason.encode()))
     return headers
