@@ -136,3 +136,33 @@ def test_the_sampler_reads_the_counters_metrics_export() -> None:
     sampler.sample(at=5.0)
     (p,) = sampler.history.points()
     assert (p.records_per_s, p.errors_per_s, p.dead_letters_per_s, p.lag) == (10.0, 2.0, 1.0, 7)
+
+
+async def test_a_failing_sample_is_logged_and_the_sampling_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from bridge.operate.metrics import Metrics
+    from bridge.operate.status import HistorySampler
+
+    class Flaky(HistorySampler):
+        calls = 0
+
+        def sample(self, at: float | None = None) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("a collector broke")
+            super().sample(at)
+
+    history = History(window=1.0, step=0.01)
+    sampler = Flaky(Metrics(), history)
+    assert sampler.history is history  # empty, so falsy: kept all the same
+    task = asyncio.create_task(sampler.run())
+    async with asyncio.timeout(10):
+        while sampler.calls < 3 and not task.done():
+            await asyncio.sleep(0.01)
+    assert not task.done()  # still sampling
+    task.cancel()
+    assert "a sample failed" in caplog.text
+    assert "a collector broke" in caplog.text

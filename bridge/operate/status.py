@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from ..core.history import History
 from ..core.offsets import TopicPartition
 from ..sinks.deadletter import DeadLetter
 from .metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class HistorySampler:
 
     def __init__(self, metrics: Metrics, history: History | None = None) -> None:
         self.metrics = metrics
-        self.history = history or History()
+        self.history = history if history is not None else History()  # an empty one is falsy
 
     def sample(self, at: float | None = None) -> None:
         samples = _samples(self.metrics)
@@ -161,8 +164,13 @@ class HistorySampler:
         )
 
     async def run(self) -> None:
+        """Samples until cancelled. A sample that fails is logged and skipped: the charts are not
+        worth stopping for, nor worth ending the sampling over (a gap shows instead)."""
         while True:
-            self.sample()
+            try:
+                self.sample()
+            except Exception:
+                log.exception("status page history: a sample failed; the charts skip it")
             await asyncio.sleep(self.history.step)
 
 
@@ -204,5 +212,5 @@ def snapshot(
         "dead_letters": [asdict(d) for d in dead_letters],
         "controls": dict(controls or {}),
         "restate_registry": None if restate_registry is None else dict(restate_registry),
-        "history": (history or History()).as_json(),
+        "history": (history if history is not None else History()).as_json(),
     }
