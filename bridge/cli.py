@@ -34,6 +34,7 @@ from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, check_log_level, ingress_ssl_context, load_config
 from .consume.kafka import KafkaRefused
+from .consume.oauth import TokenRefused, kafka_login
 from .core.nodes import node_label
 from .core.record import Record
 from .core.redrive import Filter, Letter, Summary, parse_when
@@ -57,6 +58,8 @@ from .worker import Bridge
 log = logging.getLogger("bridge")
 
 EXIT_KAFKA_REFUSED = 3
+LOGIN_TIMEOUT = 60.0
+"""Seconds a command (`redrive`) waits for its first OAUTHBEARER token."""
 """Kafka refused the connection's security (TLS or SASL): retrying cannot help."""
 
 
@@ -659,6 +662,10 @@ def _redrive(args: argparse.Namespace, config: BridgeConfig) -> int:
         report.end()
         print(exc, file=sys.stderr)
         return EXIT_KAFKA_REFUSED
+    except TokenRefused as exc:
+        report.end()
+        print(f"Kafka at {config.kafka.bootstrap_servers}: OAUTHBEARER: {exc}", file=sys.stderr)
+        return EXIT_KAFKA_REFUSED
     except (RedriveStopped, KafkaError, OSError) as exc:
         report.end()
         print(f"{what} stopped: {exc}", file=sys.stderr)
@@ -699,7 +706,8 @@ async def _redriving(
                 decoded = decoder.decode(record)
                 return decoded or f"schema registry unreachable: {decoder.reason}"
 
-        await Redrive(config, options, clients, report, summary, decode).run()
+        login = await stack.enter_async_context(kafka_login(config.kafka, LOGIN_TIMEOUT))
+        await Redrive(config, options, clients, report, summary, decode, login).run()
 
 
 class RedriveReport:
