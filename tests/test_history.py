@@ -146,11 +146,15 @@ async def test_a_failing_sample_is_logged_and_the_sampling_goes_on(
     from bridge.operate.metrics import Metrics
     from bridge.operate.status import HistorySampler
 
+    third = asyncio.Event()
+
     class Flaky(HistorySampler):
         calls = 0
 
         def sample(self, at: float | None = None) -> None:
             self.calls += 1
+            if self.calls == 3:
+                third.set()
             if self.calls == 1:
                 raise RuntimeError("a collector broke")
             super().sample(at)
@@ -159,9 +163,7 @@ async def test_a_failing_sample_is_logged_and_the_sampling_goes_on(
     sampler = Flaky(Metrics(), history)
     assert sampler.history is history  # empty, so falsy: kept all the same
     task = asyncio.create_task(sampler.run())
-    async with asyncio.timeout(10):
-        while sampler.calls < 3 and not task.done():
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(third.wait(), 10)  # a sampler that ended at the failure times out
     assert not task.done()  # still sampling
     task.cancel()
     assert "a sample failed" in caplog.text
