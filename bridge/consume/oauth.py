@@ -21,6 +21,7 @@ text) and has the login fetch a new token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import logging
@@ -147,15 +148,14 @@ class ClientCredentials:
             if value is not None:
                 form[name] = value
         client_id = kafka.sasl_oauth_client_id or ""
-        auth = None
+        headers = {"Accept": "application/json"}
         if kafka.sasl_oauth_client_auth == "client_secret_post":
             form.update(client_id=client_id, client_secret=self._secret())
         else:  # RFC 6749 §2.3.1: each form-encoded, then HTTP Basic
-            auth = aiohttp.BasicAuth(quote(client_id, safe=""), quote(self._secret(), safe=""))
+            pair = f"{quote(client_id, safe='')}:{quote(self._secret(), safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         try:
-            async with self._http().post(
-                endpoint, data=form, auth=auth, headers={"Accept": "application/json"}
-            ) as answer:
+            async with self._http().post(endpoint, data=form, headers=headers) as answer:
                 body = await answer.content.read(MAX_ANSWER)
                 status = answer.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -177,7 +177,8 @@ def read_provider_answer(answer: Any, now: float, *, provider: str) -> AccessTok
         token, expiry = answer
     else:
         raise ValueError(
-            f"{provider} returned a {type(answer).__name__}; expected (token, expiry) or a token"
+            f"{provider} returned a value of type {type(answer).__name__}; expected (token, "
+            "expiry) or a token"
         )
     if not isinstance(token, str) or not token:
         raise ValueError(f"{provider} returned a token that is not a non-empty string")
