@@ -393,10 +393,12 @@ def _registry_verdict(registry: RegistryWatch, item: Invocation) -> dict[str, ob
 
 async def _decode(config: BridgeConfig, record: Record) -> Record | str:
     """``record`` with its framed fields decoded, or why the registry could not be asked."""
-    decoder = make_decoder(config, Metrics())
-    async with decoder.registry:
-        await decoder.prepare([record])
-        decoded = decoder.decode(record)
+    registry_login = config.schema_registry.kafka_oauth_token
+    async with kafka_login(config.kafka if registry_login else None, LOGIN_TIMEOUT) as login:
+        decoder = make_decoder(config, Metrics(), None if login is None else login.token)
+        async with decoder.registry:
+            await decoder.prepare([record])
+            decoded = decoder.decode(record)
     if decoded is None:
         return f"schema registry unreachable: {decoder.reason}"
     return decoded
@@ -696,9 +698,10 @@ async def _redriving(
             )
             for url in restate.ingress_urls
         ]
+        login = await stack.enter_async_context(kafka_login(config.kafka, LOGIN_TIMEOUT))
         decode = None
         if uses_registry(config):  # framed fields are decoded through the registry, as in run
-            decoder = make_decoder(config, Metrics())
+            decoder = make_decoder(config, Metrics(), None if login is None else login.token)
             stack.push_async_callback(decoder.registry.aclose)
 
             async def decode(record: Record) -> Record | str:
@@ -706,7 +709,6 @@ async def _redriving(
                 decoded = decoder.decode(record)
                 return decoded or f"schema registry unreachable: {decoder.reason}"
 
-        login = await stack.enter_async_context(kafka_login(config.kafka, LOGIN_TIMEOUT))
         await Redrive(config, options, clients, report, summary, decode, login).run()
 
 

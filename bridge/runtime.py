@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -151,6 +151,11 @@ async def _watch_registry(registry: RegistryWatch | None, stack: contextlib.Asyn
         stack.push_async_callback(_cancel, asyncio.create_task(registry.watch_forever()))
 
 
+def _bearer(login: OAuthLogin | None) -> Callable[[], Awaitable[str]] | None:
+    """The Kafka login's token, for a schema registry with ``kafka_oauth_token``."""
+    return None if login is None else login.token
+
+
 async def _log_in(
     login: OAuthLogin | None, config: BridgeConfig, stack: contextlib.AsyncExitStack
 ) -> None:
@@ -176,7 +181,7 @@ async def open_runtime(
     await parts.status.start()
     stack.push_async_callback(parts.status.stop)
     clients, attach = await _clients(config, parts, stack)
-    decoder = await open_decoder(config, parts.metrics, stack)
+    decoder = await open_decoder(config, parts.metrics, stack, _bearer(parts.login))
     try:  # a refused TLS handshake or SASL login is fatal: say why, once, before any retry
         await _log_in(parts.login, config, stack)
         await check_security(config.kafka, parts.login)

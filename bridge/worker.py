@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +199,11 @@ class Bridge:
             history=self.sampler.history,
         )
 
+    @property
+    def _bearer(self) -> Callable[[], Awaitable[str]] | None:
+        """The Kafka login's token, for a schema registry with ``kafka_oauth_token``."""
+        return None if self.login is None else self.login.token
+
     def _pauses_changed(self) -> None:
         if self._runtime is not None:
             self._runtime.delivery.pauses_changed()
@@ -305,7 +310,9 @@ class Bridge:
         if stack is None:  # run() sets it before the loop starts
             raise NotRunning("the bridge is not running")
         await runtime.kafka.use_routes(
-            config, changes, lambda c: open_decoder(c, self.metrics, stack)
+            config,
+            changes,
+            lambda c: open_decoder(c, self.metrics, stack, self._bearer),
         )
         if self.registry is not None:
             self.registry.routes_changed()

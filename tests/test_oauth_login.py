@@ -430,3 +430,46 @@ def test_the_routing_file_wires_the_provider(
     assert isinstance(login.source, ProviderSource)
     assert login.extensions() == {"logicalCluster": "lkc-1"}
     assert orjson.dumps(login.source.name) == b'"the token provider my_tokens:factory"'
+
+
+async def test_the_schema_registry_can_get_the_kafka_logins_token() -> None:
+    from bridge.schemas.registry import RegistrySettings, SchemaRegistry, SchemaUnusable
+
+    seen: list[str | None] = []
+
+    async def schema(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"error_code": 40403, "message": "no such schema"}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/schemas/ids/{id}", schema)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    login = OAuthLogin(Source())
+    try:
+        settings = RegistrySettings(f"http://127.0.0.1:{port}", bearer=login.token)
+        async with SchemaRegistry(settings) as registry:
+            with pytest.raises(SchemaUnusable):
+                await registry.fetch(1)
+    finally:
+        await runner.cleanup()
+    assert seen == ["Bearer token-1"]
+
+
+def test_kafka_oauth_token_needs_an_oauthbearer_login(tmp_path: Path) -> None:
+    from bridge.config import ConfigError
+
+    path = tmp_path / "routes.toml"
+    path.write_text(
+        '[kafka]\nbootstrap_servers = "b:9092"\n'
+        '[schema_registry]\nurl = "http://r:8081"\nkafka_oauth_token = true\n'
+        '[[routes]]\ntopic = "t"\ntarget = "service"\nservice = "S"\nhandler = "h"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == [
+        f'{path}:5: kafka_oauth_token needs [kafka] sasl_mechanism = "OAUTHBEARER"'
+    ]

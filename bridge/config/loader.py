@@ -129,7 +129,7 @@ def parse_config(
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
     if "schema_registry" in clean:  # else its own problem says what is wrong with it
-        registry = _schema_registry_rules(registry, problems, env)
+        registry = _schema_registry_rules(registry, problems, env, kafka)
         _framed_formats(indexed, registry, problems)
     if running is not None:
         _against_running(indexed, running, problems)
@@ -405,17 +405,35 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
 
 
 def _schema_registry_rules(
-    registry: SchemaRegistryConfig, problems: Problems, env: Mapping[str, str]
+    registry: SchemaRegistryConfig,
+    problems: Problems,
+    env: Mapping[str, str],
+    kafka: KafkaConfig | None,
 ) -> SchemaRegistryConfig:
-    """Credentials (basic or bearer, not both), the CA file; resolves the secrets."""
+    """Credentials (basic, bearer or the Kafka login's token; one of them), the CA file;
+    resolves the secrets."""
     at = ("schema_registry",)
+    oauth = kafka is not None and kafka.sasl_mechanism == "OAUTHBEARER"
+    if registry.kafka_oauth_token and not oauth:
+        problems.add(
+            (*at, "kafka_oauth_token"),
+            'kafka_oauth_token needs [kafka] sasl_mechanism = "OAUTHBEARER"',
+        )
     if registry.url is None:
         for key, value in vars(registry).items():
-            if key not in ("url", "request_timeout", "validate_json") and value is not None:
+            if key not in ("url", "request_timeout", "validate_json") and value not in (
+                None,
+                False,
+            ):
                 problems.add((*at, key), f"{key} is only used with [schema_registry] url")
         return registry
     basic = registry.password_env is not None or registry.password_file is not None
     bearer = registry.token_env is not None or registry.token_file is not None
+    if registry.kafka_oauth_token and (basic or bearer or registry.username is not None):
+        problems.add(
+            (*at, "kafka_oauth_token"),
+            "kafka_oauth_token sends the Kafka login's token: no username or token besides it",
+        )
     if registry.username is not None and ":" in registry.username:
         problems.add((*at, "username"), "username cannot hold ':' (basic authentication)")
     if registry.username is not None and not basic:

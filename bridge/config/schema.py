@@ -404,6 +404,9 @@ class SchemaRegistryConfig:
     """Or a bearer token, from this variable or ``token_file`` (not both with ``username``)."""
     token_file: str | None = None
     """Or a file holding the bearer token."""
+    kafka_oauth_token: bool = False
+    """Send the Kafka login's ``OAUTHBEARER`` token as the bearer token (a registry behind the
+    same OpenID provider); needs ``sasl_mechanism = "OAUTHBEARER"``, and no other credentials."""
     ca_file: str | None = None
     """PEM CA bundle of an ``https://`` registry (default: the system's)."""
     validate_json: bool = False

@@ -413,12 +413,12 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
 
 @contextlib.asynccontextmanager
 async def kafka_login(
-    kafka: KafkaConfig, timeout: float | None = None
+    kafka: KafkaConfig | None, timeout: float | None = None
 ) -> AsyncIterator[OAuthLogin | None]:
-    """A started login for a command's Kafka clients (``redrive``, ``check``), closed after;
-    ``None`` without ``OAUTHBEARER``. Raises :class:`TokenRefused`, or :class:`TokenUnavailable`
-    when no token came within ``timeout`` seconds."""
-    login = make_login(kafka)
+    """A started login for a command's Kafka clients (``redrive``, ``check``, ``route``), closed
+    after; ``None`` without ``OAUTHBEARER`` (or ``kafka``). Raises :class:`TokenRefused`, or
+    :class:`TokenUnavailable` when no token came within ``timeout`` seconds."""
+    login = None if kafka is None else make_login(kafka)
     if login is None:
         yield None
         return
