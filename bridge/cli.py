@@ -34,6 +34,7 @@ from bridge import __version__
 
 from .config import BridgeConfig, ConfigError, check_log_level, ingress_ssl_context, load_config
 from .consume.kafka import KafkaRefused
+from .consume.oauth import TokenRefused, kafka_login
 from .core.nodes import node_label
 from .core.record import Record
 from .core.redrive import Filter, Letter, Summary, parse_when
@@ -57,6 +58,8 @@ from .worker import Bridge
 log = logging.getLogger("bridge")
 
 EXIT_KAFKA_REFUSED = 3
+LOGIN_TIMEOUT = 60.0
+"""Seconds a command (`redrive`) waits for its first OAUTHBEARER token."""
 """Kafka refused the connection's security (TLS or SASL): retrying cannot help."""
 
 
@@ -390,10 +393,12 @@ def _registry_verdict(registry: RegistryWatch, item: Invocation) -> dict[str, ob
 
 async def _decode(config: BridgeConfig, record: Record) -> Record | str:
     """``record`` with its framed fields decoded, or why the registry could not be asked."""
-    decoder = make_decoder(config, Metrics())
-    async with decoder.registry:
-        await decoder.prepare([record])
-        decoded = decoder.decode(record)
+    registry_login = config.schema_registry.kafka_oauth_token
+    async with kafka_login(config.kafka if registry_login else None, LOGIN_TIMEOUT) as login:
+        decoder = make_decoder(config, Metrics(), None if login is None else login.token)
+        async with decoder.registry:
+            await decoder.prepare([record])
+            decoded = decoder.decode(record)
     if decoded is None:
         return f"schema registry unreachable: {decoder.reason}"
     return decoded
@@ -659,6 +664,10 @@ def _redrive(args: argparse.Namespace, config: BridgeConfig) -> int:
         report.end()
         print(exc, file=sys.stderr)
         return EXIT_KAFKA_REFUSED
+    except TokenRefused as exc:
+        report.end()
+        print(f"Kafka at {config.kafka.bootstrap_servers}: OAUTHBEARER: {exc}", file=sys.stderr)
+        return EXIT_KAFKA_REFUSED
     except (RedriveStopped, KafkaError, OSError) as exc:
         report.end()
         print(f"{what} stopped: {exc}", file=sys.stderr)
@@ -689,9 +698,10 @@ async def _redriving(
             )
             for url in restate.ingress_urls
         ]
+        login = await stack.enter_async_context(kafka_login(config.kafka, LOGIN_TIMEOUT))
         decode = None
         if uses_registry(config):  # framed fields are decoded through the registry, as in run
-            decoder = make_decoder(config, Metrics())
+            decoder = make_decoder(config, Metrics(), None if login is None else login.token)
             stack.push_async_callback(decoder.registry.aclose)
 
             async def decode(record: Record) -> Record | str:
@@ -699,7 +709,7 @@ async def _redriving(
                 decoded = decoder.decode(record)
                 return decoded or f"schema registry unreachable: {decoder.reason}"
 
-        await Redrive(config, options, clients, report, summary, decode).run()
+        await Redrive(config, options, clients, report, summary, decode, login).run()
 
 
 class RedriveReport:

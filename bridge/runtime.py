@@ -3,9 +3,9 @@
 Start order (the stack closes them in reverse)::
 
     status server -> ingress clients (+ health probe, token file) -> attach clients (reply
-    routes) -> schema registry decoder -> Kafka security check -> producer (dead letters and
-    replies) -> delivery (the dispatcher) -> Restate's registry read (with an admin_url) ->
-    consumer
+    routes) -> schema registry decoder -> Kafka login (OAUTHBEARER's first token) -> Kafka
+    security check -> producer (dead letters and replies) -> delivery (the dispatcher) ->
+    Restate's registry read (with an admin_url) -> consumer
 
 :func:`open_runtime` returns a :class:`Runtime` only once all of it is up: no part is ever half
 made. The parts that live as long as the process (the partition book, the operator's controls,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from .config import BridgeConfig, ingress_ssl_context
 from .consume.book import PartitionBook
 from .consume.kafka import KafkaRefused, check_security
 from .consume.loop import KafkaSide
+from .consume.oauth import OAuthLogin, TokenRefused
 from .consume.port import ConsumerFactory, ConsumerPort, LazyProducer, cluster_topics
 from .consume.routes import RoutesInForce
 from .core.controls import Controls
@@ -62,6 +63,7 @@ class Parts:
     consumer_factory: ConsumerFactory
     clock: Callable[[], float]
     registry: RegistryWatch | None = None
+    login: OAuthLogin | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,25 @@ async def _watch_registry(registry: RegistryWatch | None, stack: contextlib.Asyn
         stack.push_async_callback(_cancel, asyncio.create_task(registry.watch_forever()))
 
 
+def _bearer(login: OAuthLogin | None) -> Callable[[], Awaitable[str]] | None:
+    """The Kafka login's token, for a schema registry with ``kafka_oauth_token``."""
+    return None if login is None else login.token
+
+
+async def _log_in(
+    login: OAuthLogin | None, config: BridgeConfig, stack: contextlib.AsyncExitStack
+) -> None:
+    """``OAUTHBEARER``: the first token, before any Kafka connection; a token endpoint that is
+    down is waited for (``/readyz`` says why), a refusal for good is a :class:`KafkaRefused`."""
+    if login is None:
+        return
+    try:
+        await login.start()
+    except TokenRefused as exc:
+        raise KafkaRefused(config.kafka.bootstrap_servers, f"OAUTHBEARER: {exc}") from None
+    stack.push_async_callback(login.aclose)
+
+
 async def open_runtime(
     parts: Parts,
     stack: contextlib.AsyncExitStack,
@@ -160,9 +181,10 @@ async def open_runtime(
     await parts.status.start()
     stack.push_async_callback(parts.status.stop)
     clients, attach = await _clients(config, parts, stack)
-    decoder = await open_decoder(config, parts.metrics, stack)
+    decoder = await open_decoder(config, parts.metrics, stack, _bearer(parts.login))
     try:  # a refused TLS handshake or SASL login is fatal: say why, once, before any retry
-        await check_security(config.kafka)
+        await _log_in(parts.login, config, stack)
+        await check_security(config.kafka, parts.login)
     except KafkaRefused as exc:
         on_refused(exc)
         raise

@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from .config import BridgeConfig, load_config
 from .config.diff import ConfigDiff
 from .consume.book import PartitionBook
 from .consume.kafka import KafkaRefused
+from .consume.oauth import make_login
 from .consume.port import ConsumerFactory, KafkaConsumer, LazyProducer, unless_stopped
 from .consume.routes import RoutesInForce
 from .core.controls import Blocked, Controls
@@ -97,7 +98,7 @@ class Bridge:
         token: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         load: Load = _load_again,
-        consumer_factory: ConsumerFactory = KafkaConsumer,
+        consumer_factory: ConsumerFactory | None = None,
         producer: LazyProducer | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -115,7 +116,8 @@ class Bridge:
         self.book = PartitionBook(self.metrics, self.dead_letters, clock)
         self.registry = _registry_watch(config, self.routes, self.metrics, self._pauses_changed)
         """Restate's registry, when ``[restate] admin_url`` is set: routes that do not fit wait."""
-        self.producer = producer or LazyProducer(config)
+        self.login = make_login(config.kafka, self.metrics)  # OAUTHBEARER: every connection's
+        self.producer = producer or LazyProducer(config, login=self.login)
         parking = Parking(self.producer.get, self.producer.cluster_topics)
         self.operator = Operator(
             controls=self.controls,
@@ -137,7 +139,9 @@ class Bridge:
         )
         self._parts = Parts(
             self.routes, self.metrics, self.health, self.book, self.controls, self.status,
-            self.producer, parking, self.token, consumer_factory, clock, self.registry,
+            self.producer, parking, self.token,
+            consumer_factory or functools.partial(KafkaConsumer, login=self.login),
+            clock, self.registry, self.login,
         )  # fmt: skip
         self._runtime: Runtime | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -163,6 +167,8 @@ class Bridge:
     def readiness(self) -> tuple[bool, str]:
         if self._kafka_refused is not None:
             return False, str(self._kafka_refused)
+        if self.login is not None and not self.login.up:
+            return False, f"no Kafka token: {self.login.reason}"
         runtime = self._runtime
         if runtime is None or not runtime.kafka.joined:
             return False, "not yet in the Kafka consumer group"
@@ -192,6 +198,11 @@ class Bridge:
             restate_registry=None if self.registry is None else self.registry.view(),
             history=self.sampler.history,
         )
+
+    @property
+    def _bearer(self) -> Callable[[], Awaitable[str]] | None:
+        """The Kafka login's token, for a schema registry with ``kafka_oauth_token``."""
+        return None if self.login is None else self.login.token
 
     def _pauses_changed(self) -> None:
         if self._runtime is not None:
@@ -299,7 +310,9 @@ class Bridge:
         if stack is None:  # run() sets it before the loop starts
             raise NotRunning("the bridge is not running")
         await runtime.kafka.use_routes(
-            config, changes, lambda c: open_decoder(c, self.metrics, stack)
+            config,
+            changes,
+            lambda c: open_decoder(c, self.metrics, stack, self._bearer),
         )
         if self.registry is not None:
             self.registry.routes_changed()

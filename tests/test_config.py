@@ -307,7 +307,11 @@ ROUTE_KEYS = (
 )
 KAFKA_KEYS = (
     "auto_offset_reset, bootstrap_servers, client_id, fetch_max_bytes, group_id, isolation_level, "
-    "max_partition_fetch_bytes, metadata_max_age_ms, sasl_mechanism, sasl_password_env, "
+    "max_partition_fetch_bytes, metadata_max_age_ms, sasl_mechanism, sasl_oauth_audience, "
+    "sasl_oauth_cafile, sasl_oauth_client_auth, sasl_oauth_client_id, "
+    "sasl_oauth_client_secret_env, sasl_oauth_client_secret_file, sasl_oauth_extensions, "
+    "sasl_oauth_issuer_url, sasl_oauth_resource, sasl_oauth_scope, "
+    "sasl_oauth_token_endpoint_url, sasl_oauth_token_provider, sasl_password_env, "
     "sasl_password_file, sasl_username, security_protocol, session_timeout_ms, ssl_cafile, "
     "ssl_certfile, ssl_check_hostname, ssl_keyfile, ssl_password_env, ssl_password_file"
 )

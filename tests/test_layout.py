@@ -20,7 +20,7 @@ MAY_IMPORT = {
     "config": {"core", "schemas", "tracing", "extras"},
     "sinks": {"core"},
     "deliver": {"core", "config", "ingress", "sinks", "operate", "tracing"},
-    "consume": {"core", "config", "deliver", "sinks", "schemas", "operate"},
+    "consume": {"core", "config", "deliver", "sinks", "schemas", "operate", "extras"},
     "operate": {"core", "config", "ingress", "deliver", "sinks", "consume"},
     # the references read what they describe (the CLI's parser is imported lazily, from cli.py)
     "reference": {"core", "config", "ingress", "operate", "cli"},

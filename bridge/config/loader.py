@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from ..extras import load_provider
 from .reading import Problems, bare, closest, human, locate, read_section
 from .routes import FILE_RULES, read_routes
 from .schema import (
@@ -128,7 +129,7 @@ def parse_config(
         token = _secret(problems, "metrics", metrics, "token", "the listener's bearer token", env)
         metrics = dataclasses.replace(metrics, token=token)
     if "schema_registry" in clean:  # else its own problem says what is wrong with it
-        registry = _schema_registry_rules(registry, problems, env)
+        registry = _schema_registry_rules(registry, problems, env, kafka)
         _framed_formats(indexed, registry, problems)
     if running is not None:
         _against_running(indexed, running, problems)
@@ -189,6 +190,104 @@ _SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 _SSL_PROTOCOLS = ("SSL", "SASL_SSL")
 
 
+_OAUTH_KEYS = (
+    "sasl_oauth_token_endpoint_url",
+    "sasl_oauth_issuer_url",
+    "sasl_oauth_client_id",
+    "sasl_oauth_client_secret_env",
+    "sasl_oauth_client_secret_file",
+    "sasl_oauth_scope",
+    "sasl_oauth_audience",
+    "sasl_oauth_resource",
+    "sasl_oauth_extensions",
+    "sasl_oauth_cafile",
+    "sasl_oauth_token_provider",
+)
+_OAUTH_ENDPOINT_KEYS = (
+    "sasl_oauth_client_id",
+    "sasl_oauth_client_secret_env",
+    "sasl_oauth_client_secret_file",
+    "sasl_oauth_scope",
+    "sasl_oauth_audience",
+    "sasl_oauth_resource",
+    "sasl_oauth_cafile",
+)
+"""What only a token endpoint uses (not ``sasl_oauth_token_provider``)."""
+
+
+def _provider_rules(spec: str, kafka: KafkaConfig, problems: Problems) -> None:
+    """``sasl_oauth_token_provider``: no token endpoint's settings; the factory imports (so
+    ``check`` runs the module's top level, as ``run`` would)."""
+    for key in _OAUTH_ENDPOINT_KEYS:
+        if getattr(kafka, key) is not None:
+            problems.add(
+                ("kafka", key), f"{key} is for a token endpoint, not sasl_oauth_token_provider"
+            )
+    if kafka.sasl_oauth_client_auth != "client_secret_basic":
+        problems.add(
+            ("kafka", "sasl_oauth_client_auth"),
+            "sasl_oauth_client_auth is for a token endpoint, not sasl_oauth_token_provider",
+        )
+    try:
+        load_provider(spec)
+    except ValueError as exc:
+        problems.add(("kafka", "sasl_oauth_token_provider"), f"sasl_oauth_token_provider: {exc}")
+
+
+def _oauth_rules(kafka: KafkaConfig, problems: Problems) -> None:
+    """``OAUTHBEARER``: one source of tokens (a token endpoint, an issuer, or a provider), a
+    client id and secret for an endpoint, no password; the provider must import."""
+    at = ("kafka",)
+    for key in ("sasl_username", "sasl_password_env", "sasl_password_file"):
+        if getattr(kafka, key) is not None:
+            problems.add(
+                (*at, key),
+                f"sasl_mechanism OAUTHBEARER logs in with a token, not a password: {key}",
+            )
+    sources = [
+        key
+        for key in (
+            "sasl_oauth_token_endpoint_url",
+            "sasl_oauth_issuer_url",
+            "sasl_oauth_token_provider",
+        )
+        if getattr(kafka, key) is not None
+    ]
+    if not sources:
+        problems.add(
+            (*at, "sasl_mechanism"),
+            "sasl_mechanism OAUTHBEARER needs sasl_oauth_token_endpoint_url, "
+            "sasl_oauth_issuer_url or sasl_oauth_token_provider",
+        )
+        return
+    if len(sources) > 1:
+        problems.add((*at, sources[1]), f"set one of {' or '.join(sources)}, not both")
+        return
+    if kafka.sasl_oauth_token_provider is not None:
+        _provider_rules(kafka.sasl_oauth_token_provider, kafka, problems)
+        return
+    if kafka.sasl_oauth_client_id is None:
+        problems.add((*at, sources[0]), f"{sources[0]} needs sasl_oauth_client_id")
+    if kafka.sasl_oauth_client_secret_env is None and kafka.sasl_oauth_client_secret_file is None:
+        problems.add(
+            (*at, sources[0]),
+            f"{sources[0]} needs sasl_oauth_client_secret_env or sasl_oauth_client_secret_file",
+        )
+    if kafka.sasl_oauth_cafile is not None and not os.path.isfile(kafka.sasl_oauth_cafile):
+        problems.add(
+            (*at, "sasl_oauth_cafile"),
+            f"sasl_oauth_cafile: no such file {kafka.sasl_oauth_cafile!r}",
+        )
+    elif kafka.sasl_oauth_cafile is not None:
+        try:
+            ssl.create_default_context(cafile=kafka.sasl_oauth_cafile)
+        except (OSError, ssl.SSLError) as exc:
+            problems.add(
+                (*at, "sasl_oauth_cafile"),
+                f"sasl_oauth_cafile {kafka.sasl_oauth_cafile!r} does not load: {exc}",
+            )
+
+
 def _kafka_rules(kafka: KafkaConfig, problems: Problems, env: Mapping[str, str]) -> KafkaConfig:
     """SASL and TLS settings that only make sense together; resolves the SASL password."""
     at = ("kafka",)
@@ -203,14 +302,14 @@ def _kafka_rules(kafka: KafkaConfig, problems: Problems, env: Mapping[str, str])
         problems.add(
             (*at, "security_protocol"),
             f"security_protocol {kafka.security_protocol} needs sasl_mechanism "
-            "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+            "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)",
         )
     if kafka.sasl_mechanism == "OAUTHBEARER":
-        problems.add(
-            (*at, "sasl_mechanism"),
-            "sasl_mechanism OAUTHBEARER needs a token provider, which the bridge does not have; "
-            "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-        )
+        _oauth_rules(kafka, problems)
+    else:
+        for key in _OAUTH_KEYS:
+            if getattr(kafka, key) is not None:
+                problems.add((*at, key), f"{key} is only used with sasl_mechanism OAUTHBEARER")
     for key in ("sasl_username", "sasl_password_env", "sasl_password_file"):
         if getattr(kafka, key) is not None and kafka.sasl_mechanism is None:
             problems.add((*at, key), f"{key} is only used with sasl_mechanism")
@@ -228,7 +327,15 @@ def _kafka_rules(kafka: KafkaConfig, problems: Problems, env: Mapping[str, str])
         if getattr(kafka, key) is not None and kafka.ssl_certfile is None:
             problems.add((*at, key), f"{key} is a client key's passphrase; set ssl_certfile")
     passphrase = _secret(problems, "kafka", kafka, "ssl_password", "the key passphrase", env)
-    kafka = dataclasses.replace(kafka, sasl_password=password, ssl_password=passphrase)
+    client_secret = _secret(
+        problems, "kafka", kafka, "sasl_oauth_client_secret", "the OAuth client secret", env
+    )
+    kafka = dataclasses.replace(
+        kafka,
+        sasl_password=password,
+        ssl_password=passphrase,
+        sasl_oauth_client_secret=client_secret,
+    )
     _ssl_files(kafka, problems)
     return kafka
 
@@ -298,17 +405,35 @@ def _restate_rules(restate: RestateConfig, problems: Problems, env: Mapping[str,
 
 
 def _schema_registry_rules(
-    registry: SchemaRegistryConfig, problems: Problems, env: Mapping[str, str]
+    registry: SchemaRegistryConfig,
+    problems: Problems,
+    env: Mapping[str, str],
+    kafka: KafkaConfig | None,
 ) -> SchemaRegistryConfig:
-    """Credentials (basic or bearer, not both), the CA file; resolves the secrets."""
+    """Credentials (basic, bearer or the Kafka login's token; one of them), the CA file;
+    resolves the secrets."""
     at = ("schema_registry",)
+    oauth = kafka is not None and kafka.sasl_mechanism == "OAUTHBEARER"
+    if registry.kafka_oauth_token and not oauth:
+        problems.add(
+            (*at, "kafka_oauth_token"),
+            'kafka_oauth_token needs [kafka] sasl_mechanism = "OAUTHBEARER"',
+        )
     if registry.url is None:
         for key, value in vars(registry).items():
-            if key not in ("url", "request_timeout", "validate_json") and value is not None:
+            if key not in ("url", "request_timeout", "validate_json") and value not in (
+                None,
+                False,
+            ):
                 problems.add((*at, key), f"{key} is only used with [schema_registry] url")
         return registry
     basic = registry.password_env is not None or registry.password_file is not None
     bearer = registry.token_env is not None or registry.token_file is not None
+    if registry.kafka_oauth_token and (basic or bearer or registry.username is not None):
+        problems.add(
+            (*at, "kafka_oauth_token"),
+            "kafka_oauth_token sends the Kafka login's token: no username or token besides it",
+        )
     if registry.username is not None and ":" in registry.username:
         problems.add((*at, "username"), "username cannot hold ':' (basic authentication)")
     if registry.username is not None and not basic:

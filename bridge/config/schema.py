@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args, get_type_hints
 from ..core.record import FieldPath, Format
 from ..core.status_policy import StatusPolicy, StatusRange
 from ..core.template import Template
+from ..core.tokens import extensions_problem
 
 TargetKind = Literal["service", "object", "workflow"]
 Ordering = Literal["key", "partition", "none"]
@@ -102,6 +103,22 @@ def http_url_problem(value: str, key: str = "ingress_url") -> str | None:
 
 def admin_url_problem(value: str) -> str | None:
     return http_url_problem(value, "admin_url")
+
+
+def token_endpoint_problem(value: str) -> str | None:
+    return http_url_problem(value, "sasl_oauth_token_endpoint_url")
+
+
+def issuer_url_problem(value: str) -> str | None:
+    return http_url_problem(value, "sasl_oauth_issuer_url")
+
+
+def token_provider_problem(value: str) -> str | None:
+    module, sep, attribute = value.partition(":")
+    names = [*module.split("."), *attribute.split(".")]
+    if not sep or not all(n.isidentifier() for n in names):
+        return f"sasl_oauth_token_provider must be 'package.module:factory', not {value!r}"
+    return None
 
 
 def ingress_urls_problem(value: str) -> str | None:
@@ -196,8 +213,10 @@ class KafkaConfig:
     security_protocol: SecurityProtocol = "PLAINTEXT"
     """Plaintext, TLS (``SSL``), SASL, or SASL over TLS."""
     sasl_mechanism: SaslMechanism | None = None
-    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; required with (and only with) a
-    ``SASL_*`` protocol. ``OAUTHBEARER`` is refused: the bridge has no token provider."""
+    """``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512`` or ``OAUTHBEARER``; required with (and
+    only with) a ``SASL_*`` protocol. ``OAUTHBEARER`` takes its tokens from an OpenID Connect
+    token endpoint (``sasl_oauth_token_endpoint_url`` or ``sasl_oauth_issuer_url``, with
+    ``sasl_oauth_client_id`` and a client secret) or from ``sasl_oauth_token_provider``."""
     sasl_username: str | None = None
     """The SASL user; required with a SASL mechanism, with ``sasl_password_env`` or
     ``sasl_password_file``."""
@@ -206,6 +225,49 @@ class KafkaConfig:
     sasl_password_file: str | None = None
     """Or a file holding the SASL password (a mounted secret: the whole file, trailing newline
     stripped)."""
+    sasl_oauth_token_endpoint_url: Annotated[
+        str | None, Hint("a URL 'https://host/path'"), Check(token_endpoint_problem)
+    ] = None
+    """``OAUTHBEARER``: the OpenID Connect provider's token endpoint; the bridge asks it for
+    tokens with the client-credentials grant. Or ``sasl_oauth_issuer_url``."""
+    sasl_oauth_issuer_url: Annotated[
+        str | None, Hint("a URL 'https://host'"), Check(issuer_url_problem)
+    ] = None
+    """``OAUTHBEARER``: the issuer, whose discovery document
+    (``/.well-known/openid-configuration``) names the token endpoint."""
+    sasl_oauth_client_id: str | None = None
+    """``OAUTHBEARER``: the client id, with ``sasl_oauth_client_secret_env`` or
+    ``sasl_oauth_client_secret_file``."""
+    sasl_oauth_client_secret_env: Annotated[str | None, Check(variable_name_problem)] = None
+    """The variable holding the client secret (never the secret)."""
+    sasl_oauth_client_secret_file: str | None = None
+    """Or a file holding it; read again for each token, so a rotated secret needs no restart."""
+    sasl_oauth_client_auth: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"
+    )
+    """How the client authenticates to the token endpoint: HTTP Basic, or the id and secret in
+    the form."""
+    sasl_oauth_scope: str | None = None
+    """The ``scope`` asked for (space-separated), when the provider wants one."""
+    sasl_oauth_audience: str | None = None
+    """An ``audience`` parameter (Auth0, Keycloak and others name the API the token is for)."""
+    sasl_oauth_resource: str | None = None
+    """A ``resource`` parameter (RFC 8707 resource indicators)."""
+    sasl_oauth_extensions: Annotated[
+        str | None,
+        CommaList(),
+        Hint("'key=value' strings, a list or separated by commas"),
+        Check(extensions_problem),
+    ] = None
+    """SASL extensions sent with each login (KIP-342), ``["logicalCluster=lkc-1",
+    "identityPoolId=pool-2"]`` for Confluent Cloud."""
+    sasl_oauth_cafile: str | None = None
+    """PEM CA bundle for an ``https://`` token endpoint (default: the system's)."""
+    sasl_oauth_token_provider: Annotated[str | None, Check(token_provider_problem)] = None
+    """``OAUTHBEARER`` with tokens from your own code instead of a token endpoint:
+    ``"package.module:factory"``. ``factory()`` is called once and returns a function (sync or
+    async) that returns ``(token, expiry)``, the expiry in epoch milliseconds or seconds, an
+    aware ``datetime`` or ``None`` (AWS MSK IAM: see the docs)."""
     ssl_cafile: str | None = None
     """PEM CA bundle that signed the brokers' certificates (default: the system's). The TLS
     files go only with ``SSL`` or ``SASL_SSL``; they must exist and load."""
@@ -235,6 +297,8 @@ class KafkaConfig:
     """Resolved from ``sasl_password_env`` or ``sasl_password_file``."""
     ssl_password: str | None = field(default=None, repr=False, metadata=FROM_ENV)
     """Resolved from ``ssl_password_env`` or ``ssl_password_file``."""
+    sasl_oauth_client_secret: str | None = field(default=None, repr=False, metadata=FROM_ENV)
+    """Resolved from ``sasl_oauth_client_secret_env`` or ``sasl_oauth_client_secret_file``."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +404,9 @@ class SchemaRegistryConfig:
     """Or a bearer token, from this variable or ``token_file`` (not both with ``username``)."""
     token_file: str | None = None
     """Or a file holding the bearer token."""
+    kafka_oauth_token: bool = False
+    """Send the Kafka login's ``OAUTHBEARER`` token as the bearer token (a registry behind the
+    same OpenID provider); needs ``sasl_mechanism = "OAUTHBEARER"``, and no other credentials."""
     ca_file: str | None = None
     """PEM CA bundle of an ``https://`` registry (default: the system's)."""
     validate_json: bool = False

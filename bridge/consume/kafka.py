@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -30,6 +30,9 @@ from aiokafka.errors import (
 )
 
 from ..config import KafkaConfig
+
+if TYPE_CHECKING:
+    from .oauth import OAuthLogin
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +82,21 @@ def ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
     return context
 
 
-def kafka_options(kafka: KafkaConfig) -> dict[str, Any]:
-    """Connection options shared by the consumer and the dead-letter producer."""
+def kafka_options(kafka: KafkaConfig, login: OAuthLogin | None = None) -> dict[str, Any]:
+    """Connection options of every Kafka client the bridge makes (consumer, producer, admin).
+    ``OAUTHBEARER`` needs the process's ``login`` (:func:`bridge.consume.oauth.make_login`):
+    every connection then shares its token."""
     options: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
     }
-    if kafka.sasl_mechanism:
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        if login is None:
+            raise ValueError("sasl_mechanism OAUTHBEARER needs the process's OAuthLogin")
+        options["sasl_mechanism"] = "OAUTHBEARER"
+        options["sasl_oauth_token_provider"] = login
+    elif kafka.sasl_mechanism:
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password
@@ -158,15 +168,29 @@ def _servers(bootstrap_servers: str) -> list[tuple[str, int]]:
     return servers
 
 
-async def check_security(kafka: KafkaConfig, timeout: float = CHECK_TIMEOUT) -> None:
+async def check_security(
+    kafka: KafkaConfig, login: OAuthLogin | None = None, timeout: float = CHECK_TIMEOUT
+) -> None:
     """Connect to the bootstrap servers, with TLS and SASL as configured, until one accepts.
 
     Raises :class:`KafkaRefused` when none accepts and one of them refused the connection's
     security; returns otherwise (also when none answers: the consumer reports that itself).
+    With ``OAUTHBEARER`` the ``login`` must have started; a refused token is replaced by a new
+    one and tried once more before it counts as a refusal.
     """
+    try:
+        await _check_security(kafka, login, timeout)
+    except KafkaRefused as exc:
+        if login is None or exc.cause != _with_login(AUTHENTICATION_FAILED, kafka, login):
+            raise
+        login.broker_refused()  # perhaps revoked or signed with a retired key: try a new one
+        await _check_security(kafka, login, timeout)
+
+
+async def _check_security(kafka: KafkaConfig, login: OAuthLogin | None, timeout: float) -> None:
     from aiokafka.conn import create_conn
 
-    options = kafka_options(kafka)
+    options = kafka_options(kafka, login)
     del options["bootstrap_servers"]
     refused: KafkaRefused | None = None
     for host, port in _servers(kafka.bootstrap_servers):
@@ -183,7 +207,7 @@ async def check_security(kafka: KafkaConfig, timeout: float = CHECK_TIMEOUT) -> 
             if cause is None and "ssl_context" in options and _closed(exc):
                 cause = await _tls_verdict(host, port, options["ssl_context"], timeout)
             if cause is not None and refused is None:
-                refused = KafkaRefused(server, _with_login(cause, kafka))
+                refused = KafkaRefused(server, _with_login(cause, kafka, login))
             continue
         conn.close()
         return
@@ -220,7 +244,12 @@ async def _tls_verdict(host: str, port: int, context: ssl.SSLContext, timeout: f
     return None
 
 
-def _with_login(cause: str, kafka: KafkaConfig) -> str:
-    if cause == AUTHENTICATION_FAILED:
-        return f"{cause}: {kafka.sasl_mechanism} as user {kafka.sasl_username!r}"
-    return cause
+def _with_login(cause: str, kafka: KafkaConfig, login: OAuthLogin | None) -> str:
+    if cause != AUTHENTICATION_FAILED:
+        return cause
+    if login is not None:
+        return (
+            f"the broker refused the OAUTHBEARER token from {login.source.name} (check the "
+            "broker's expected issuer and audience, and that it can read the provider's keys)"
+        )
+    return f"{cause}: {kafka.sasl_mechanism} as user {kafka.sasl_username!r}"

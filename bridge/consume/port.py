@@ -19,6 +19,7 @@ from ..config import BridgeConfig
 from ..core.offsets import TopicPartition
 from ..deliver.lease import Ended, unless_set
 from .kafka import kafka_options
+from .oauth import OAuthLogin
 
 
 class Rebalances(Protocol):
@@ -81,10 +82,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaConsumer:
     """:class:`ConsumerPort` over aiokafka's consumer (the bridge's settings, no auto-commit)."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, login: OAuthLogin | None = None) -> None:
         kafka = config.kafka
         self._consumer = AIOKafkaConsumer(
-            **kafka_options(kafka),
+            **kafka_options(kafka, login),
             group_id=kafka.group_id,
             enable_auto_commit=False,
             auto_offset_reset=kafka.auto_offset_reset,
@@ -147,10 +148,16 @@ class LazyProducer:
     by :meth:`aclose`; ``make`` builds it (aiokafka's by default)."""
 
     def __init__(
-        self, config: BridgeConfig, make: Callable[[BridgeConfig], Any] | None = None
+        self,
+        config: BridgeConfig,
+        make: Callable[[BridgeConfig], Any] | None = None,
+        *,
+        login: OAuthLogin | None = None,
     ) -> None:
         self._config = config
-        self._make = make or (lambda c: AIOKafkaProducer(**kafka_options(c.kafka), acks="all"))
+        self._make = make or (
+            lambda c: AIOKafkaProducer(**kafka_options(c.kafka, login), acks="all")
+        )
         self._producer: Any = None
         self._lock = asyncio.Lock()
         self._closed = False

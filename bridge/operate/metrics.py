@@ -318,6 +318,26 @@ class Metrics:
             "against) succeeded, else 0.",
             registry=registry,
         )
+        self.kafka_token_up = Gauge(
+            "restate_bridge_kafka_token_up",
+            "OAUTHBEARER: 1 while the bridge holds a valid Kafka token and the last request for "
+            "one succeeded, 0 while the token endpoint (or provider) fails.",
+            ["source"],
+            registry=registry,
+        )
+        self.kafka_token_requests = Counter(
+            "restate_bridge_kafka_token_requests",
+            "OAUTHBEARER: requests for a Kafka token by outcome: ok, failed (retried), refused "
+            "(asking again cannot help: a wrong client secret, an unknown client or scope).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.kafka_token_expiry = Gauge(
+            "restate_bridge_kafka_token_expiry_timestamp_seconds",
+            "OAUTHBEARER: when the current Kafka token expires (Unix time; 0 when unknown).",
+            ["source"],
+            registry=registry,
+        )
         self.releases = Counter(
             "restate_bridge_releases",
             "Blocked partitions released by the operator, by action: retry, skip.",
@@ -333,6 +353,14 @@ class Metrics:
     # -- the per-record series, their children cached ---------------------------------------
     # ``labels()`` checks and stringifies its values and takes a lock on every call; the hot
     # path asks for the same few children (never removed) for every record.
+
+    def kafka_token_fetched(self, outcome: str, expires_at: float | None, source: str) -> None:
+        """A request for a Kafka token ended (:class:`bridge.consume.oauth.LoginMetrics`)."""
+        self.kafka_token_requests.labels(source, outcome).inc()
+        held = outcome == "ok"
+        self.kafka_token_up.labels(source).set(1 if held else 0)
+        if held:
+            self.kafka_token_expiry.labels(source).set(expires_at or 0)
 
     def message_counter(self, topic: str, route: str, outcome: str) -> Counter:
         """``messages.labels(topic, route, outcome)``, cached."""

@@ -32,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ..config import BridgeConfig
 from ..consume.kafka import check_security, kafka_options
+from ..consume.oauth import OAuthLogin
 from ..core.backoff import Backoff
 from ..core.record import Record, coordinates
 from ..core.redrive import Filter, Letter, Summary, Unreadable, plan_letter, read_letter
@@ -86,11 +87,13 @@ class Report(Protocol):
         """After each dead letter; ``total``: how many the run reads at most, once known."""
 
 
-async def partitions_of(config: BridgeConfig, topic: str) -> list[int]:
+async def partitions_of(
+    config: BridgeConfig, topic: str, login: OAuthLogin | None = None
+) -> list[int]:
     """The partitions of ``topic``, from a metadata request for every topic (naming the topic
     could create it on a broker with ``auto.create.topics.enable``); ``[]`` when it does not
     exist. (A consumer's own metadata need not hold a topic it has not been assigned yet.)"""
-    admin = AIOKafkaAdminClient(**kafka_options(config.kafka), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka_options(config.kafka, login), request_timeout_ms=10_000)
     try:
         await admin.start()
         described = await admin.describe_topics()
@@ -106,12 +109,15 @@ class LetterTopic:
     """The dead-letter topic read by one consumer of the redrive group, up to its ends at the
     start; offsets committed one by one."""
 
-    def __init__(self, config: BridgeConfig, topic: str, options: Options) -> None:
+    def __init__(
+        self, config: BridgeConfig, topic: str, options: Options, login: OAuthLogin | None = None
+    ) -> None:
         self._config = config
         self.topic = topic
         self._from_start = options.from_start
+        self._login = login
         self._consumer = AIOKafkaConsumer(
-            **kafka_options(config.kafka),
+            **kafka_options(config.kafka, login),
             group_id=group_of(config, options),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -124,8 +130,8 @@ class LetterTopic:
     async def open(self) -> None:
         """Connect (``KafkaRefused`` for a refused security), take every partition of the topic
         and start each where the group stopped (or at the beginning)."""
-        await check_security(self._config.kafka)
-        numbers = await partitions_of(self._config, self.topic)
+        await check_security(self._config.kafka, self._login)
+        numbers = await partitions_of(self._config, self.topic, self._login)
         if not numbers:
             raise RedriveStopped(f"the dead-letter topic {self.topic!r} does not exist")
         consumer = self._consumer
@@ -209,9 +215,10 @@ class Redrive:
         report: Report,
         summary: Summary,
         decode: Decode | None = None,
+        login: OAuthLogin | None = None,
     ) -> None:
         assert config.dead_letter.topic is not None
-        self._topic = LetterTopic(config, config.dead_letter.topic, options)
+        self._topic = LetterTopic(config, config.dead_letter.topic, options, login)
         self._options = options
         self._router = Router(config)
         self._clients = clients

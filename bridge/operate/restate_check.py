@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from ..config import BridgeConfig, ingress_ssl_context
 from ..consume.kafka import kafka_options
+from ..consume.oauth import kafka_login
 from ..core.deployments import (
     DeployedService,
     ServicesError,
@@ -108,15 +109,17 @@ async def topic_retention(config: BridgeConfig, topics: list[str]) -> dict[str, 
     compacted topic); a topic the broker says nothing of is left out."""
     if not topics:
         return {}
-    admin = AIOKafkaAdminClient(**kafka_options(config.kafka), request_timeout_ms=10_000)
-    try:
-        async with asyncio.timeout(KAFKA_TIMEOUT):
-            await admin.start()
-            answers = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, t, None) for t in topics]
-            )
-    finally:
-        await admin.close()
+    async with kafka_login(config.kafka, KAFKA_TIMEOUT) as login:
+        options = kafka_options(config.kafka, login)
+        admin = AIOKafkaAdminClient(**options, request_timeout_ms=10_000)
+        try:
+            async with asyncio.timeout(KAFKA_TIMEOUT):
+                await admin.start()
+                answers = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, t, None) for t in topics]
+                )
+        finally:
+            await admin.close()
     kept: dict[str, timedelta] = {}
     for answer in answers:
         for resource in answer.resources:

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka.errors import KafkaError
 
 from .codec import FORMAT_OF, BadSchema, Codec, SchemaType
 
@@ -67,6 +68,8 @@ class RegistrySettings:
     token: str | None = None
     ssl_context: ssl.SSLContext | None = None
     validate_json: bool = False
+    bearer: Callable[[], Awaitable[str]] | None = None
+    """A token asked for each request (the Kafka login's, with ``kafka_oauth_token``)."""
 
     def __repr__(self) -> str:  # credentials stay out of every repr
         return f"RegistrySettings(url={self.url!r})"
@@ -217,7 +220,10 @@ class SchemaRegistry:
         """One GET; every failure translated here, and only here, into a :class:`RegistryError`."""
         url = self._base + path
         try:
-            async with self._http().get(url) as resp:
+            headers = None
+            if self.settings.bearer is not None:
+                headers = {"Authorization": f"Bearer {await self.settings.bearer()}"}
+            async with self._http().get(url, headers=headers) as resp:
                 body = await resp.read()
                 status = resp.status
         except TimeoutError:
@@ -225,7 +231,7 @@ class SchemaRegistry:
             raise RegistryUnavailable(
                 f"no answer within {self.settings.timeout:g}s from {self._base}"
             ) from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, KafkaError) as exc:  # KafkaError: no Kafka token now
             self._on_request("error")
             raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from None
         try:

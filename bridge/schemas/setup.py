@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 
 from ..config import BridgeConfig, SchemaRegistryConfig
 from ..core.backoff import Backoff
@@ -13,6 +14,9 @@ from ..core.record import FRAMED_FORMATS
 from ..operate.metrics import Metrics
 from .decoder import Decoder, route_formats
 from .registry import RegistrySettings, SchemaRegistry
+
+Bearer = Callable[[], Awaitable[str]]
+"""A function giving the current bearer token (the Kafka login's ``token``)."""
 
 
 def uses_registry(config: BridgeConfig) -> bool:
@@ -22,7 +26,9 @@ def uses_registry(config: BridgeConfig) -> bool:
     )
 
 
-def registry_settings(config: SchemaRegistryConfig) -> RegistrySettings:
+def registry_settings(
+    config: SchemaRegistryConfig, bearer: Bearer | None = None
+) -> RegistrySettings:
     assert config.url is not None, "check refuses a framed format without [schema_registry] url"
     context = None
     if config.ca_file is not None:
@@ -35,16 +41,18 @@ def registry_settings(config: SchemaRegistryConfig) -> RegistrySettings:
         token=config.token,
         ssl_context=context,
         validate_json=config.validate_json,
+        bearer=bearer if config.kafka_oauth_token else None,
     )
 
 
-def make_decoder(config: BridgeConfig, metrics: Metrics) -> Decoder:
-    """A decoder with a registry client that connects on first use (close ``.registry``)."""
+def make_decoder(config: BridgeConfig, metrics: Metrics, bearer: Bearer | None = None) -> Decoder:
+    """A decoder with a registry client that connects on first use (close ``.registry``);
+    ``bearer``: the Kafka login's ``token``, which ``kafka_oauth_token`` sends to the registry."""
     requests = metrics.schema_registry_requests
     for result in ("ok", "not_found", "error"):
         requests.labels(result)
     registry = SchemaRegistry(
-        registry_settings(config.schema_registry),
+        registry_settings(config.schema_registry, bearer),
         on_request=lambda result: requests.labels(result).inc(),
     )
     failures = metrics.decode_failures
@@ -60,12 +68,15 @@ def make_decoder(config: BridgeConfig, metrics: Metrics) -> Decoder:
 
 
 async def open_decoder(
-    config: BridgeConfig, metrics: Metrics, stack: contextlib.AsyncExitStack
+    config: BridgeConfig,
+    metrics: Metrics,
+    stack: contextlib.AsyncExitStack,
+    bearer: Bearer | None = None,
 ) -> Decoder | None:
     """The running decoding stage, or None when no route reads a framed format."""
     if not uses_registry(config):
         return None
-    decoder = make_decoder(config, metrics)
+    decoder = make_decoder(config, metrics, bearer)
     stack.push_async_callback(decoder.registry.aclose)
     task = asyncio.create_task(decoder.recover_forever())
 

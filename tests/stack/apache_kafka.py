@@ -169,9 +169,19 @@ class ApacheKafkaBroker:
     name = "apache-kafka"
 
     def __init__(
-        self, workdir: Path, *, listeners: Sequence[Listener] = (), scram: Sequence[str] = ()
+        self,
+        workdir: Path,
+        *,
+        listeners: Sequence[Listener] = (),
+        scram: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+        system_properties: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.settings = dict(settings or {})
+        """Broker-level settings besides the defaults (after them: they win)."""
+        self.system_properties = dict(system_properties or {})
+        """``-Dname=value`` flags of the broker's JVM."""
         self.port = free_port()
         self.controller_port = free_port()
         self.listeners = tuple(listeners)
@@ -229,10 +239,14 @@ class ApacheKafkaBroker:
             "log.index.size.max.bytes": str(1024 * 1024),
             "delete.topic.enable": "true",
         }
+        settings.update(self.settings)
         for listener in self.listeners:
             prefix = f"listener.name.{listener.name.lower()}."
             settings.update({prefix + key: value for key, value in listener.settings.items()})
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _properties_flags(self) -> list[str]:
+        return [f"-D{name}={value}" for name, value in self.system_properties.items()]
 
     def _java(self) -> tuple[str, dict[str, str]]:
         java_home = java_home_for_kafka()
@@ -275,7 +289,7 @@ class ApacheKafkaBroker:
             )
         self.process = Process(
             "apache-kafka",
-            [java, *JVM_FLAGS, *classpath, "kafka.Kafka", str(config)],
+            [java, *JVM_FLAGS, *self._properties_flags(), *classpath, "kafka.Kafka", str(config)],
             log_path,
             env=env,
         )

@@ -1,5 +1,6 @@
-"""Installs what the stack runs, once: the Restate server from npm (Kafka's jars: apache_kafka.py,
-Apicurio Registry: registry.py, Helm for the chart tests: helm.py).
+"""Installs what the stack runs, once: the Restate server and an OpenID provider
+(``oidc-provider``) from npm (Kafka's jars: apache_kafka.py, Apicurio Registry: registry.py, Helm
+for the chart tests: helm.py).
 
 Called by the fixtures and benchmarks, so a fresh clone needs nothing but ``make test``.
 """
@@ -50,6 +51,28 @@ def ensure_restate_server() -> Path:
     return RESTATE_BIN
 
 
+OIDC_PROVIDER = STACK_DIR / "node_modules/oidc-provider/package.json"
+
+
+def ensure_oidc_provider() -> Path:
+    """npm's ``oidc-provider`` pinned in package.json (the OAUTHBEARER tests' OpenID provider),
+    installed with ``npm ci`` if missing (also where the Restate server already is)."""
+    if OIDC_PROVIDER.exists():
+        return OIDC_PROVIDER.parent
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed to install oidc-provider (tests/stack/package.json)")
+    with file_lock(STACK_DIR / ".npm.lock"):
+        if not OIDC_PROVIDER.exists():
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=STACK_DIR,
+                check=True,
+                env={**os.environ, "SCARF_ANALYTICS": "false"},
+            )
+    return OIDC_PROVIDER.parent
+
+
 def main() -> None:
     """``python -m tests.stack.install``: fetch everything up front (``make stack``)."""
     import time
@@ -58,6 +81,7 @@ def main() -> None:
 
     started = time.monotonic()
     print(f"restate-server: {ensure_restate_server()}")
+    print(f"oidc-provider: {ensure_oidc_provider()}")
     reason = apache_kafka.unavailable_reason()
     if reason is None:
         print(f"apache-kafka {apache_kafka.KAFKA_VERSION}: {apache_kafka.ensure_kafka_libs()}")
