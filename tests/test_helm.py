@@ -33,14 +33,16 @@ from tests.stack import helm as helm_stack
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "restate-kafka-bridge"
 FULL = CHART / "ci" / "full-values.yaml"
+OAUTH = CHART / "ci" / "oauth-values.yaml"
 ALERTS = REPO / "dashboards" / "prometheus" / "alerts.yml"
 DOCS = REPO / "docs" / "deploying.md"
-VALUES = {"default": None, "full": FULL, "readme": DOCS}
+VALUES = {"default": None, "full": FULL, "oauth": OAUTH, "readme": DOCS}
 CORE_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2"}
 ROUTES_PATH = "/etc/restate-bridge/routes.toml"
 # the routing-file options that name a mounted secret file, and the values key of that secret
 FILE_OPTIONS = {
     ("kafka", "sasl_password_file"): "kafkaSasl",
+    ("kafka", "sasl_oauth_client_secret_file"): "kafkaOAuth",
     ("kafka", "ssl_cafile"): "kafkaTls",
     ("kafka", "ssl_certfile"): "kafkaTls",
     ("kafka", "ssl_keyfile"): "kafkaTls",
@@ -249,14 +251,17 @@ def test_routing_file_is_mounted_from_the_configmap(rendered: list[dict[str, Any
     assert "[[routes]]" in config_map["data"]["routes.toml"]
 
 
-def test_secrets_are_files_the_routing_file_names(helm: Path) -> None:
-    docs = render(helm, FULL)
-    values = yaml.safe_load(FULL.read_text())
+@pytest.mark.parametrize("values_path", [FULL, OAUTH], ids=["full", "oauth"])
+def test_secrets_are_files_the_routing_file_names(helm: Path, values_path: Path) -> None:
+    docs = render(helm, values_path)
+    values = yaml.safe_load(values_path.read_text())
     routes = tomllib.loads(routes_of(docs))
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = container(docs)["volumeMounts"]
-    for (table, option), secret in FILE_OPTIONS.items():
+    named = [(t, o, s) for (t, o), s in FILE_OPTIONS.items() if o in routes.get(t, {})]
+    assert {s for _, _, s in named} == set(values["secrets"])  # every secret given is named
+    for table, option, secret in named:
         path = Path(routes[table][option])
         (mount,) = [m for m in mounts if m["mountPath"] == str(path.parent)]
         assert mount["readOnly"] is True
@@ -335,6 +340,8 @@ def test_existing_configmap(helm: Path) -> None:
         (None, ["autoscaling.keda.enabled=true", "autoscaling.hpa.enabled=true"], "pick one"),
         (None, ["routes=[kafka"], "routes is not valid TOML"),
         (FULL, ["secrets.metricsToken.secretName="], "names a file nothing mounts"),
+        (OAUTH, ["secrets.kafkaOAuth.secretName="], "names a file nothing mounts"),
+        (FULL, ["secrets.kafkaOAuth.secretName=c"], "sasl_oauth_client_secret_file ="),
         (FULL, ["secrets.kafkaTls.certKey="], 'ssl_certfile = "/etc/restate-bridge/kafka-tls'),
         (FULL, ["autoscaling.keda.maxReplicaCount=13"], "is more than partitionCount (12)"),
         (FULL, ["autoscaling.keda.partitionCount=0"], "partitionCount"),

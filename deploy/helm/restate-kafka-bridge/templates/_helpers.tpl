@@ -47,6 +47,8 @@ them (checked below) and docs/deploying.md lists them.
 {{- define "bridge.paths" -}}
 kafkaSaslDir: /var/run/secrets/restate-bridge/kafka-sasl
 kafkaSasl: /var/run/secrets/restate-bridge/kafka-sasl/password
+kafkaOAuthDir: /var/run/secrets/restate-bridge/kafka-oauth
+kafkaOAuth: /var/run/secrets/restate-bridge/kafka-oauth/client-secret
 kafkaTlsDir: /etc/restate-bridge/kafka-tls
 kafkaCa: /etc/restate-bridge/kafka-tls/ca.crt
 kafkaCert: /etc/restate-bridge/kafka-tls/tls.crt
@@ -111,6 +113,7 @@ drain_timeout fits the grace period, and its secret file options match the mount
 {{- $metrics := $doc.metrics | default dict -}}
 {{- $tls := $s.kafkaTls.secretName -}}
 {{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] sasl_password_file" "option" "sasl_password_file" "path" $p.kafkaSasl "mounted" (not (empty $s.kafkaSasl.secretName)) "value" "secrets.kafkaSasl.secretName") -}}
+{{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] sasl_oauth_client_secret_file" "option" "sasl_oauth_client_secret_file" "path" $p.kafkaOAuth "mounted" (not (empty $s.kafkaOAuth.secretName)) "value" "secrets.kafkaOAuth.secretName") -}}
 {{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_cafile" "option" "ssl_cafile" "path" $p.kafkaCa "mounted" (and $tls $s.kafkaTls.caKey | empty | not) "value" "secrets.kafkaTls.secretName and caKey") -}}
 {{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_certfile" "option" "ssl_certfile" "path" $p.kafkaCert "mounted" (and $tls $s.kafkaTls.certKey | empty | not) "value" "secrets.kafkaTls.secretName and certKey") -}}
 {{- include "bridge.checkFileOption" (dict "table" $kafka "where" "[kafka] ssl_keyfile" "option" "ssl_keyfile" "path" $p.kafkaKey "mounted" (and $tls $s.kafkaTls.keyKey | empty | not) "value" "secrets.kafkaTls.secretName and keyKey") -}}
