@@ -115,10 +115,12 @@ def bridge_process(
     listener: str = "OAUTH_SSL",
     secret: str | None = None,
     dlq: str | None = None,
+    kafka_lines: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> BridgeProcess:
-    proc = BridgeProcess(tmp_path, "bridge", env={"BRIDGE_LOG_LEVEL": "DEBUG"})
+    proc = BridgeProcess(tmp_path, "bridge", env={"BRIDGE_LOG_LEVEL": "DEBUG", **(env or {})})
     keep_log(request.node, proc.process.log_path)
-    lines = oauth_lines(
+    lines = kafka_lines or oauth_lines(
         stack, listener, tmp_path / "client-secret", secret or stack.oidc.client_secret
     )
     proc.write_routes(
@@ -217,6 +219,97 @@ def test_a_wrong_client_secret_stops_the_bridge_with_the_cause_and_exit_code_3(
     assert "answered 401 'invalid_client'" in errors[0], errors[0]
     assert "Traceback" not in log
     assert wrong not in log
+
+
+def test_a_token_the_broker_refuses_stops_the_bridge_with_the_cause_and_exit_code_3(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    oauth_kafka: OAuthKafka,
+    restate: RestateServer,
+) -> None:
+    # a provider the broker does not trust: another issuer, other signing keys
+    stranger = OidcProvider(tmp_path / "stranger", clients={"restate-bridge": "stranger-secret"})
+    stranger.start()
+    request.addfinalizer(stranger.stop)
+    lines = oauth_lines(
+        OAuthKafka(stranger, oauth_kafka.broker, oauth_kafka.certs),
+        "OAUTH_SSL",
+        tmp_path / "client-secret",
+        stranger.client_secret,
+    )
+    bridge = bridge_process(
+        request,
+        tmp_path,
+        oauth_kafka,
+        restate,
+        topic=unique("t"),
+        group=unique("g"),
+        kafka_lines=lines,
+    )
+    bridge.process.start()
+    code = bridge.wait(timeout=60)
+    log = bridge.log()
+    assert code == 3, f"exit code {code}; log:\n{log}"
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, log
+    server = oauth_kafka.broker.address("OAUTH_SSL")
+    assert errors[0].endswith(
+        f"ERROR bridge: Kafka at {server}: the broker refused the OAUTHBEARER token from the "
+        f"token endpoint {stranger.token_endpoint} (check the broker's expected issuer and "
+        "audience, and that it can read the provider's keys)"
+    ), errors[0]
+    assert stranger.tokens_issued() == 2, "refused twice: the first token, then a new one"
+    assert "Traceback" not in log
+    assert_nothing_leaked(OAuthKafka(stranger, oauth_kafka.broker, oauth_kafka.certs), log)
+
+
+async def test_a_token_the_broker_refuses_while_the_bridge_runs_is_replaced(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    short_tokens: OAuthKafka,
+    restate: RestateServer,
+    client: Client,
+) -> None:
+    """Tokens whose provider says they live an hour: each is refused after 5 s, and only the
+    bridge's noticing of the refusals brings the next one. Also the user-provider path."""
+    topic, group, key = unique("refused"), unique("g"), unique("k")
+    await create_topics(short_tokens.admin, [topic])
+    oidc = short_tokens.oidc
+    env = {
+        "TEST_OIDC_TOKEN_ENDPOINT": oidc.token_endpoint,
+        "TEST_OIDC_CLIENT_ID": oidc.client_id,
+        "TEST_OIDC_CLIENT_SECRET": oidc.client_secret,
+    }
+    lines = (
+        f'security_protocol = "SASL_SSL"\nssl_cafile = "{short_tokens.certs.ca}"\n'
+        'sasl_mechanism = "OAUTHBEARER"\n'
+        'sasl_oauth_token_provider = "tests.stack.overstating_provider:factory"\n'
+    )
+    issued = oidc.tokens_issued()
+    bridge = bridge_process(
+        request,
+        tmp_path,
+        short_tokens,
+        restate,
+        topic=topic,
+        group=group,
+        kafka_lines=lines,
+        env=env,
+    )
+    bridge.start()
+    sent = []
+    for n in range(1, 16):  # 15 s of records: each token is refused after 5 s
+        sent.append(n)
+        await produce(short_tokens.admin, topic, [Message(key.encode(), f'{{"n": {n}}}'.encode())])
+        await asyncio.sleep(1)
+    await until(recorded(client, key), lambda seen: seen == sent, "every record once", timeout=60)
+    refreshed = oidc.tokens_issued() - issued
+    assert refreshed >= 3, f"{refreshed} tokens in 15 s of tokens refused after 5 s"
+    log = bridge.log()
+    assert "keep closing right after logging in" in log
+    assert bridge.terminate() == 0
+    assert "Traceback" not in log
+    assert_nothing_leaked(short_tokens, log)
 
 
 async def test_short_lived_tokens_and_ended_sessions_lose_and_double_nothing(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+from aiokafka.errors import KafkaConnectionError
 
 from bridge.config import load_config
 from bridge.consume.kafka import kafka_options
@@ -29,7 +29,7 @@ from bridge.consume.oauth import (
     make_login,
 )
 from bridge.core.backoff import Backoff
-from bridge.core.tokens import AccessToken, TokenProblem
+from bridge.core.tokens import LOGIN_BURST, AccessToken, TokenProblem
 from bridge.operate.metrics import Metrics
 
 SECRET = "client-secret-7Hq/+&="
@@ -181,23 +181,25 @@ async def test_a_brokers_refusal_brings_a_new_token_at_most_every_few_seconds() 
     assert await login.token() == "token-3"
 
 
-async def test_aiokafkas_log_of_a_refused_login_reaches_the_login() -> None:
+async def test_one_token_logging_in_again_and_again_brings_a_new_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [1000.0]
     source = Source()
-    login = OAuthLogin(source)
-    await login.start()
-    try:
+    login = OAuthLogin(source, clock=lambda: clock[0])
+    # connections made over minutes: no alarm, however many
+    for _ in range(3 * LOGIN_BURST):
         assert await login.token() == "token-1"
-        # what aiokafka's client logs when a connection's SASL login fails
-        logging.getLogger("aiokafka.client").error(
-            "Unable connect to node with id %s: %s", 1, SaslAuthenticationFailed("invalid_token")
-        )
-        assert await login.token() == "token-2"
-        logging.getLogger("aiokafka.client").error(
-            "Unable connect to node with id %s: %s", 1, OSError("refused")
-        )
-    finally:
-        await login.aclose()
-    assert login._watch not in logging.getLogger("aiokafka").handlers
+        clock[0] += 1.0
+    clock[0] += 10
+    # a broker closing each connection right after the login: aiokafka reconnects at once
+    with caplog.at_level(logging.WARNING, "bridge.consume.oauth"):
+        for _ in range(LOGIN_BURST):
+            assert await login.token() == "token-1"
+            clock[0] += 0.1
+    assert "keep closing right after logging in" in caplog.text
+    assert await login.token() == "token-2"
+    assert source.fetches == 2
 
 
 async def test_extensions_go_with_every_login() -> None:

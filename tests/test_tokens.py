@@ -14,6 +14,7 @@ from bridge.core.tokens import (
     MIN_MARGIN,
     UNKNOWN_LIFETIME_REFRESH,
     AccessToken,
+    LoginBurst,
     TokenProblem,
     extensions_problem,
     jwt_expiry,
@@ -185,3 +186,31 @@ def test_bad_extensions(text: str, said: str) -> None:
     problem = extensions_problem(text)
     assert problem is not None
     assert said in problem
+
+
+def test_a_login_burst_is_many_logins_of_one_token_within_the_window() -> None:
+    burst = LoginBurst(limit=4, window=5.0)
+    # spread out: never a burst
+    assert not any(burst.login("a", 10.0 * i) for i in range(20))
+    # four within 5 s: a burst, reported once, then counted again from zero
+    assert [burst.login("a", 300 + i) for i in range(4)] == [False, False, False, True]
+    assert [burst.login("a", 304 + i / 10) for i in range(4)] == [False, False, False, True]
+    # the window slides: the oldest of four drops out
+    assert [burst.login("a", t) for t in (400, 401, 402, 405.2, 405.9)] == [False] * 4 + [True]
+
+
+def test_a_new_token_starts_the_count_again() -> None:
+    burst = LoginBurst(limit=3, window=5.0)
+    assert not burst.login("a", 1.0)
+    assert not burst.login("a", 1.1)
+    assert not burst.login("b", 1.2)
+    assert not burst.login("b", 1.3)
+    assert burst.login("b", 1.4)
+
+
+def test_logins_at_one_moment_count_as_one() -> None:
+    burst = LoginBurst(limit=3, window=5.0, gap=0.05)
+    # a client connecting to 50 brokers at once
+    assert not any(burst.login("a", 1.0 + i / 1000) for i in range(50))
+    assert not burst.login("a", 2.0)
+    assert burst.login("a", 3.0)

@@ -209,10 +209,36 @@ async def _check_security(kafka: KafkaConfig, login: OAuthLogin | None, timeout:
             if cause is not None and refused is None:
                 refused = KafkaRefused(server, _with_login(cause, kafka, login))
             continue
-        conn.close()
+        try:
+            if login is not None and await _closes_after_login(conn, timeout):
+                refused = refused or KafkaRefused(
+                    server, _with_login(AUTHENTICATION_FAILED, kafka, login)
+                )
+                continue
+        finally:
+            conn.close()
         return
     if refused is not None:
         raise refused
+
+
+async def _closes_after_login(conn: Any, timeout: float) -> bool:
+    """Whether the broker refuses the first request after an OAUTHBEARER login.
+
+    A broker refuses a token with an error challenge (RFC 7628 §3.2.2) and waits for the
+    client's acknowledgement; aiokafka 0.14 takes the challenge for success, so the refusal only
+    shows at the next request: the broker answers it with an error (for ``Metadata``: no
+    brokers, which a broker that accepted the login always lists) and closes the connection."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    try:
+        answer = await asyncio.wait_for(conn.send(MetadataRequest([])), timeout)
+    except (KafkaError, OSError) as exc:
+        log.debug("Kafka closed the connection after the OAUTHBEARER login: %r", exc)
+        return _closed(exc)
+    except TimeoutError:  # slow, not a refusal: the consumer will tell
+        return False
+    return not answer.brokers
 
 
 def _closed(exc: BaseException) -> bool:

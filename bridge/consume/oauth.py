@@ -13,9 +13,11 @@ aiokafka asks :meth:`OAuthLogin.token` each time it opens a connection. When no 
 at hand it gets :class:`TokenUnavailable`, a ``KafkaConnectionError``, so it treats the attempt
 as a failed connection and tries again later instead of failing a consumer's task.
 
-A broker's refusal reaches nobody but aiokafka's log ("Unable connect to node ...: <the
-exception>"): :class:`_RefusalWatch` reads the exception object of those log records (never the
-text) and has the login fetch a new token.
+A broker's refusal of a token does not reach the bridge as an error: the broker sends an error
+challenge, aiokafka 0.14 takes it for success, and the broker closes the connection at the next
+request. At start :func:`bridge.consume.kafka.check_security` sees that close; while the bridge
+runs the reconnections do: one token logging in again and again within seconds
+(:class:`bridge.core.tokens.LoginBurst`) makes the login fetch a new one.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from aiokafka.errors import KafkaConnectionError
 
 from ..config import KafkaConfig, read_secret_file
 from ..core.backoff import Backoff
-from ..core.tokens import AccessToken, TokenProblem, parse_extensions, read_provider_answer
+from ..core.tokens import (
+    AccessToken,
+    LoginBurst,
+    TokenProblem,
+    parse_extensions,
+    read_provider_answer,
+)
 from ..core.tokens import read_token_response as _read_token_response
 from ..extras import load_provider
 
@@ -272,7 +280,7 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._watch = _RefusalWatch(self)
+        self._burst = LoginBurst()
 
     def __repr__(self) -> str:
         return f"OAuthLogin({self.source.name}, up={self.up})"
@@ -306,12 +314,19 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
     async def token(self) -> str:
         """The current token; a new one when it expired or a broker refused it."""
         current = self._valid()
-        if current is not None:
-            return current.value
-        await self._fetch_once()
-        current = self._valid()
         if current is None:
-            raise TokenUnavailable(f"no OAUTHBEARER token: {self.problem}")
+            await self._fetch_once()
+            current = self._valid()
+            if current is None:
+                raise TokenUnavailable(f"no OAUTHBEARER token: {self.problem}")
+        if self._burst.login(current.value, self._clock()):
+            log.warning(
+                "Kafka connections keep closing right after logging in with the current "
+                "OAUTHBEARER token (%d logins in %.0f s): a broker may refuse it",
+                self._burst.limit,
+                self._burst.window,
+            )
+            self.broker_refused()
         return current.value
 
     def extensions(self) -> dict[str, str]:
@@ -336,7 +351,6 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
         """Get the first token, retrying a source that is down with backoff for as long as it
         takes (:attr:`problem` says why meanwhile); then refresh in the background. Raises
         :class:`TokenRefused` when the source refuses for good."""
-        self._watch.install()
         attempt = 0
         try:
             while not await self._fetch_once():
@@ -347,13 +361,11 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
                 await self._sleep(delay)
                 attempt += 1
         except BaseException:
-            self._watch.remove()
             await self.source.aclose()
             raise
         self._task = asyncio.create_task(self._refresh_forever(), name="kafka-token-refresh")
 
     async def aclose(self) -> None:
-        self._watch.remove()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -446,32 +458,3 @@ def make_login(kafka: KafkaConfig, metrics: LoginMetrics | None = None) -> OAuth
         parse_extensions(kafka.sasl_oauth_extensions or "") if kafka.sasl_oauth_extensions else {}
     )
     return OAuthLogin(source, extensions, metrics=metrics)
-
-
-class _RefusalWatch(logging.Handler):
-    """Reads aiokafka's log records for a broker's refusal of a login (the exception object in
-    the record's arguments) and tells the login."""
-
-    def __init__(self, login: OAuthLogin) -> None:
-        super().__init__(logging.ERROR)
-        self._login = login
-        self._installed = False
-
-    def install(self) -> None:
-        if not self._installed:
-            logging.getLogger("aiokafka").addHandler(self)
-            self._installed = True
-
-    def remove(self) -> None:
-        if self._installed:
-            logging.getLogger("aiokafka").removeHandler(self)
-            self._installed = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from .kafka import AUTHENTICATION_FAILED, refusal
-
-        args = record.args if isinstance(record.args, tuple) else ()
-        for arg in args:
-            if isinstance(arg, BaseException) and refusal(arg) == AUTHENTICATION_FAILED:
-                self._login.broker_refused()
-                return

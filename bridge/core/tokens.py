@@ -226,3 +226,49 @@ def parse_extensions(value: str) -> Mapping[str, str]:
             raise ValueError(f"sasl_oauth_extensions: {key} is given twice")
         found[key] = text
     return found
+
+
+LOGIN_BURST = 12
+"""Logins with one token within :data:`LOGIN_BURST_WINDOW` seconds that make the bridge suspect
+the brokers refuse it (see :class:`LoginBurst`)."""
+LOGIN_BURST_WINDOW = 5.0
+LOGIN_BURST_GAP = 0.05
+"""Seconds within which logins count as one: a client opening connections to many brokers at once
+logs in many times in a moment, not again and again."""
+
+
+class LoginBurst:
+    """Tells when one token logs in to Kafka too often to be accepted.
+
+    A Kafka client logs in once per connection, and connections live long: a handful of logins
+    per token, most of them at once. A broker that refuses the token closes each connection right
+    after the login (aiokafka 0.14 does not see the refusal itself), and the client reconnects
+    every tenth of a second or so, logging in again with the same token: measured against
+    Apache Kafka 4.4, the dozen logins come within about a second. Each burst is reported once;
+    the count starts again with each new token. A false alarm costs one early refresh."""
+
+    def __init__(
+        self,
+        limit: int = LOGIN_BURST,
+        window: float = LOGIN_BURST_WINDOW,
+        gap: float = LOGIN_BURST_GAP,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.gap = gap
+        self._token: str | None = None
+        self._times: list[float] = []
+
+    def login(self, token: str, now: float) -> bool:
+        """Note one login with ``token`` at ``now`` (seconds); True when it completes a burst."""
+        if token != self._token:
+            self._token, self._times = token, []
+        if self._times and now - self._times[-1] < self.gap:
+            return False  # the same moment: one more connection opened at once
+        times = [t for t in self._times if now - t < self.window]
+        times.append(now)
+        if len(times) >= self.limit:
+            self._times = []
+            return True
+        self._times = times
+        return False
