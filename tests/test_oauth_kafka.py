@@ -24,7 +24,7 @@ import pytest
 
 from bridge.ingress import Client
 from tests.helpers import recorded, recorder, unique, until
-from tests.stack import apache_kafka
+from tests.stack import apache_kafka, overstating_provider
 from tests.stack.apache_kafka import ApacheKafkaBroker
 from tests.stack.bridge_process import BridgeProcess, routes_toml
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
@@ -270,16 +270,17 @@ async def test_a_token_the_broker_refuses_while_the_bridge_runs_is_replaced(
     restate: RestateServer,
     client: Client,
 ) -> None:
-    """Tokens whose provider says they live an hour: each is refused after 5 s, and only the
-    bridge's noticing of the refusals brings the next one. Also the user-provider path."""
+    """A user provider whose tokens it says live an hour: the broker refuses each after 5 s, and
+    only the bridge's noticing of the refusals brings the next one. Then the provider hands out
+    tokens of a provider the broker does not trust: the block is reported until it is fixed."""
     topic, group, key = unique("refused"), unique("g"), unique("k")
     await create_topics(short_tokens.admin, [topic])
     oidc = short_tokens.oidc
-    env = {
-        "TEST_OIDC_TOKEN_ENDPOINT": oidc.token_endpoint,
-        "TEST_OIDC_CLIENT_ID": oidc.client_id,
-        "TEST_OIDC_CLIENT_SECRET": oidc.client_secret,
-    }
+    stranger = OidcProvider(tmp_path / "stranger", clients={"restate-bridge": "stranger-secret"})
+    stranger.start()
+    request.addfinalizer(stranger.stop)
+    settings = tmp_path / "provider.json"
+    overstating_provider.use(settings, oidc.token_endpoint, oidc.client_id, oidc.client_secret)
     lines = (
         f'security_protocol = "SASL_SSL"\nssl_cafile = "{short_tokens.certs.ca}"\n'
         'sasl_mechanism = "OAUTHBEARER"\n'
@@ -294,20 +295,36 @@ async def test_a_token_the_broker_refuses_while_the_bridge_runs_is_replaced(
         topic=topic,
         group=group,
         kafka_lines=lines,
-        env=env,
+        env={"TEST_OIDC_PROVIDER_FILE": str(settings)},
     )
     bridge.start()
     sent = []
-    for n in range(1, 16):  # 15 s of records: each token is refused after 5 s
+
+    async def send(n: int) -> None:
         sent.append(n)
         await produce(short_tokens.admin, topic, [Message(key.encode(), f'{{"n": {n}}}'.encode())])
+
+    for n in range(1, 16):  # 15 s of records: each token is refused after 5 s
+        await send(n)
         await asyncio.sleep(1)
     await until(recorded(client, key), lambda seen: seen == sent, "every record once", timeout=60)
     refreshed = oidc.tokens_issued() - issued
     assert refreshed >= 3, f"{refreshed} tokens in 15 s of tokens refused after 5 s"
-    log = bridge.log()
-    assert "keep closing right after logging in" in log
+    assert "keep closing right after logging in" in bridge.log()
+    assert bridge.value("restate_bridge_kafka_token_broker_refusals_total") >= 2
+    assert bridge.ready()
+
+    # every new token refused: not ready, and why; the token metric says so too
+    overstating_provider.use(settings, stranger.token_endpoint, "restate-bridge", "stranger-secret")
+    await until(bridge.readyz, lambda answer: "brokers refuse the tokens" in str(answer), "readyz")
+    assert bridge.value("restate_bridge_kafka_token_up", source="provider") == 0
+    await send(16)
+    overstating_provider.use(settings, oidc.token_endpoint, oidc.client_id, oidc.client_secret)
+    await until(bridge.ready, bool, "ready again without a restart", timeout=60)
+    await send(17)
+    await until(recorded(client, key), lambda seen: seen == sent, "nothing lost", timeout=60)
     assert bridge.terminate() == 0
+    log = bridge.log()
     assert "Traceback" not in log
     assert_nothing_leaked(short_tokens, log)
 

@@ -80,7 +80,10 @@ async def test_the_first_token_waits_for_a_source_that_is_down() -> None:
         assert await login.token() == "token-3"
         assert metrics.kafka_token_requests.labels("token_endpoint", "failed")._value.get() == 2
         assert metrics.kafka_token_requests.labels("token_endpoint", "ok")._value.get() == 1
-        assert metrics.kafka_token_up.labels("token_endpoint")._value.get() == 1
+        up = metrics.registry.get_sample_value(
+            "restate_bridge_kafka_token_up", {"source": "token_endpoint"}
+        )
+        assert up == 1
         assert metrics.kafka_token_expiry.labels("token_endpoint")._value.get() > time.time()
     finally:
         await login.aclose()
@@ -200,6 +203,57 @@ async def test_one_token_logging_in_again_and_again_brings_a_new_one(
     assert "keep closing right after logging in" in caplog.text
     assert await login.token() == "token-2"
     assert source.fetches == 2
+    assert login.up  # one refused token may be a false alarm
+
+
+async def test_brokers_that_refuse_the_new_token_too_are_reported_until_they_accept_one() -> None:
+    clock = [1000.0]
+    source = Source()
+    metrics = Metrics()
+    answers = [False, False, True]  # what the test logins find: refused twice, then accepted
+    tested: list[str] = []
+
+    async def verify(login: OAuthLogin) -> bool | None:
+        tested.append(await login.token())  # a test login: with a new token
+        return answers.pop(0)
+
+    wakes: asyncio.Queue[None] = asyncio.Queue()
+
+    async def sleep(seconds: float) -> None:  # the watch waits until the test lets it go on
+        await wakes.get()
+        clock[0] += seconds
+
+    login = OAuthLogin(source, metrics=metrics, clock=lambda: clock[0], verify=verify, sleep=sleep)
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"source": "token_endpoint"})
+
+    assert sample("restate_bridge_kafka_token_up") == 0  # nothing fetched yet
+    assert await login.token() == "token-1"
+    assert sample("restate_bridge_kafka_token_up") == 1
+    clock[0] += 60  # token-1 served a minute; now every connection closes after the login
+    for _ in range(LOGIN_BURST):
+        await login.token()
+        clock[0] += 0.1
+    await asyncio.sleep(0.01)  # the test login: refused
+    assert tested == ["token-2"]
+    assert not login.up
+    assert login.reason == (
+        "the brokers refuse the tokens from the test source (a test login with a new one was "
+        "refused; see the broker's log)"
+    )
+    assert sample("restate_bridge_kafka_token_up") == 0
+    assert sample("restate_bridge_kafka_token_broker_refusals_total") == 1
+    wakes.put_nowait(None)  # 5 s later: another test login with a new token, refused too
+    await asyncio.sleep(0.01)
+    assert tested == ["token-2", "token-3"]
+    assert not login.up
+    wakes.put_nowait(None)  # and the next is accepted
+    await asyncio.sleep(0.01)
+    assert tested == ["token-2", "token-3", "token-4"]
+    assert login.up
+    assert sample("restate_bridge_kafka_token_up") == 1
+    await login.aclose()
 
 
 async def test_extensions_go_with_every_login() -> None:

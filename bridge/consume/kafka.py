@@ -222,6 +222,33 @@ async def _check_security(kafka: KafkaConfig, login: OAuthLogin | None, timeout:
         raise refused
 
 
+async def accepts_token(
+    kafka: KafkaConfig, login: OAuthLogin, timeout: float = CHECK_TIMEOUT
+) -> bool | None:
+    """Whether a broker accepts the login's current token: one test login to the bootstrap
+    servers, as :func:`check_security` makes. ``None`` when no broker answered (or no token
+    came): unknown, not refused."""
+    from aiokafka.conn import create_conn
+
+    options = kafka_options(kafka, login)
+    del options["bootstrap_servers"]
+    for host, port in _servers(kafka.bootstrap_servers):
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options),
+                timeout,
+            )
+        except (OSError, KafkaError, TimeoutError, ValueError) as exc:
+            if refusal(exc) == AUTHENTICATION_FAILED:
+                return False
+            continue
+        try:
+            return not await _closes_after_login(conn, timeout)
+        finally:
+            conn.close()
+    return None
+
+
 async def _closes_after_login(conn: Any, timeout: float) -> bool:
     """Whether the broker refuses the first request after an OAUTHBEARER login.
 

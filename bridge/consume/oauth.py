@@ -17,7 +17,9 @@ A broker's refusal of a token does not reach the bridge as an error: the broker 
 challenge, aiokafka 0.14 takes it for success, and the broker closes the connection at the next
 request. At start :func:`bridge.consume.kafka.check_security` sees that close; while the bridge
 runs the reconnections do: one token logging in again and again within seconds
-(:class:`bridge.core.tokens.LoginBurst`) makes the login fetch a new one.
+(:class:`bridge.core.tokens.LoginBurst`) makes the login fetch a new one and make a test login
+with it (:func:`bridge.consume.kafka.accepts_token`); while the brokers refuse the new tokens too,
+the login is not :attr:`~OAuthLogin.up` (``/readyz``, ``restate_bridge_kafka_token_up``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import inspect
 import logging
 import random
@@ -49,6 +52,7 @@ from ..core.tokens import (
 )
 from ..core.tokens import read_token_response as _read_token_response
 from ..extras import load_provider
+from .kafka import accepts_token
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,12 @@ class LoginMetrics(Protocol):
     def kafka_token_fetched(self, outcome: str, expires_at: float | None, source: str) -> None:
         """A fetch from ``source`` (a kind) ended: ``ok`` (with the token's expiry), ``failed``
         or ``refused``."""
+
+    def kafka_token_refused_by_broker(self, source: str) -> None:
+        """Connections kept closing right after logging in with one token from ``source``."""
+
+    def kafka_login_state(self, source: str, up: Callable[[], bool]) -> None:
+        """Report ``up()`` (:attr:`OAuthLogin.up`) whenever asked."""
 
 
 def shown(url: str) -> str:
@@ -262,8 +272,10 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Backoff = BACKOFF,
+        verify: Callable[[OAuthLogin], Awaitable[bool | None]] | None = None,
     ) -> None:
         self.source = source
+        self._verify = verify
         self._extensions = dict(extensions or {})
         self._metrics = metrics
         self._clock = clock
@@ -280,21 +292,33 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.refused_by_brokers = False
+        """A test login after a burst (see :meth:`token`) was refused: the brokers refuse the
+        tokens, until a test login is accepted again."""
         self._burst = LoginBurst()
+        if metrics is not None:
+            metrics.kafka_login_state(source.kind, lambda: self.up)
 
     def __repr__(self) -> str:
         return f"OAuthLogin({self.source.name}, up={self.up})"
 
     @property
     def up(self) -> bool:
-        """A token is at hand and the last fetch succeeded."""
-        return self.problem is None and self._valid() is not None
+        """A token is at hand, the last fetch succeeded, and the brokers do not keep refusing
+        the tokens."""
+        return self.problem is None and self._valid() is not None and not self.refused_by_brokers
 
     @property
     def reason(self) -> str:
         """Why no token is at hand (for ``/readyz``)."""
         if self.problem is not None:
             return self.problem
+        if self.refused_by_brokers:
+            return (
+                f"the brokers refuse the tokens from {self.source.name} (a test login with a "
+                "new one was refused; see the broker's log)"
+            )
         if self._token is None:
             return "none fetched yet"
         return "the token expired or a broker refused it; fetching a new one"
@@ -319,15 +343,46 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
             current = self._valid()
             if current is None:
                 raise TokenUnavailable(f"no OAUTHBEARER token: {self.problem}")
-        if self._burst.login(current.value, self._clock()):
+        now = self._clock()
+        if self._burst.login(current.value, now):
             log.warning(
                 "Kafka connections keep closing right after logging in with the current "
                 "OAUTHBEARER token (%d logins in %.0f s): a broker may refuse it",
                 self._burst.limit,
                 self._burst.window,
             )
+            if self._metrics is not None:
+                self._metrics.kafka_token_refused_by_broker(self.source.kind)
             self.broker_refused()
+            if self._verify is not None and (self._watch is None or self._watch.done()):
+                self._watch = asyncio.create_task(self._watch_brokers(), name="kafka-token-test")
         return current.value
+
+    async def _watch_brokers(self) -> None:
+        """After a burst: a test login with a new token. While the brokers refuse it, the login
+        is not :attr:`up`, and tries again with a new token every few seconds."""
+        assert self._verify is not None
+        while True:
+            try:
+                accepted = await self._verify(self)
+            except Exception:  # a test login must not end the watch unseen
+                log.exception("a test login to Kafka failed")
+                accepted = None
+            if accepted is not False:
+                if self.refused_by_brokers:
+                    log.info("Kafka accepts the OAUTHBEARER token from %s again", self.source.name)
+                self.refused_by_brokers = False
+                return
+            if not self.refused_by_brokers:
+                log.error(
+                    "Kafka refused a test login with a new OAUTHBEARER token from %s: the "
+                    "brokers refuse its tokens (see the broker's log); trying again every %.0f s",
+                    self.source.name,
+                    REFUSED_REFRESH_INTERVAL,
+                )
+            self.refused_by_brokers = True
+            await self._sleep(REFUSED_REFRESH_INTERVAL)
+            self.broker_refused()  # the next test login brings a new token
 
     def extensions(self) -> dict[str, str]:
         """SASL extensions sent with every login (KIP-342), e.g. Confluent Cloud's
@@ -366,11 +421,12 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
         self._task = asyncio.create_task(self._refresh_forever(), name="kafka-token-refresh")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._watch = None
         await self.source.aclose()
 
     async def _fetch_once(self) -> bool:
@@ -398,6 +454,7 @@ class OAuthLogin(AbstractTokenProvider):  # type: ignore[misc]
             return False
 
     def _report(self, outcome: str, expires_at: float | None) -> None:
+        # the login's own state; restate_bridge_kafka_token_up reads :attr:`up` when scraped
         if self._metrics is not None:
             self._metrics.kafka_token_fetched(outcome, expires_at, self.source.kind)
 
@@ -457,4 +514,6 @@ def make_login(kafka: KafkaConfig, metrics: LoginMetrics | None = None) -> OAuth
     extensions = (
         parse_extensions(kafka.sasl_oauth_extensions or "") if kafka.sasl_oauth_extensions else {}
     )
-    return OAuthLogin(source, extensions, metrics=metrics)
+    return OAuthLogin(
+        source, extensions, metrics=metrics, verify=functools.partial(accepts_token, kafka)
+    )

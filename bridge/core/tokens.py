@@ -242,10 +242,10 @@ class LoginBurst:
 
     A Kafka client logs in once per connection, and connections live long: a handful of logins
     per token, most of them at once. A broker that refuses the token closes each connection right
-    after the login (aiokafka 0.14 does not see the refusal itself), and the client reconnects
-    every tenth of a second or so, logging in again with the same token: measured against
-    Apache Kafka 4.4, the dozen logins come within about a second. Each burst is reported once;
-    the count starts again with each new token. A false alarm costs one early refresh."""
+    after the login (aiokafka 0.14 does not see the refusal itself), and the client reconnects,
+    logging in again with the same token: measured against Apache Kafka 4.4, a dozen logins
+    within one to five seconds. Each burst is reported; the count starts again after it and with
+    each new token. A false alarm costs one early refresh and one test login."""
 
     def __init__(
         self,
@@ -267,8 +267,8 @@ class LoginBurst:
             return False  # the same moment: one more connection opened at once
         times = [t for t in self._times if now - t < self.window]
         times.append(now)
-        if len(times) >= self.limit:
-            self._times = []
-            return True
-        self._times = times
-        return False
+        if len(times) < self.limit:
+            self._times = times
+            return False
+        self._times = []
+        return True

@@ -8,7 +8,7 @@ series exist only for the partitions the process owns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -320,8 +320,9 @@ class Metrics:
         )
         self.kafka_token_up = Gauge(
             "restate_bridge_kafka_token_up",
-            "OAUTHBEARER: 1 while the bridge holds a valid Kafka token and the last request for "
-            "one succeeded, 0 while the token endpoint (or provider) fails.",
+            "OAUTHBEARER: 1 while the bridge holds a valid Kafka token, the last request for one "
+            "succeeded and the brokers accept it; 0 while the token endpoint (or provider) fails "
+            "or the brokers keep refusing the tokens (/readyz says which).",
             ["source"],
             registry=registry,
         )
@@ -330,6 +331,13 @@ class Metrics:
             "OAUTHBEARER: requests for a Kafka token by outcome: ok, failed (retried), refused "
             "(asking again cannot help: a wrong client secret, an unknown client or scope).",
             ["source", "outcome"],
+            registry=registry,
+        )
+        self.kafka_token_broker_refusals = Counter(
+            "restate_bridge_kafka_token_broker_refusals",
+            "OAUTHBEARER: times Kafka connections kept closing right after logging in with one "
+            "token (a broker refusing it), each answered with a new token.",
+            ["source"],
             registry=registry,
         )
         self.kafka_token_expiry = Gauge(
@@ -357,10 +365,16 @@ class Metrics:
     def kafka_token_fetched(self, outcome: str, expires_at: float | None, source: str) -> None:
         """A request for a Kafka token ended (:class:`bridge.consume.oauth.LoginMetrics`)."""
         self.kafka_token_requests.labels(source, outcome).inc()
-        held = outcome == "ok"
-        self.kafka_token_up.labels(source).set(1 if held else 0)
-        if held:
+        if outcome == "ok":
             self.kafka_token_expiry.labels(source).set(expires_at or 0)
+
+    def kafka_token_refused_by_broker(self, source: str) -> None:
+        """Connections kept closing right after logging in with one token."""
+        self.kafka_token_broker_refusals.labels(source).inc()
+
+    def kafka_login_state(self, source: str, up: Callable[[], bool]) -> None:
+        """``restate_bridge_kafka_token_up`` reads ``up()`` at each scrape."""
+        self.kafka_token_up.labels(source).set_function(lambda: 1.0 if up() else 0.0)
 
     def message_counter(self, topic: str, route: str, outcome: str) -> Counter:
         """``messages.labels(topic, route, outcome)``, cached."""
