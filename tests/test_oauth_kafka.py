@@ -28,6 +28,7 @@ from tests.stack import apache_kafka, overstating_provider
 from tests.stack.apache_kafka import ApacheKafkaBroker
 from tests.stack.bridge_process import BridgeProcess, routes_toml
 from tests.stack.kafka_io import Message, create_topics, produce, read_topic
+from tests.stack.ledger import committed_offsets
 from tests.stack.logs import keep_log
 from tests.stack.oauth_kafka import oauth_broker
 from tests.stack.oidc import OidcProvider
@@ -359,10 +360,11 @@ async def test_short_lived_tokens_and_ended_sessions_lose_and_double_nothing(
             f"{key}: every record once, in order",
             timeout=60,
         )
+    # both partitions (the keys may all hash to one): every record committed, over ended sessions
     await until(
-        lambda: committed(short_tokens.admin, group, topic),
-        lambda offset: offset is not None,
-        "the group committed",
+        lambda: committed_offsets(short_tokens.admin, group, topic),
+        lambda offsets: sum(offsets.values()) == n,
+        f"the group committed all {n} records",
     )
     refreshed = short_tokens.oidc.tokens_issued() - issued
     assert refreshed >= 4, f"{refreshed} tokens in 20 s of 5 s tokens"
