@@ -243,6 +243,18 @@ class BridgeProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def refused(self, timeout: float) -> tuple[str, str]:
+        """Start the process and expect it to stop with exit code 3 and exactly one ERROR line,
+        no traceback: that line, and the whole log."""
+        self.process.start()
+        code = self.wait(timeout)
+        log = self.log()
+        assert code == 3, f"exit code {code}; log:\n{log}"
+        errors = [line for line in log.splitlines() if " ERROR " in line]
+        assert len(errors) == 1, log
+        assert "Traceback" not in log
+        return errors[0], log
+
     def kill(self) -> None:
         self.process.kill()
 
