@@ -187,21 +187,35 @@ async def check_security(
         await _check_security(kafka, login, timeout)
 
 
-async def _check_security(kafka: KafkaConfig, login: OAuthLogin | None, timeout: float) -> None:
+_CONNECT_ERRORS = (OSError, KafkaError, TimeoutError, ValueError)
+"""What a failed connection raises (ValueError: aiokafka's SCRAM client refusing the server's
+answer)."""
+
+
+async def _connect(host: str, port: int, options: dict[str, Any], timeout: float) -> Any:
+    """One aiokafka connection to a server, TLS and SASL done (``options`` from
+    :func:`kafka_options`, without the bootstrap servers)."""
     from aiokafka.conn import create_conn
 
+    return await asyncio.wait_for(
+        create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options), timeout
+    )
+
+
+def _connection_options(kafka: KafkaConfig, login: OAuthLogin | None) -> dict[str, Any]:
     options = kafka_options(kafka, login)
     del options["bootstrap_servers"]
+    return options
+
+
+async def _check_security(kafka: KafkaConfig, login: OAuthLogin | None, timeout: float) -> None:
+    options = _connection_options(kafka, login)
     refused: KafkaRefused | None = None
     for host, port in _servers(kafka.bootstrap_servers):
         server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options),
-                timeout,
-            )
-        except (OSError, KafkaError, TimeoutError, ValueError) as exc:
-            # ValueError: aiokafka's SCRAM client refusing the server's answer
+            conn = await _connect(host, port, options, timeout)
+        except _CONNECT_ERRORS as exc:
             log.debug("connecting to Kafka at %s failed: %r", server, exc)
             cause = refusal(exc)
             if cause is None and "ssl_context" in options and _closed(exc):
@@ -228,17 +242,11 @@ async def accepts_token(
     """Whether a broker accepts the login's current token: one test login to the bootstrap
     servers, as :func:`check_security` makes. ``None`` when no broker answered (or no token
     came): unknown, not refused."""
-    from aiokafka.conn import create_conn
-
-    options = kafka_options(kafka, login)
-    del options["bootstrap_servers"]
+    options = _connection_options(kafka, login)
     for host, port in _servers(kafka.bootstrap_servers):
         try:
-            conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options),
-                timeout,
-            )
-        except (OSError, KafkaError, TimeoutError, ValueError) as exc:
+            conn = await _connect(host, port, options, timeout)
+        except _CONNECT_ERRORS as exc:
             if refusal(exc) == AUTHENTICATION_FAILED:
                 return False
             continue
